@@ -1,0 +1,26 @@
+"""Backends by name. A backend module plugs in by adding one line here; the CLI never names a backend."""
+from __future__ import annotations
+
+import importlib
+
+from ..errors import UserError, did_you_mean
+
+# name -> "module:Class"; imported only when used, so `launch --help` stays light.
+BACKENDS: dict[str, str] = {
+    "local": "launcher.backends.local:LocalBackend",
+}
+# Named in the design but not built yet: a clear message beats "unknown backend".
+PLANNED = ("modal", "ec2", "k8s")
+
+
+def check_backend(name: str) -> None:
+    if name not in BACKENDS:
+        if name in PLANNED:
+            raise UserError(f"backend '{name}' is not built yet; available now: {', '.join(BACKENDS)}")
+        raise UserError(f"unknown backend '{name}'{did_you_mean(name, BACKENDS)}; valid: {', '.join(BACKENDS)}")
+
+
+def get_backend(name: str):
+    check_backend(name)
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()

@@ -1,0 +1,218 @@
+"""The `launch` command line. Heavy modules are imported inside commands: `launch --help` must stay light."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+EXAMPLES = """
+Examples:
+  launch runners/rl_run.py --config configs/rl/smoke.yaml --task tasks/smoke_task.py
+  launch --dry-run --gpu A100 runners/sft_run.py --config configs/sft/wordle.yaml
+  launch --detach --max-runtime 2h --env WANDB_MODE=offline runners/sft_run.py --config c.yaml
+  launch jobs;  launch logs JOB -f;  launch down JOB;  launch down --expired
+  launch sync up --experiment demo --datapool s3://bucket/pool
+"""
+
+
+class LaunchGroup(click.Group):
+    """`launch [OPTIONS] SCRIPT ...` is `launch run [OPTIONS] SCRIPT ...`; other words are subcommands."""
+
+    lazy_commands = {"sync": ("launcher.cli_sync", "sync")}
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.list_commands(ctx) and args[0] not in ("--help", "-h", "--version"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *self.lazy_commands})
+
+    def get_command(self, ctx, name):
+        if name in self.lazy_commands and name not in self.commands:
+            module, attr = self.lazy_commands[name]
+            try:
+                self.add_command(getattr(importlib.import_module(module), attr), name)
+            except ImportError:
+                return None
+        return self.commands.get(name)
+
+    def format_help(self, ctx, formatter):
+        formatter.write_usage("launch", "[OPTIONS] SCRIPT [SCRIPT_ARGS]...")
+        formatter.write_usage("launch", "COMMAND [ARGS]...", prefix="   or: ")
+        self.format_help_text(ctx, formatter)
+        run = self.commands["run"]
+        run.format_options(click.Context(run, info_name="launch", parent=ctx), formatter)
+        with formatter.section("Commands"):
+            rows = []
+            for name in self.list_commands(ctx):
+                cmd = self.commands.get(name)
+                rows.append((name, cmd.get_short_help_str(60) if cmd else "sync the datapool with its store"))
+            formatter.write_dl(rows)
+        with formatter.section("Examples"):
+            for line in EXAMPLES.strip().splitlines()[1:]:
+                formatter.write(" " * formatter.current_indent + line.strip() + "\n")
+        formatter.write_paragraph()
+        formatter.write_text("Everything after SCRIPT goes to the script untouched. `launch COMMAND --help` for more.")
+
+
+@click.group(cls=LaunchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="launcher", prog_name="launch")
+def cli():
+    """Run an ML script on Modal, EC2, Kubernetes or this machine, with its datapool synced and every machine
+    torn down when it ends. The same command runs the same job on your laptop's CPU (--backend local)."""
+
+
+def _parse_env(items) -> dict[str, str]:
+    from .errors import UserError
+
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"bad --env {item!r}: use KEY=VALUE, e.g. --env WANDB_MODE=offline")
+        env[key] = value
+    return env
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--backend", "-b", default=None, help="where to run: local (default), modal, ec2, k8s")
+@click.option("--gpu", default=None, metavar="TYPE[:N]", help="GPU type and count, e.g. A10G, A100-80GB:2, H100:8")
+@click.option("--cpus", type=float, default=None, help="CPU cores")
+@click.option("--memory", default=None, metavar="SIZE", help="memory, e.g. 32Gi")
+@click.option("--disk", default=None, metavar="SIZE", help="disk, e.g. 200Gi")
+@click.option("--env", "-e", "env", multiple=True, metavar="K=V", help="environment variable for the script (repeatable)")
+@click.option("--secret", "secrets", multiple=True, metavar="NAME",
+              help="pass the env var NAME from here as a secret (repeatable; the value never enters plans or logs)")
+@click.option("--experiment", default=None, help="experiment name: datapool folder experiments/NAME (default: default)")
+@click.option("--datapool", default=None, metavar="URL", help="datapool store: file:///abs/dir or s3://bucket/prefix")
+@click.option("--name", default=None, help="run name (default: the script's name)")
+@click.option("--max-runtime", default=None, metavar="DURATION", help="stop the script after this long, e.g. 90m, 2h")
+@click.option("--grace-period", default=None, metavar="DURATION", help="SIGTERM-to-SIGKILL grace (default 30s)")
+@click.option("--spot", is_flag=True, default=None, help="use spot/preemptible capacity")
+@click.option("--terminate-after", is_flag=True, default=None, help="wait for the end, then tear the machine down")
+@click.option("--keep-on-failure", is_flag=True, default=None, help="keep the machine after a failure, for debugging")
+@click.option("--profile", default=None, metavar="FILE", help="YAML launch profile; flags override it")
+@click.option("--detach", "-d", is_flag=True, help="return at once; follow with `launch logs JOB -f`")
+@click.option("--dry-run", is_flag=True, help="print the plan (exact request, datapool, price) and touch nothing")
+@click.argument("script")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+def run(script, script_args, profile, detach, dry_run, env, secrets, **options):
+    """Run SCRIPT (the default command: `launch SCRIPT` = `launch run SCRIPT`)."""
+    from . import api
+    from .job import build_job
+    from .profile import load_profile, merge
+
+    base = load_profile(profile) if profile else {}
+    fields = merge(base, {**options, "env": _parse_env(env), "secrets": list(secrets)})
+    fields["script"] = script
+    fields["args"] = list(script_args) or base.get("args", [])
+    job = build_job(f"profile {profile}" if profile else "launch", **fields)
+    if dry_run:
+        click.echo(api.plan(job).to_yaml(), nl=False)
+        return
+    run = api.launch(job, detach=True) if detach else None
+    if detach:
+        click.echo(run.job_id)
+        click.echo(f"[launcher] started {run.job_id} on {job.backend}; follow: launch logs {run.job_id} -f; "
+                   f"stop: launch down {run.job_id}", err=True)
+        return
+    sys.exit(_foreground(job))
+
+
+def _foreground(job) -> int:
+    from .backends import get_backend
+
+    backend = get_backend(job.backend)
+    plan = backend.plan(job)
+    handle = backend.submit(plan)
+    click.echo(f"[launcher] job {plan.job_id} on {job.backend}; log: {handle.data.get('log', '-')}", err=True)
+    code = backend.wait(handle)
+    state, _ = backend.status(handle)
+    click.echo(f"[launcher] job {plan.job_id} {state} (exit code {code})", err=True)
+    return code
+
+
+@cli.command()
+@click.option("--limit", default=50, show_default=True, help="how many recent jobs")
+def jobs(limit):
+    """List recent jobs with their state."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import api
+    from .plan import iso
+    from .units import format_duration
+
+    records = api.jobs(limit)
+    if not records:
+        click.echo("no jobs yet; start one with `launch SCRIPT`")
+        return
+    table = Table("ID", "NAME", "BACKEND", "STATE", "EXIT", "CREATED", "DURATION", "DEADLINE")
+    import time
+
+    for r in records:
+        end = r.ended or (time.time() if r.state in ("pending", "running") else None)
+        table.add_row(r.id, r.name, r.backend, r.state, "" if r.exit_code is None else str(r.exit_code),
+                      iso(r.created), format_duration(end - r.created if end else None), iso(r.deadline) or "-")
+    Console(width=max(140, Console().width)).print(table)
+
+
+@cli.command()
+@click.argument("job_id", metavar="JOB")
+def status(job_id):
+    """Show a job's state and exit code."""
+    from . import api
+
+    state, code = api.status(job_id)
+    click.echo(state if code is None else f"{state} (exit code {code})")
+
+
+@cli.command()
+@click.argument("job_id", metavar="JOB")
+@click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
+def logs(job_id, follow):
+    """Print a job's output (stdout and stderr as the script wrote them)."""
+    from . import api
+
+    out = sys.stdout.buffer
+    for chunk in api.logs(job_id, follow=follow):
+        out.write(chunk)
+        out.flush()
+
+
+@cli.command()
+@click.argument("job_id", metavar="JOB", required=False)
+@click.option("--expired", is_flag=True, help="end every job that outlived its deadline (the sweeper)")
+def down(job_id, expired):
+    """Stop a job and tear down everything it holds."""
+    from . import api
+    from .errors import UserError
+
+    if bool(job_id) == bool(expired):
+        raise UserError("give either a JOB id or --expired, e.g. `launch down rl-run-3fa9c1`")
+    if expired:
+        ended = api.down_expired()
+        click.echo("\n".join(ended) if ended else "no expired jobs")
+        return
+    click.echo(f"{job_id}: {api.down(job_id)}")
+
+
+def main(argv=None) -> None:
+    from .errors import UserError
+
+    try:
+        cli.main(args=argv, prog_name="launch", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        # One line, like our own errors, instead of click's three-line usage dump.
+        hint = f"; see `{exc.ctx.command_path} --help`" if getattr(exc, "ctx", None) else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Datapool stores and the sync engine."""

@@ -1,0 +1,34 @@
+"""What every store offers: a listing by manifest, and get/put/delete of one file."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Entry:
+    """One file: its path relative to the store root ('/' separated), size, and whatever hashes are known.
+
+    sha256 is known for local files (hash cache) and never from an S3 LIST (metadata is not listed);
+    etag is the S3 ETag (md5 for one PUT, md5-of-md5s "-N" for multipart) or, locally, the ETag our
+    own upload would get, so a LIST alone tells whether the bytes are the same.
+    """
+
+    path: str
+    size: int
+    mtime: float
+    sha256: str | None = None
+    etag: str | None = None
+
+
+class Store:
+    url: str
+    is_local = False
+
+    def list(self) -> dict[str, Entry]:
+        raise NotImplementedError
+
+    def delete(self, paths: list[str]) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.url

@@ -1,0 +1,210 @@
+"""The Job: what to run, where, with what resources and limits. One pydantic model, every field validated."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UserError, did_you_mean
+from .gpus import GpuRequest, parse_gpu
+from .units import parse_duration, parse_size
+
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# Stores the datapool can bind to; s3 comes with the sync engine, the others with their backends.
+DATAPOOL_SCHEMES = ("file", "s3")
+
+
+def _err(exc: Exception) -> str:
+    return str(exc.args[0]) if isinstance(exc, UserError) else str(exc)
+
+
+class Job(BaseModel):
+    """A script plus everything needed to run it somewhere and tear it down afterwards."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    script: str = Field(description="path of the script to run, relative to workdir")
+    args: list[str] = Field(default_factory=list, description="arguments passed to the script untouched")
+    name: str | None = Field(None, description="run name; default: the script's file name without .py")
+    backend: str = Field("local", description="where to run: local, modal, ec2, k8s")
+    gpu: str | None = Field(None, description="GPU as TYPE[:COUNT], e.g. A10G, A100-80GB:2, H100:8")
+    cpus: float | None = Field(None, gt=0, description="CPU cores")
+    memory: str | None = Field(None, description="memory, e.g. 32Gi")
+    disk: str | None = Field(None, description="disk, e.g. 200Gi")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
+    secrets: list[str] = Field(default_factory=list, description="names of secrets (env vars) to pass; never values")
+    experiment: str = Field("default", description="experiment name: the datapool folder experiments/<name>")
+    datapool: str | None = Field(None, description="datapool store URL: file:///abs/dir or s3://bucket/prefix")
+    max_runtime: int | None = Field(None, description="hard limit, e.g. 2h; the script is stopped after it")
+    grace_period: int = Field(30, description="seconds between SIGTERM and SIGKILL when stopping the script")
+    spot: bool = Field(False, description="use spot/preemptible capacity")
+    terminate_after: bool = Field(False, description="client waits for the end and tears the machine down")
+    keep_on_failure: bool = Field(False, description="keep the machine after a failure, for debugging")
+    num_nodes: int = Field(1, description="machines; only 1 for now")
+    workdir: str = Field(".", description="project root whose files travel with the job")
+
+    @field_validator("script")
+    @classmethod
+    def _script(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("script is empty: give the path of a script, e.g. runners/sft_run.py")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME.match(v):
+            raise ValueError(f"bad name {v!r}: use letters, digits, '.', '_' or '-' (at most 63)")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        from .backends import check_backend
+
+        try:
+            check_backend(v)
+        except UserError as e:
+            raise ValueError(_err(e)) from None
+        return v
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _gpu(cls, v: Any) -> str | None:
+        if v is None or v == "" or (isinstance(v, str) and v.lower() in ("none", "cpu")):
+            return None
+        try:
+            return str(parse_gpu(str(v)))
+        except UserError as e:
+            raise ValueError(_err(e)) from None
+
+    @field_validator("memory", "disk", mode="before")
+    @classmethod
+    def _size(cls, v: Any, info) -> str | None:
+        if v is None:
+            return None
+        try:
+            parse_size(v, info.field_name)
+        except UserError as e:
+            raise ValueError(_err(e)) from None
+        return str(v)
+
+    @field_validator("max_runtime", "grace_period", mode="before")
+    @classmethod
+    def _duration(cls, v: Any, info) -> int | None:
+        if v is None:
+            return None
+        try:
+            return parse_duration(v, info.field_name.replace("_", "-"))
+        except UserError as e:
+            raise ValueError(_err(e)) from None
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"bad env name {key!r}: use letters, digits and '_', not starting with a digit")
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: list[str]) -> list[str]:
+        for key in v:
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"bad secret name {key!r}: a secret is named like an env var, e.g. HF_TOKEN")
+        return v
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"bad experiment name {v!r}: use letters, digits, '.', '_' or '-' (at most 63)")
+        return v
+
+    @field_validator("datapool")
+    @classmethod
+    def _datapool(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        url = urlparse(v)
+        if url.scheme not in DATAPOOL_SCHEMES:
+            raise ValueError(
+                f"unsupported datapool URL {v!r}: use one of " + ", ".join(f"{s}://" for s in DATAPOOL_SCHEMES)
+                + " (e.g. file:///data/pool or s3://bucket/prefix)"
+            )
+        if url.scheme == "file" and (url.netloc or not url.path.startswith("/")):
+            raise ValueError(f"bad datapool URL {v!r}: a file URL needs an absolute path, e.g. file:///data/pool")
+        if url.scheme == "s3" and not url.netloc:
+            raise ValueError(f"bad datapool URL {v!r}: name the bucket, e.g. s3://my-bucket/pool")
+        return v
+
+    @field_validator("num_nodes")
+    @classmethod
+    def _nodes(cls, v: int) -> int:
+        if v != 1:
+            raise ValueError(f"num_nodes={v} is not supported yet: multi-node jobs arrive with the k8s/ec2 backends; use 1")
+        return v
+
+    @model_validator(mode="after")
+    def _spot_needs_cloud(self) -> "Job":
+        if self.spot and self.backend == "local":
+            raise ValueError("--spot needs a cloud backend (ec2, k8s, modal); drop --spot for --backend local")
+        return self
+
+    # -- derived values ------------------------------------------------------------------------------------------
+
+    @property
+    def run_name(self) -> str:
+        return self.name or Path(self.script).stem
+
+    @property
+    def gpu_request(self) -> GpuRequest | None:
+        return parse_gpu(self.gpu) if self.gpu else None
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return parse_size(self.memory) if self.memory else None
+
+    @property
+    def disk_bytes(self) -> int | None:
+        return parse_size(self.disk) if self.disk else None
+
+    def script_path(self) -> Path:
+        return (Path(self.workdir) / self.script).resolve()
+
+    def check_script(self) -> None:
+        path = self.script_path()
+        if not path.is_file():
+            hint = "check the path (it is relative to the project root you launch from)"
+            raise UserError(f"script not found: {self.script} ({path}); {hint}")
+
+
+def build_job(source: str = "job", **fields: Any) -> Job:
+    """Job(**fields) with validation errors turned into one clear UserError line."""
+    try:
+        return Job(**fields)
+    except ValidationError as exc:
+        raise UserError(explain(exc, source)) from None
+
+
+def explain(exc: ValidationError, source: str) -> str:
+    """One line for the first problem pydantic found, naming the field and the fix."""
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "job"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        field = str(err["loc"][-1])
+        return (f"{source}: unknown field '{field}'{did_you_mean(field, Job.model_fields)}; "
+                f"valid fields: {', '.join(Job.model_fields)}")
+    msg = err["msg"]
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        return f"{source}: {msg}" if loc == "job" else f"{source}: field '{loc}': {msg}"
+    got = err.get("input")
+    desc = Job.model_fields[str(err["loc"][0])].description if err["loc"] and str(err["loc"][0]) in Job.model_fields else ""
+    return f"{source}: field '{loc}': {msg.lower()}, got {got!r}" + (f" ({desc})" if desc else "")
