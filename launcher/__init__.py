@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Job": ("launcher.job", "Job"),
     "launch": ("launcher.api", "launch"),
-    "plan": ("launcher.api", "plan"),
+    "dry_run": ("launcher.api", "plan"),  # `launcher.plan` is the module holding Plan
     "status": ("launcher.api", "status"),
     "logs": ("launcher.api", "logs"),
     "down": ("launcher.api", "down"),

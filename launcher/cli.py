@@ -76,7 +76,7 @@ def _parse_env(items) -> dict[str, str]:
     return env
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("--backend", "-b", default=None, help="where to run: local (default), modal, ec2, k8s")
 @click.option("--gpu", default=None, metavar="TYPE[:N]", help="GPU type and count, e.g. A10G, A100-80GB:2, H100:8")
 @click.option("--cpus", type=float, default=None, help="CPU cores")
@@ -211,8 +211,9 @@ def main(argv=None) -> None:
         sys.exit(130)
     except click.ClickException as exc:
         # One line, like our own errors, instead of click's three-line usage dump.
-        hint = f"; see `{exc.ctx.command_path} --help`" if getattr(exc, "ctx", None) else ""
-        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        ctx = getattr(exc, "ctx", None)
+        path = ctx.command_path.replace("launch run", "launch") if ctx else "launch"
+        click.echo(f"error: {exc.format_message().rstrip('.')}; see `{path} --help`", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -14,6 +14,9 @@ from .units import parse_duration, parse_size
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# Set by the agent from the job's own fields; a user value would silently split the datapool.
+RESERVED_ENV = {"DATAPOOL_ROOT": "--datapool", "EXPERIMENT": "--experiment", "EXPERIMENT_DIR": "--experiment",
+                "JOB_ID": None, "LAUNCH_BACKEND": "--backend"}
 # Stores the datapool can bind to; s3 comes with the sync engine, the others with their backends.
 DATAPOOL_SCHEMES = ("file", "s3")
 
@@ -109,6 +112,9 @@ class Job(BaseModel):
         for key in v:
             if not _ENV_KEY.match(key):
                 raise ValueError(f"bad env name {key!r}: use letters, digits and '_', not starting with a digit")
+            if key in RESERVED_ENV:
+                flag = RESERVED_ENV[key]
+                raise ValueError(f"{key} is set by launch" + (f"; use {flag} instead" if flag else "; drop it"))
         return v
 
     @field_validator("secrets")

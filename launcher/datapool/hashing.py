@@ -20,32 +20,49 @@ def multipart_etag(part_md5s: list[bytes]) -> str:
     return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
 
 
+class StreamHasher:
+    """Feeds bytes in order; gives sha256 and the ETag our own upload of these bytes would get."""
+
+    def __init__(self, size: int, threshold: int = DEFAULT_MULTIPART_THRESHOLD, part_size: int = DEFAULT_PART_SIZE):
+        self.sha = hashlib.sha256()
+        self.multipart = size > threshold
+        self.part_size = part_size
+        self.md5 = hashlib.md5()
+        self.part_md5s: list[bytes] = []
+        self.in_part = 0
+
+    def update(self, buf) -> None:
+        self.sha.update(buf)
+        if not self.multipart:
+            self.md5.update(buf)
+            return
+        view = memoryview(buf)
+        while view:
+            take = min(len(view), self.part_size - self.in_part)
+            self.md5.update(view[:take])
+            self.in_part += take
+            view = view[take:]
+            if self.in_part == self.part_size:
+                self.part_md5s.append(self.md5.digest())
+                self.md5, self.in_part = hashlib.md5(), 0
+
+    def result(self) -> tuple[str, str]:
+        if not self.multipart:
+            return self.sha.hexdigest(), self.md5.hexdigest()
+        parts = list(self.part_md5s)
+        if self.in_part or not parts:
+            parts.append(self.md5.digest())
+        return self.sha.hexdigest(), multipart_etag(parts)
+
+
 def hash_file(path, size: int, threshold: int = DEFAULT_MULTIPART_THRESHOLD,
               part_size: int = DEFAULT_PART_SIZE) -> tuple[str, str]:
     """(sha256 hex, the ETag our own upload of this file would get), in one read of the file."""
-    sha = hashlib.sha256()
-    multipart = size > threshold
-    md5 = hashlib.md5()
-    part_md5s: list[bytes] = []
-    in_part = 0
+    h = StreamHasher(size, threshold, part_size)
     with open(path, "rb") as f:
-        while True:
-            want = min(_READ, part_size - in_part) if multipart else _READ
-            buf = f.read(want)
-            if not buf:
-                break
-            sha.update(buf)
-            md5.update(buf)
-            if multipart:
-                in_part += len(buf)
-                if in_part == part_size:
-                    part_md5s.append(md5.digest())
-                    md5, in_part = hashlib.md5(), 0
-    if multipart:
-        if in_part or not part_md5s:
-            part_md5s.append(md5.digest())
-        return sha.hexdigest(), multipart_etag(part_md5s)
-    return sha.hexdigest(), md5.hexdigest()
+        while buf := f.read(_READ):
+            h.update(buf)
+    return h.result()
 
 
 def etag_with_part_size(path, part_size: int | None) -> str:

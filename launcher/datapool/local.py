@@ -1,0 +1,230 @@
+"""A directory as a store: `file:///abs/dir`, and the local datapool root itself.
+
+Writes go to `<root>/.launcher/tmp/` then `os.replace` into place, so a reader (or a sync killed at any
+moment) never sees a partial file. Hashes come from the hash cache; only new or changed files are read.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from concurrent.futures import Executor
+from pathlib import Path
+
+from .base import Entry, Store
+from .errors import DatapoolUserError, IntegrityError
+from .hashcache import HashCache
+from .hashing import (DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, StreamHasher, candidate_part_sizes,
+                      etag_with_part_size, hash_file)
+
+META_DIR = ".launcher"
+_COPY_BUF = 1024 * 1024
+_STALE_TMP_S = 3600
+
+
+class LocalStore(Store):
+    is_local = True
+
+    def __init__(self, root: Path, sub: str = "", *, threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+                 part_size: int = DEFAULT_PART_SIZE, readonly: bool = False):
+        root = Path(root).expanduser()
+        if not root.is_absolute():
+            root = root.resolve()
+        if root.exists() and not root.is_dir():
+            raise DatapoolUserError(f"datapool root {root} is a file, not a directory: pass a directory")
+        self.root = root
+        self.sub = sub.strip("/")
+        self.base = root / self.sub if self.sub else root
+        if self.base.exists() and not self.base.is_dir():
+            raise DatapoolUserError(f"{self.base} is a file, not a directory: pass a directory")
+        self.url = root.as_uri()
+        self.threshold, self.part_size = threshold, part_size
+        self.readonly = readonly
+        self.meta = root / META_DIR
+        self._cache: HashCache | None = None
+        self._stat: dict[str, os.stat_result] = {}
+
+    # --- paths
+    def _key(self, rel: str) -> str:
+        """Cache key: relative to the root, so every experiment view shares one cache."""
+        return f"{self.sub}/{rel}" if self.sub else rel
+
+    def abspath(self, rel: str) -> Path:
+        return self.base / rel
+
+    @property
+    def cache(self) -> HashCache:
+        if self._cache is None:
+            self._cache = HashCache(self.meta, f"{self.threshold}:{self.part_size}",
+                                    readonly=self.readonly or not self.root.exists())
+        return self._cache
+
+    # --- listing
+    def _walk(self) -> list[tuple[str, os.stat_result]]:
+        out: list[tuple[str, os.stat_result]] = []
+        if not self.base.is_dir():
+            return out
+        skip = str(self.meta)
+        stack = [(str(self.base), "")]
+        while stack:
+            d, prefix = stack.pop()
+            try:
+                it = os.scandir(d)
+            except FileNotFoundError:
+                continue
+            with it:
+                for de in it:
+                    rel = prefix + de.name
+                    if de.is_dir(follow_symlinks=False):
+                        if de.path != skip:
+                            stack.append((de.path, rel + "/"))
+                    elif de.is_file():  # follows a symlink to a file; skips sockets, fifos, dangling links
+                        try:
+                            out.append((rel, de.stat()))
+                        except FileNotFoundError:
+                            continue
+        return out
+
+    def list(self, pool: Executor | None = None, settle_seconds: float = 0.0,
+             want=None) -> dict[str, Entry]:
+        """Every file under the base with its sha256 and ETag. `want(rel)` filters before any hashing."""
+        cache = self.cache
+        now = time.time()
+        entries: dict[str, Entry] = {}
+        todo: list[tuple[str, os.stat_result]] = []
+        present: set[str] = set()
+        for rel, st in self._walk():
+            present.add(self._key(rel))
+            if want is not None and not want(rel):
+                continue
+            if settle_seconds and st.st_mtime > now - settle_seconds:
+                continue  # still being written (a checkpoint mid-save): the next push takes it
+            self._stat[rel] = st
+            hit = cache.get(self._key(rel), st.st_size, st.st_mtime_ns)
+            if hit:
+                entries[rel] = Entry(rel, st.st_size, st.st_mtime, hit[0], hit[1])
+            else:
+                todo.append((rel, st))
+
+        def work(item):
+            rel, st = item
+            try:
+                sha, etag = hash_file(self.abspath(rel), st.st_size, self.threshold, self.part_size)
+            except FileNotFoundError:
+                return rel, st, None
+            after = os.stat(self.abspath(rel))
+            if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+                return rel, st, None  # changed while hashing: left for the next run
+            return rel, st, (sha, etag)
+
+        results = pool.map(work, todo) if (pool is not None and len(todo) > 1) else map(work, todo)
+        rows = []
+        for rel, st, hashed in results:
+            if hashed is None:
+                continue
+            entries[rel] = Entry(rel, st.st_size, st.st_mtime, hashed[0], hashed[1])
+            rows.append((self._key(rel), st.st_size, st.st_mtime_ns, hashed[0], hashed[1]))
+        if not self.readonly:
+            cache.put_many(rows)
+            if want is None:
+                cache.forget_missing(present, f"{self.sub}/" if self.sub else "")
+        return entries
+
+    def matches_etag(self, entry: Entry, remote_etag: str) -> bool:
+        """Do the local bytes have this ETag (written by any tool, with any part size)?"""
+        if entry.etag == remote_etag:
+            return True
+        st = self._stat.get(entry.path) or os.stat(self.abspath(entry.path))
+        if "-" in remote_etag:
+            sizes = candidate_part_sizes(entry.size, remote_etag)
+        else:
+            sizes = [0]  # one PUT: the md5 of the whole file
+        for ps in sizes:
+            key = self._key(entry.path)
+            etag = self.cache.alt_etag(key, st.st_size, st.st_mtime_ns, ps)
+            if etag is None:
+                etag = etag_with_part_size(self.abspath(entry.path), ps or None)
+                if not self.readonly:
+                    self.cache.put_alt_etag(key, st.st_size, st.st_mtime_ns, ps, etag)
+            if etag == remote_etag:
+                return True
+        return False
+
+    # --- writing
+    def tmp_path(self) -> Path:
+        tmp = self.meta / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp / f"{uuid.uuid4().hex}.part"
+
+    def clean_stale_tmp(self) -> None:
+        """Leftovers of a killed sync; they were never visible in the tree."""
+        tmp = self.meta / "tmp"
+        if not tmp.is_dir():
+            return
+        cutoff = time.time() - _STALE_TMP_S
+        for p in tmp.iterdir():
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+            except FileNotFoundError:
+                pass
+
+    def commit(self, tmp: Path, rel: str, sha256: str, etag: str, mtime: float | None) -> tuple:
+        """Move a verified temp file into place atomically; returns the cache row."""
+        dest = self.abspath(rel)
+        if mtime is not None:  # the source's time, so mtime-based tools (aws s3 sync) see it as unchanged
+            os.utime(tmp, (mtime, mtime))
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise IntegrityError(f"{rel}: a parent path is a file locally, cannot place the file: {exc}") from None
+        if dest.is_dir():
+            tmp.unlink(missing_ok=True)
+            raise IntegrityError(f"{rel}: is a directory locally, cannot replace it with a file")
+        os.replace(tmp, dest)
+        st = os.stat(dest)
+        return (self._key(rel), st.st_size, st.st_mtime_ns, sha256, etag)
+
+    def record(self, rows: list[tuple]) -> None:
+        if rows and not self.readonly:
+            self.cache.put_many(rows)
+
+    def put_file(self, src: Path, rel: str, entry: Entry) -> tuple:
+        """Copy a local file in (file:// store), verified against the source's sha256."""
+        tmp = self.tmp_path()
+        h = StreamHasher(entry.size, self.threshold, self.part_size)
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                while buf := fin.read(_COPY_BUF):
+                    h.update(buf)
+                    fout.write(buf)
+            sha, etag = h.result()
+            if entry.sha256 and sha != entry.sha256:
+                raise IntegrityError(f"{rel}: changed while copying (sha256 {sha[:12]} != {entry.sha256[:12]})")
+            shutil.copystat(src, tmp)
+            return self.commit(tmp, rel, sha, etag, entry.mtime)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def fetch(self, rel: str, entry: Entry, dest_tmp: Path, dest_threshold: int, dest_part_size: int):
+        """Copy out (file:// store as a source): returns (sha256, etag for the destination's layout)."""
+        h = StreamHasher(entry.size, dest_threshold, dest_part_size)
+        with open(self.abspath(rel), "rb") as fin, open(dest_tmp, "wb") as fout:
+            while buf := fin.read(_COPY_BUF):
+                h.update(buf)
+                fout.write(buf)
+        sha, etag = h.result()
+        if entry.sha256 and sha != entry.sha256:
+            raise IntegrityError(f"{rel}: sha256 mismatch on copy ({sha[:12]} != {entry.sha256[:12]}): source changed or corrupt")
+        return sha, etag
+
+    def delete(self, paths: list[str]) -> None:
+        for rel in paths:
+            self.abspath(rel).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()

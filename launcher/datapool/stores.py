@@ -1,0 +1,38 @@
+"""Open a store from its URL: `file:///abs/dir` or `s3://bucket/prefix`."""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from .base import Store
+from .errors import DatapoolUserError
+from .local import LocalStore
+
+SCHEMES = "file:///abs/dir or s3://bucket/prefix"
+
+
+def open_store(url: str, sub: str = "", *, endpoint_url: str | None = None, region: str | None = None,
+               profile: str | None = None, workers: int = 16, readonly: bool = False) -> Store:
+    """`sub` narrows the store to a folder inside it (e.g. `experiments/<name>`)."""
+    url = (url or "").strip()
+    if not url:
+        raise DatapoolUserError(f"no datapool store given: pass --datapool {SCHEMES}")
+    if url.startswith("/"):
+        url = Path(url).as_uri()
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    if scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise DatapoolUserError(f"file URL '{url}' has a host; use three slashes: file:///abs/dir")
+        path = unquote(parsed.path)
+        if not path.startswith("/"):
+            raise DatapoolUserError(f"file URL '{url}' is not absolute: use file:///abs/dir")
+        return LocalStore(Path(path), sub, readonly=readonly)
+    if scheme == "s3":
+        prefix = "/".join(p for p in (unquote(parsed.path).strip("/"), sub.strip("/")) if p)
+        from .s3 import S3Store
+
+        return S3Store(parsed.netloc, prefix, endpoint_url=endpoint_url, region=region, profile=profile,
+                       workers=workers)
+    shown = f"'{scheme}://'" if scheme else "no scheme"
+    raise DatapoolUserError(f"unsupported datapool URL '{url}' ({shown}): use {SCHEMES}")

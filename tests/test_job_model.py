@@ -1,0 +1,71 @@
+import pytest
+
+from launcher.errors import UserError
+from launcher.job import build_job
+from launcher.profile import load_profile, merge
+from launcher.units import parse_duration, parse_size
+
+
+@pytest.mark.parametrize("text,seconds", [("90", 90), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400),
+                                          ("1d", 86400), (45, 45)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["2x", "h", "-5", "0", "1h-", "soon", ""])
+def test_bad_durations(text):
+    with pytest.raises(UserError):
+        parse_duration(text)
+
+
+def test_sizes():
+    assert parse_size("16Gi") == 16 * 1024**3
+    assert parse_size("100GB") == 100 * 1000**3
+    assert parse_size("512Mi") == 512 * 1024**2
+    with pytest.raises(UserError):
+        parse_size("lots")
+
+
+def test_job_fields_and_defaults():
+    job = build_job(script="runners/sft_run.py", args=["--config", "a.yaml"], gpu="a100:2", max_runtime="2h",
+                    memory="32Gi", env={"A": "1"}, secrets=["HF_TOKEN"])
+    assert job.gpu == "A100-40GB:2" and job.gpu_request.count == 2
+    assert job.max_runtime == 7200 and job.memory_bytes == 32 * 1024**3
+    assert job.run_name == "sft_run" and job.backend == "local" and job.experiment == "default"
+
+
+@pytest.mark.parametrize("fields,expect", [
+    ({"gpu": "A1000"}, "field 'gpu': unknown GPU 'A1000'"),
+    ({"backend": "lokal"}, "unknown backend 'lokal' (did you mean 'local'?)"),
+    ({"backend": "ec2"}, "backend 'ec2' is not built yet"),
+    ({"max_runtime": "2 hours"}, "bad max-runtime"),
+    ({"env": {"1BAD": "x"}}, "bad env name '1BAD'"),
+    ({"env": {"EXPERIMENT": "x"}}, "EXPERIMENT is set by launch"),
+    ({"datapool": "gs://b/p"}, "unsupported datapool URL"),
+    ({"datapool": "file://relative/p"}, "absolute path"),
+    ({"experiment": "a/b"}, "bad experiment name"),
+    ({"num_nodes": 2}, "num_nodes=2 is not supported yet"),
+    ({"spot": "maybe"}, "field 'spot'"),
+    ({"gpus": "A100"}, "unknown field 'gpus' (did you mean 'gpu'?)"),
+])
+def test_bad_fields_name_the_problem(fields, expect):
+    with pytest.raises(UserError) as e:
+        build_job(script="x.py", **fields)
+    assert expect in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_profile_and_overrides(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("gpu: A10G\nmax_runtime: 1h\nenv: {A: '1', B: '2'}\nsecrets: [HF_TOKEN]\n")
+    fields = merge(load_profile(p), {"gpu": "H100", "env": {"B": "3"}, "secrets": ["WANDB_API_KEY"], "spot": None})
+    job = build_job(script="x.py", **fields)
+    assert job.gpu == "H100:1" and job.max_runtime == 3600
+    assert job.env == {"A": "1", "B": "3"} and job.secrets == ["HF_TOKEN", "WANDB_API_KEY"]
+
+
+def test_profile_not_a_mapping(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("- a\n- b\n")
+    with pytest.raises(UserError, match="expected a mapping"):
+        load_profile(p)
