@@ -186,7 +186,8 @@ class Agent:
         try:
             # Own session: signals reach the script's whole process tree (dataloader workers, torchrun children).
             proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out_w, stderr=err_w, start_new_session=True)
+                                    stdout=out_w, stderr=err_w, start_new_session=True,
+                                    preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         except OSError as exc:
             os.close(out_r), os.close(err_r)
             log.write(f"[launcher] cannot start {cmd[0]}: {exc}\n".encode())
@@ -237,6 +238,17 @@ class Agent:
             except (OSError, ValueError):
                 continue
         return out
+
+
+def _die_with_parent() -> None:
+    """In the script's child process: if the agent dies (even by SIGKILL), the kernel kills the script too."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the backend's own teardown still applies
 
 
 def _signal_group(pid: int, sig: int) -> None:

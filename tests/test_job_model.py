@@ -69,3 +69,8 @@ def test_profile_not_a_mapping(tmp_path):
     p.write_text("- a\n- b\n")
     with pytest.raises(UserError, match="expected a mapping"):
         load_profile(p)
+
+
+def test_shipped_profiles_are_valid(repo_root):
+    for path in sorted((repo_root / "configs" / "launch").glob("*.yaml")):
+        build_job(str(path), script="x.py", **load_profile(path))

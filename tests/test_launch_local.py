@@ -245,3 +245,18 @@ def test_python_api(project, launcher_env, monkeypatch):
     assert p.job_id.startswith("show-") and p.datapool["root"] == str(project / "datapool")
     run = launch(job)
     assert run.exit_code == 4 and run.state == "failed"
+
+
+def test_script_dies_with_a_killed_agent_and_job_reads_lost(launch, project, launcher_env):
+    from launcher.registry import Registry
+
+    (project / "slow.py").write_text(SLOW)
+    job_id = launch("--detach", "slow.py", env={"MARKER": str(project / "m")}).stdout.strip()
+    home = Path(launcher_env["LAUNCHER_HOME"])
+    assert _wait_for(lambda: (home / "jobs" / job_id / "script.pid").exists())
+    script_pid = int((home / "jobs" / job_id / "script.pid").read_text())
+    agent_pid = Registry(home).get(job_id).handle["pid"]
+    os.kill(agent_pid, signal.SIGKILL)
+    assert _wait_for(lambda: not Path(f"/proc/{script_pid}").exists()
+                     or "Z" == Path(f"/proc/{script_pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+    assert launch("status", job_id).stdout.strip() == "lost"
