@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec "${PYTHON:-python3}" -m pytest -q "$@"
+exec "${LAUNCHER_VENV:-.venv}/bin/python" -m pytest -q "$@"
