@@ -29,12 +29,17 @@ def plan(job: Job) -> Plan:
     return get_backend(job.backend).plan(job)
 
 
-def launch(job: Job, *, detach: bool = False) -> Run:
-    """Run `job` on its backend. Foreground by default: returns when it ends (Ctrl-C cancels it)."""
+def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
+    """Run `job` on its backend. Foreground by default: returns when it ends (Ctrl-C cancels it).
+
+    `on_start(run)` is called once the job is submitted, before waiting (the CLI prints the job id there).
+    """
     backend = get_backend(job.backend)
     p = backend.plan(job)
     handle = backend.submit(p, detach=detach)
     run = Run(p.job_id, p, handle)
+    if on_start is not None:
+        on_start(run)
     if not detach:
         run.exit_code = backend.wait(handle)
     return run

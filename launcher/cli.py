@@ -112,26 +112,19 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, **options):
     if dry_run:
         click.echo(api.plan(job).to_yaml(), nl=False)
         return
-    run = api.launch(job, detach=True) if detach else None
-    if detach:
-        click.echo(run.job_id)
-        click.echo(f"[launcher] started {run.job_id} on {job.backend}; follow: launch logs {run.job_id} -f; "
-                   f"stop: launch down {run.job_id}", err=True)
-        return
-    sys.exit(_foreground(job))
 
+    def started(run):
+        if detach:
+            click.echo(run.job_id)
+            click.echo(f"[launcher] started {run.job_id} on {job.backend}; follow: launch logs {run.job_id} -f; "
+                       f"stop: launch down {run.job_id}", err=True)
+        else:
+            click.echo(f"[launcher] job {run.job_id} on {job.backend}; log: {run.handle.data.get('log', '-')}", err=True)
 
-def _foreground(job) -> int:
-    from .backends import get_backend
-
-    backend = get_backend(job.backend)
-    plan = backend.plan(job)
-    handle = backend.submit(plan)
-    click.echo(f"[launcher] job {plan.job_id} on {job.backend}; log: {handle.data.get('log', '-')}", err=True)
-    code = backend.wait(handle)
-    state, _ = backend.status(handle)
-    click.echo(f"[launcher] job {plan.job_id} {state} (exit code {code})", err=True)
-    return code
+    run = api.launch(job, detach=detach, on_start=started)
+    if not detach:
+        click.echo(f"[launcher] job {run.job_id} {run.state} (exit code {run.exit_code})", err=True)
+        sys.exit(run.exit_code)
 
 
 @cli.command()
