@@ -15,6 +15,7 @@ LAYOUT_DIRS = (
     "model/cpt_checkpoints",
     "model/sft_checkpoints",
     "model/rl_checkpoints",
+    "model/dpo_checkpoints",
     "model/hf",
     "reports",
 )

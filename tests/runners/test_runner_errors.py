@@ -1,0 +1,82 @@
+"""Bad inputs stop a runner before any work: exit 2, one `error:` line on stderr, nothing written."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, files_under, run_main, run_script
+from runners.common.tiny_model import build_tiny_model
+from tasks.smoke_task import get_corpus
+
+SMOKE = "tasks/smoke_task.py"
+
+
+def assert_refused(code, capsys, root: Path, before: list[str], expect: str):
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    assert code == 2
+    assert len(errors) == 1 and expect in errors[0], err
+    assert files_under(root) == before
+
+
+@pytest.fixture
+def prebuilt(pool):
+    """An experiment that already holds the tiny base model, so refusals can be checked against a real tree."""
+    build_tiny_model(get_corpus(None), pool / "model" / "base" / "tiny-smoke")
+    return pool
+
+
+def test_task_missing_hook(tmp_path, pool, capsys):
+    task = tmp_path / "sft_only_task.py"
+    task.write_text("def get_sft_dataset(config, tokenizer):\n    return []\n")
+    code = run_main("rl_run", "--config", "configs/rl/smoke.yaml", "--task", str(task))
+    assert_refused(code, capsys, pool.parent.parent, [], "missing get_rl_dataset, get_reward_funcs")
+
+
+def test_config_typo(pool, capsys):
+    code = run_main("dpo_run", "--config", "configs/dpo/smoke.yaml", "--task", SMOKE, "--set", "lora.targets=[x]")
+    assert_refused(code, capsys, pool.parent.parent, [], "unknown key 'lora.targets'")
+
+
+def test_trainer_typo(pool, capsys):
+    code = run_main("rl_run", "--config", "configs/rl/smoke.yaml", "--task", SMOKE, "--set", "trainer.learnig_rate=1")
+    assert_refused(code, capsys, pool.parent.parent, [], "did you mean 'learning_rate'")
+
+
+def test_missing_model_dir(pool, capsys):
+    code = run_main("sft_run", "--config", "configs/sft/smoke.yaml", "--task", SMOKE,
+                    "--set", "model.init=pretrained", "--set", "model.name_or_path=model/hf/never-trained")
+    assert_refused(code, capsys, pool.parent.parent, [], "no model directory at")
+
+
+def test_lora_target_that_does_not_exist(prebuilt, capsys):
+    before = files_under(prebuilt)
+    code = run_main("sft_run", "--config", "configs/sft/smoke.yaml", "--task", SMOKE,
+                    "--set", "lora.enabled=true", "--set", "lora.target_modules=[q_prj]")
+    assert_refused(code, capsys, prebuilt, before, "'q_prj' is not a module of this model (did you mean 'q_proj'?)")
+
+
+def test_trl_cross_field_check(prebuilt, capsys):
+    before = files_under(prebuilt)
+    code = run_main("rl_run", "--config", "configs/rl/smoke.yaml", "--task", SMOKE, "--set", "trainer.num_generations=3")
+    assert_refused(code, capsys, prebuilt, before, "error: trainer:")
+
+
+def test_missing_pretokenized_dir(prebuilt, capsys):
+    before = files_under(prebuilt)
+    code = run_main("sft_run", "--config", "configs/sft/smoke.yaml", "--task", SMOKE,
+                    "--set", "data.pretokenized=data/tokenized/sft/none")
+    assert_refused(code, capsys, prebuilt, before, "is not a pre-tokenized dir")
+
+
+def test_cli_exit_code_and_single_line(tmp_path):
+    """The real script: a typo exits 2 with one line and no traceback, before importing TRL."""
+    proc = run_script("rl_run", "--config", "configs/rl/smoke.yaml", "--task", SMOKE, "--set", "modle.init=tiny",
+                      env={"DATAPOOL_ROOT": str(tmp_path / "pool")})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: configs/rl/smoke.yaml: unknown key 'modle' (did you mean 'model'?); allowed here: run_name, seed, "
+        "model, lora, trainer, generation, data, output, eval, task"
+    ]
+    assert not (tmp_path / "pool").exists()
