@@ -45,8 +45,13 @@ def checkpoint_kind(script_stem: str) -> str:
     return script_stem[: -len("_run")] if script_stem.endswith("_run") else script_stem
 
 
+# Runner kinds whose brief fixed another folder; everything else gets model/<kind>_checkpoints.
+_CHECKPOINT_FOLDERS = {"hrm_lm": "model/hrm_lm"}
+
+
 def default_checkpoint_dir(exp_dir: Path, script_stem: str) -> Path:
-    return exp_dir / "model" / f"{checkpoint_kind(script_stem)}_checkpoints"
+    kind = checkpoint_kind(script_stem)
+    return exp_dir / _CHECKPOINT_FOLDERS.get(kind, f"model/{kind}_checkpoints")
 
 
 def checkpoint_dir(script_stem: str, env: dict | None = None) -> Path:

@@ -1,0 +1,103 @@
+"""Run directory layout, atomic checkpoint writes, FIFO rotation and resume lookup.
+
+<run_dir>/
+  step_<N>.pt        rotating (newest `checkpoint_limit` kept)
+  final.pt           written when training ends, never rotated
+  best-model/best.pt lowest validation loss so far (with config/tokenizer/meta copies)
+  config.yaml  tokenizer.json  meta.json
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+
+
+def run_root(env: dict | None = None) -> Path:
+    """CHECKPOINT_DIR when the agent sets it, else the agent's default, $EXPERIMENT_DIR/model/hrm_lm (runs are
+    subfolders of it)."""
+    from launcher.layout import checkpoint_dir
+
+    return checkpoint_dir("hrm_lm_run", env)
+
+
+def reports_dir(run_name: str, env: dict | None = None) -> Path:
+    from launcher.layout import experiment_dir
+
+    return experiment_dir(env) / "reports" / run_name
+
+
+def step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for p in run_dir.iterdir():
+        m = STEP_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def atomic_save(obj, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: Path, map_location="cpu", mmap: bool = False) -> dict:
+    import torch
+
+    # Our own files hold optimizer/scheduler state and RNG tuples, which the weights-only loader refuses.
+    return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
+
+
+def latest(run_dir: Path) -> tuple[int, Path] | None:
+    """Newest checkpoint by training step (final.pt counts with the step stored in it)."""
+    candidates = step_checkpoints(run_dir)
+    final = run_dir / "final.pt"
+    if final.is_file():
+        # mmap: only the step is needed, not gigabytes of weights read into memory.
+        candidates.append((int(load(final, mmap=True)["step"]), final))
+    if not candidates:
+        return None
+    # On a tie prefer final.pt (it is appended last and max keeps the last maximum only with this key).
+    return max(candidates, key=lambda c: (c[0], c[1].name == "final.pt"))
+
+
+def save_step(state: dict, run_dir: Path, limit: int) -> Path:
+    path = run_dir / f"step_{state['step']}.pt"
+    atomic_save(state, path)
+    rotate(run_dir, limit)
+    return path
+
+
+def rotate(run_dir: Path, limit: int) -> list[Path]:
+    """FIFO: drop the oldest step_*.pt beyond `limit`; final.pt and best-model/ are never touched."""
+    removed = []
+    ckpts = step_checkpoints(run_dir)
+    for _, path in ckpts[: max(0, len(ckpts) - limit)]:
+        path.unlink()
+        removed.append(path)
+    return removed
+
+
+def write_sidecars(target: Path, config_yaml: str, tokenizer, meta: dict) -> None:
+    import json
+
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "config.yaml").write_text(config_yaml)
+    tokenizer.save(target / "tokenizer.json")
+    (target / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def copy_sidecars(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "tokenizer.json", "meta.json"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
