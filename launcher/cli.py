@@ -90,6 +90,8 @@ def _parse_env(items) -> dict[str, str]:
 @click.option("--name", default=None, help="run name (default: the script's name)")
 @click.option("--max-runtime", default=None, metavar="DURATION", help="stop the script after this long, e.g. 90m, 2h")
 @click.option("--grace-period", default=None, metavar="DURATION", help="SIGTERM-to-SIGKILL grace (default 30s)")
+@click.option("--push-interval", default=None, metavar="DURATION",
+              help="push checkpoints and reports to the --datapool store this often while running (default 30s)")
 @click.option("--spot", is_flag=True, default=None, help="use spot/preemptible capacity")
 @click.option("--terminate-after", is_flag=True, default=None, help="wait for the end, then tear the machine down")
 @click.option("--keep-on-failure", is_flag=True, default=None, help="keep the machine after a failure, for debugging")

@@ -44,6 +44,7 @@ class Job(BaseModel):
     datapool: str | None = Field(None, description="datapool store URL: file:///abs/dir or s3://bucket/prefix")
     max_runtime: int | None = Field(None, description="hard limit, e.g. 2h; the script is stopped after it")
     grace_period: int = Field(30, description="seconds between SIGTERM and SIGKILL when stopping the script")
+    push_interval: int = Field(30, description="how often checkpoints and reports are pushed to the store while running")
     spot: bool = Field(False, description="use spot/preemptible capacity")
     terminate_after: bool = Field(False, description="client waits for the end and tears the machine down")
     keep_on_failure: bool = Field(False, description="keep the machine after a failure, for debugging")
@@ -96,7 +97,7 @@ class Job(BaseModel):
             raise ValueError(_err(e)) from None
         return str(v)
 
-    @field_validator("max_runtime", "grace_period", mode="before")
+    @field_validator("max_runtime", "grace_period", "push_interval", mode="before")
     @classmethod
     def _duration(cls, v: Any, info) -> int | None:
         if v is None:

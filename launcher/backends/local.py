@@ -95,6 +95,7 @@ class LocalBackend(Backend):
             "store_url": plan.datapool["store"],
             "max_runtime": job.max_runtime,
             "grace_period": job.grace_period,
+            "push_interval": job.push_interval,
             "spot": job.spot,
             "run_name": job.run_name,
             "state_dir": str(Path(plan.request["argv"][-1]).parent),

@@ -56,8 +56,7 @@ class LocalStore(Store):
     @property
     def cache(self) -> HashCache:
         if self._cache is None:
-            self._cache = HashCache(self.meta, f"{self.threshold}:{self.part_size}",
-                                    readonly=self.readonly or not self.root.exists())
+            self._cache = HashCache(self.meta, f"{self.threshold}:{self.part_size}", readonly=self.readonly)
         return self._cache
 
     # --- listing
@@ -86,14 +85,20 @@ class LocalStore(Store):
                             continue
         return out
 
-    def list(self, pool: Executor | None = None, settle_seconds: float = 0.0,
-             want=None) -> dict[str, Entry]:
-        """Every file under the base with its sha256 and ETag. `want(rel)` filters before any hashing."""
+    def list(self, pool: Executor | None = None, settle_seconds: float = 0.0, want=None,
+             defer_cache: bool = False, lazy: bool = False) -> dict[str, Entry]:
+        """Every file under the base with its sha256 and ETag. `want(rel)` filters before any hashing.
+
+        defer_cache keeps new hashes in memory until flush_cache() (so a failed sync writes nothing).
+        lazy leaves files missing from the hash cache unhashed (sha256 None) until hash_missing() is asked
+        for the ones a comparison needs: a file the other side lacks is hashed while it is uploaded.
+        """
         cache = self.cache
         now = time.time()
         entries: dict[str, Entry] = {}
-        todo: list[tuple[str, os.stat_result]] = []
+        todo: list[str] = []
         present: set[str] = set()
+        self._pending = ([], None)
         for rel, st in self._walk():
             present.add(self._key(rel))
             if want is not None and not want(rel):
@@ -102,34 +107,62 @@ class LocalStore(Store):
                 continue  # still being written (a checkpoint mid-save): the next push takes it
             self._stat[rel] = st
             hit = cache.get(self._key(rel), st.st_size, st.st_mtime_ns)
-            if hit:
-                entries[rel] = Entry(rel, st.st_size, st.st_mtime, hit[0], hit[1])
-            else:
-                todo.append((rel, st))
+            entries[rel] = Entry(rel, st.st_size, st.st_mtime, *(hit or (None, None)))
+            if not hit:
+                todo.append(rel)
+        self._present = present if want is None else None
+        self._entries = entries
+        if not lazy:
+            self.hash_missing(todo, pool)
+        if not defer_cache:
+            self.flush_cache()
+        return entries
 
-        def work(item):
-            rel, st = item
+    def hash_missing(self, rels: list[str], pool: Executor | None = None) -> None:
+        """Hash these listed files (in parallel) and fill in their entries; a file that changed or vanished
+        while being hashed is dropped from the listing, left for the next run."""
+        def work(rel):
+            st = self._stat[rel]
             try:
                 sha, etag = hash_file(self.abspath(rel), st.st_size, self.threshold, self.part_size)
+                after = os.stat(self.abspath(rel))
             except FileNotFoundError:
-                return rel, st, None
-            after = os.stat(self.abspath(rel))
+                return rel, None
             if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-                return rel, st, None  # changed while hashing: left for the next run
-            return rel, st, (sha, etag)
+                return rel, None
+            return rel, (sha, etag)
 
-        results = pool.map(work, todo) if (pool is not None and len(todo) > 1) else map(work, todo)
-        rows = []
-        for rel, st, hashed in results:
+        results = pool.map(work, rels) if (pool is not None and len(rels) > 1) else map(work, rels)
+        rows, _ = self._pending
+        for rel, hashed in results:
             if hashed is None:
+                self._entries.pop(rel, None)
                 continue
-            entries[rel] = Entry(rel, st.st_size, st.st_mtime, hashed[0], hashed[1])
-            rows.append((self._key(rel), st.st_size, st.st_mtime_ns, hashed[0], hashed[1]))
-        if not self.readonly:
-            cache.put_many(rows)
-            if want is None:
-                cache.forget_missing(present, f"{self.sub}/" if self.sub else "")
-        return entries
+            e = self._entries[rel]
+            e.sha256, e.etag = hashed
+            rows.append(self.cache_row(rel, *hashed))
+
+    def cache_row(self, rel: str, sha256: str, etag: str) -> tuple:
+        st = self._stat[rel]
+        return (self._key(rel), st.st_size, st.st_mtime_ns, sha256, etag)
+
+    def unchanged_since_listing(self, rel: str) -> bool:
+        st = self._stat.get(rel)
+        try:
+            now = os.stat(self.abspath(rel))
+        except FileNotFoundError:
+            return False
+        return st is not None and (now.st_size, now.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+    def flush_cache(self) -> None:
+        rows, _ = getattr(self, "_pending", ([], None))
+        present = getattr(self, "_present", None)
+        self._pending, self._present = ([], None), None
+        if self.readonly or not self.root.is_dir():
+            return
+        self.cache.put_many(rows)
+        if present is not None:
+            self.cache.forget_missing(present, f"{self.sub}/" if self.sub else "")
 
     def matches_etag(self, entry: Entry, remote_etag: str) -> bool:
         """Do the local bytes have this ETag (written by any tool, with any part size)?"""
@@ -188,7 +221,7 @@ class LocalStore(Store):
         return (self._key(rel), st.st_size, st.st_mtime_ns, sha256, etag)
 
     def record(self, rows: list[tuple]) -> None:
-        if rows and not self.readonly:
+        if rows and not self.readonly and self.root.is_dir():
             self.cache.put_many(rows)
 
     def put_file(self, src: Path, rel: str, entry: Entry) -> tuple:

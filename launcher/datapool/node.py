@@ -15,8 +15,12 @@ from .local import LocalStore
 from .stores import open_store
 from .sync import sync
 
-INPUTS = ("data", "model/base")
-OUTPUTS = ("model", "reports")
+INPUTS = ("data/", "model/base/")
+# data/tokenized/ is an output too: a tokenize job on a node must bring its shards home.
+OUTPUTS = ("model/", "data/tokenized/", "reports/")
+# Work in progress that must never be pushed: dot-folders (tokenize builds `.<name>.tmp-<pid>/` and renames it
+# when done) and transformers' `tmp-checkpoint-N/` (renamed to `checkpoint-N/` once complete).
+IN_PROGRESS = (".*", "*/.*", "tmp-checkpoint-*", "*/tmp-checkpoint-*")
 RESULT_GLOB = "reports/jobs/*/result.json"  # the agent pushes these itself, last
 # A file written less than this long ago may be mid-save (torch.save writes in place): the next push takes it.
 SETTLE_SECONDS = 2.0
@@ -76,20 +80,24 @@ class NodeDatapool:
         """While the script runs: push new or changed files under `paths` every push_interval, off the main thread."""
         if self.store_url is None or self._thread is not None:
             return
-        include = []
+        settled, live = [], []
         for p in paths:
             rel = self._rel(p)
             if rel is None:
                 sys.stderr.write(f"[launcher] warning: {p} is outside {self.exp_dir}; it is not pushed\n")
             elif rel not in ("", "."):
-                include.append(rel)
-        if not include:
+                # Reports (logs, metrics) go up as they are; checkpoints wait until they are quiet.
+                (live if rel == "reports" or rel.startswith("reports/") else settled).append(rel + "/")
+        if not (settled or live):
             return
 
         def loop() -> None:
             while not self._stop.wait(self.push_interval):
                 try:
-                    self._push(include, exclude=[RESULT_GLOB], settle=SETTLE_SECONDS)
+                    if settled:
+                        self._push(settled, exclude=[RESULT_GLOB, *IN_PROGRESS], settle=SETTLE_SECONDS)
+                    if live:
+                        self._push(live, exclude=[RESULT_GLOB, *IN_PROGRESS])
                 except Exception as exc:  # noqa: BLE001 - a failed periodic push is retried next round
                     self.push_errors.append(str(exc))
                     sys.stderr.write(f"[launcher] warning: periodic datapool push failed: {exc}\n")
@@ -104,11 +112,12 @@ class NodeDatapool:
             self._thread = None
 
     def final_push(self) -> None:
-        """After the script exits (any reason): stop the pusher and push model/ and reports/ (not result.json)."""
+        """After the script exits (any reason): stop the pusher and push the outputs (not result.json, not work in
+        progress)."""
         self.stop_pushing()
         if self.store_url is None:
             return
-        self._push(list(OUTPUTS), exclude=[RESULT_GLOB])
+        self._push(list(OUTPUTS), exclude=[RESULT_GLOB, *IN_PROGRESS])
 
     def push_file(self, path: Path) -> None:
         """Push one file (the agent calls it with result.json, last, so a result in the store means outputs are complete)."""

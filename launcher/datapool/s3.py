@@ -1,8 +1,8 @@
 """An S3 prefix as a store: `s3://bucket/prefix`, plain layout (`prefix/<relative path>`).
 
-Objects we write carry their sha256 (user metadata `sha256` and S3's own ChecksumSHA256), and their ETag is
-checked against the md5 we computed, so an upload is verified by the server's own view of the bytes. boto3 is
-imported here only, when a store is opened.
+Objects we write carry their sha256 (user metadata `sha256` and S3's own x-amz-checksum-sha256), and their
+ETag is checked against the md5 we computed, so an upload is verified by the server's own view of the bytes.
+Requests go through the lean transport in s3http.py (stdlib SigV4, keep-alive connections; no boto3 client).
 """
 from __future__ import annotations
 
@@ -14,11 +14,8 @@ from pathlib import Path
 
 from .base import Entry, Store
 from .errors import DatapoolUserError, IntegrityError, SyncError
-from .hashing import (DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, MiB, StreamHasher, candidate_part_sizes,
-                      etag_with_part_size, hash_file, multipart_etag, parts_of)
-
-_GET_BUF = 1 * MiB
-META_SHA = "sha256"
+from .hashing import (DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, candidate_part_sizes, etag_with_part_size,
+                      hash_file, multipart_etag, parts_of)
 
 
 def _b64(hexdigest: str) -> str:
@@ -43,30 +40,11 @@ class S3Store(Store):
 
     # --- connection
     @property
-    def client(self):
+    def http(self):
         if self._client is None:
-            import boto3
-            import botocore.config
-            import botocore.exceptions
+            from .s3http import S3Http
 
-            try:
-                session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
-            except botocore.exceptions.ProfileNotFound as exc:
-                raise DatapoolUserError(f"{exc}: fix --profile / AWS_PROFILE") from None
-            if session.get_credentials() is None:
-                raise DatapoolUserError(
-                    "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
-            config = botocore.config.Config(
-                max_pool_connections=self.workers * 2,
-                retries={"max_attempts": 5, "mode": "standard"},
-                # We send our own sha256 and verify ETags; skip botocore's extra CRC32 pass over every body.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                connect_timeout=10, read_timeout=120,
-            )
-            # endpoint: argument, else botocore reads AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL itself.
-            self._client = session.client("s3", endpoint_url=self.endpoint_url or None, config=config,
-                                          region_name=self.region or session.region_name or "us-east-1")
+            self._client = S3Http(endpoint_url=self.endpoint_url, region=self.region, profile=self.profile)
         return self._client
 
     @property
@@ -81,44 +59,40 @@ class S3Store(Store):
 
     def _user_error(self, exc) -> Exception:
         """Turn what the user can fix into one line; anything else stays a SyncError."""
-        import botocore.exceptions as bx
+        from .s3http import S3Error
 
-        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
-        if isinstance(exc, bx.NoCredentialsError):
-            return DatapoolUserError("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
-        if isinstance(exc, bx.EndpointConnectionError):
-            return DatapoolUserError(f"cannot reach the S3 endpoint{where}: check --endpoint-url / AWS_ENDPOINT_URL")
-        if isinstance(exc, bx.ClientError):
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "NoSuchBucket":
+        endpoint = self._client.custom_endpoint if self._client is not None else self.endpoint_url
+        where = f" at {endpoint}" if endpoint else ""
+        if isinstance(exc, S3Error):
+            if exc.code == "NoSuchBucket" or (exc.status == 404 and exc.code in ("NotFound", "404")):
                 return DatapoolUserError(f"bucket '{self.bucket}' does not exist{where}: create it or fix --datapool")
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken"):
-                return DatapoolUserError(f"access to s3://{self.bucket} denied ({code}): check your AWS credentials")
+            if exc.code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken",
+                            "InvalidToken") or exc.status == 403:
+                return DatapoolUserError(f"access to s3://{self.bucket} denied ({exc.code}): check your AWS credentials")
+            if exc.code == "InvalidBucketName":
+                return DatapoolUserError(f"invalid bucket name '{self.bucket}': fix --datapool")
+        if isinstance(exc, DatapoolUserError):
+            return exc
         return SyncError(f"{self.url}: {exc}")
 
     # --- listing
     def list(self, pool=None, settle_seconds: float = 0.0, want=None) -> dict[str, Entry]:
         """One paginated LIST: size and ETag of every object; no object is read."""
-        import botocore.exceptions as bx
+        from .s3http import S3Error
 
         out: dict[str, Entry] = {}
         strip = len(self.prefix) + 1 if self.prefix else 0
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, **({"Prefix": self.prefix + "/"} if self.prefix else {}))
-            for page in pages:
-                for obj in page.get("Contents", ()):
-                    key = obj["Key"]
-                    rel = key[strip:]
-                    if not rel or rel.endswith("/"):
-                        continue  # "directory" markers some tools create
-                    if not _safe_rel(rel):
-                        continue
-                    if want is not None and not want(rel):
-                        continue
-                    out[rel] = Entry(rel, obj["Size"], obj["LastModified"].timestamp(), None,
-                                     obj["ETag"].strip('"'))
-        except (bx.BotoCoreError, bx.ClientError) as exc:
+            for key, size, etag, mtime in self.http.list_objects(self.bucket, self.prefix + "/" if self.prefix else ""):
+                rel = key[strip:]
+                if not rel or rel.endswith("/"):
+                    continue  # "directory" markers some tools create
+                if not _safe_rel(rel):
+                    continue
+                if want is not None and not want(rel):
+                    continue
+                out[rel] = Entry(rel, size, mtime, None, etag)
+        except (S3Error, OSError) as exc:
             raise self._user_error(exc) from None
         return out
 
@@ -131,23 +105,23 @@ class S3Store(Store):
             body = f.read()
         sha = hashlib.sha256(body).hexdigest()
         md5 = hashlib.md5(body).hexdigest()
-        resp = self.client.put_object(Bucket=self.bucket, Key=self._key(rel), Body=body,
-                                      ChecksumSHA256=_b64(sha), Metadata={META_SHA: sha})
-        if not _put_verified(resp, md5, sha):  # the store's view of what it kept is not ours: resend once
-            resp = self.client.put_object(Bucket=self.bucket, Key=self._key(rel), Body=body,
-                                          ChecksumSHA256=_b64(sha), Metadata={META_SHA: sha})
-            if not _put_verified(resp, md5, sha):
-                raise IntegrityError(f"{rel}: upload verification failed (ETag {resp['ETag']} != md5 {md5})")
-        return Entry(rel, len(body), entry.mtime, sha, resp["ETag"].strip('"'))
+        headers = {"x-amz-meta-sha256": sha, "x-amz-checksum-sha256": _b64(sha),
+                   "x-amz-sdk-checksum-algorithm": "SHA256", "Content-Type": "application/octet-stream"}
+        key = self._key(rel)
+        for attempt in range(2):  # the store's view of what it kept is not ours: resend once
+            h = self.http.put_object(self.bucket, key, body, headers, sha)
+            if _put_verified(h, md5, sha):
+                return Entry(rel, len(body), entry.mtime, sha, md5)
+        raise IntegrityError(f"{rel}: upload verification failed (ETag {h.get('ETag')} != md5 {md5})")
 
     def _put_multipart(self, src: Path, rel: str, entry: Entry, size: int) -> Entry:
         key = self._key(rel)
-        sha = entry.sha256
-        if not sha:
-            sha, _ = hash_file(src, size, self.threshold, self.part_size)
-        up = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata={META_SHA: sha},
-                                                 ChecksumAlgorithm="SHA256")
-        upload_id = up["UploadId"]
+        sha, hashed_etag = entry.sha256, entry.etag
+        if not sha:  # a new file: hashed here, in this worker, while other files are moving
+            sha, hashed_etag = hash_file(src, size, self.threshold, self.part_size)
+        upload_id = self.http.create_multipart(self.bucket, key, {
+            "x-amz-meta-sha256": sha, "x-amz-checksum-algorithm": "SHA256",
+            "Content-Type": "application/octet-stream"})
         n = parts_of(size, self.part_size)
 
         def send(i: int):
@@ -155,31 +129,30 @@ class S3Store(Store):
                 f.seek(i * self.part_size)
                 data = f.read(self.part_size)
             md5 = hashlib.md5(data)
-            r = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=i + 1,
-                                        Body=data, ChecksumSHA256=base64.b64encode(hashlib.sha256(data).digest()).decode())
-            got = r["ETag"].strip('"')
+            digest = hashlib.sha256(data).digest()
+            part_sha = base64.b64encode(digest).decode()
+            h = self.http.upload_part(self.bucket, key, upload_id, i + 1, data, {
+                "x-amz-checksum-sha256": part_sha, "x-amz-sdk-checksum-algorithm": "SHA256"}, digest.hex())
+            got = (h.get("ETag") or "").strip('"')
             if got != md5.hexdigest():
                 raise IntegrityError(f"{rel}: part {i + 1} verification failed (ETag {got} != md5 {md5.hexdigest()})")
-            return {"PartNumber": i + 1, "ETag": r["ETag"], "ChecksumSHA256": r.get("ChecksumSHA256")}, md5.digest()
+            return {"PartNumber": i + 1, "ETag": f'"{got}"', "ChecksumSHA256": part_sha}, md5.digest()
 
         try:
             done = list(self.parts.map(send, range(n)))
-            parts = [{k: v for k, v in p.items() if v is not None} for p, _ in done]
-            resp = self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                                         MultipartUpload={"Parts": parts})
+            etag = self.http.complete_multipart(self.bucket, key, upload_id, [p for p, _ in done])
         except BaseException:
             try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                self.http.abort_multipart(self.bucket, key, upload_id)
             except Exception:  # noqa: BLE001 - the original error matters more; a lifecycle rule cleans up
                 pass
             raise
-        etag = resp["ETag"].strip('"')
         expected = multipart_etag([md5 for _, md5 in done])
         if etag != expected:
             raise IntegrityError(f"{rel}: upload verification failed (ETag {etag} != {expected})")
-        if entry.etag and entry.etag != expected:
+        if hashed_etag and hashed_etag != expected:
             # The bytes sent are not the bytes hashed (file changed mid-upload): the sha256 metadata would lie.
-            self.client.delete_object(Bucket=self.bucket, Key=key)
+            self.delete([rel])
             raise SyncError(f"{rel}: changed while uploading; re-run sync")
         return Entry(rel, size, entry.mtime, sha, etag)
 
@@ -187,36 +160,28 @@ class S3Store(Store):
     def fetch(self, rel: str, entry: Entry, dest_tmp: Path, dest_threshold: int, dest_part_size: int):
         """Download into dest_tmp and verify; returns (sha256, the ETag the destination layout would give)."""
         key = self._key(rel)
-        if entry.size >= 2 * self.part_size:
+        if entry.size > self.part_size:
             return self._fetch_ranged(rel, key, entry, dest_tmp, dest_threshold, dest_part_size)
-        resp = self.client.get_object(Bucket=self.bucket, Key=key)
-        h = StreamHasher(entry.size, dest_threshold, dest_part_size)
-        whole_md5 = hashlib.md5() if h.multipart else None  # one-PUT ETags are the md5 of the whole body
-        got = 0
+        h, data = self.http.get_object(self.bucket, key)
         with open(dest_tmp, "wb") as f:
-            for buf in resp["Body"].iter_chunks(_GET_BUF):
-                h.update(buf)
-                if whole_md5 is not None:
-                    whole_md5.update(buf)
-                f.write(buf)
-                got += len(buf)
-        sha, etag = h.result()
-        md5 = whole_md5.hexdigest() if whole_md5 is not None else (etag if "-" not in etag else None)
-        self._verify(rel, dest_tmp, got, resp, sha, md5)
+            f.write(data)
+        sha = hashlib.sha256(data).hexdigest()
+        md5 = hashlib.md5(data).hexdigest()
+        # Objects this small are one PUT for the destination layout too: its ETag is the md5.
+        etag = md5 if len(data) <= dest_threshold else hash_file(dest_tmp, len(data), dest_threshold, dest_part_size)[1]
+        self._verify(rel, dest_tmp, len(data), h, sha, md5, total=int(h.get("Content-Length") or len(data)))
         return sha, etag
 
     def _fetch_ranged(self, rel, key, entry, dest_tmp: Path, dest_threshold, dest_part_size):
         n = parts_of(entry.size, self.part_size)
         with open(dest_tmp, "wb") as f:
             f.truncate(entry.size)
-        first: dict = {}
+        pinned: dict = {}
 
         def get(i: int):
             lo = i * self.part_size
             hi = min(entry.size, lo + self.part_size) - 1
-            kw = {"IfMatch": first["ETag"]} if first else {}
-            r = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={lo}-{hi}", **kw)
-            data = r["Body"].read()
+            h, data = self.http.get_object(self.bucket, key, (lo, hi), pinned.get("etag"))
             if len(data) != hi - lo + 1:
                 raise IntegrityError(f"{rel}: short read in range {lo}-{hi}")
             fd = os.open(dest_tmp, os.O_WRONLY)
@@ -224,31 +189,30 @@ class S3Store(Store):
                 os.pwrite(fd, data, lo)
             finally:
                 os.close(fd)
-            return r
+            return h
 
-        r0 = get(0)  # pins the version: later ranges ask IfMatch its ETag
-        first.update(r0)
+        h0 = get(0)  # pins the version: later ranges ask If-Match its ETag
+        pinned["etag"] = (h0.get("ETag") or "").strip('"')
         list(self.parts.map(get, range(1, n)))
         sha, etag = hash_file(dest_tmp, entry.size, dest_threshold, dest_part_size)
-        self._verify(rel, dest_tmp, os.path.getsize(dest_tmp), r0, sha, None, total=entry.size)
+        self._verify(rel, dest_tmp, os.path.getsize(dest_tmp), h0, sha, None, total=entry.size)
         return sha, etag
 
-    def _verify(self, rel: str, tmp: Path, got: int, resp: dict, sha: str, md5: str | None, total=None) -> None:
-        size = total if total is not None else resp.get("ContentLength", got)
-        if got != size:
-            raise IntegrityError(f"{rel}: got {got} bytes, expected {size}")
-        want = (resp.get("Metadata") or {}).get(META_SHA)
+    def _verify(self, rel: str, tmp: Path, got: int, headers, sha: str, md5: str | None, total: int) -> None:
+        if got != total:
+            raise IntegrityError(f"{rel}: got {got} bytes, expected {total}")
+        want = headers.get("x-amz-meta-sha256")
         if want:
             if sha != want:
                 raise IntegrityError(f"{rel}: downloaded bytes have sha256 {sha[:12]}..., the object says "
                                      f"{want[:12]}...: corrupt object or transfer; nothing was written")
             return
-        etag = (resp.get("ETag") or "").strip('"')
+        etag = (headers.get("ETag") or "").strip('"')
         if not etag:
             return
         if "-" not in etag:
             mine = md5 or etag_with_part_size(tmp, None)
-            if mine != etag:
+            if mine != etag and headers.get("x-amz-server-side-encryption") != "aws:kms":
                 raise IntegrityError(f"{rel}: downloaded bytes have md5 {mine}, the object's ETag is {etag}: "
                                      f"corrupt transfer; nothing was written")
             return
@@ -258,27 +222,32 @@ class S3Store(Store):
         # A foreign multipart object with an unusual part size: size is all we can check.
 
     def delete(self, paths: list[str]) -> None:
+        from .s3http import S3Error
+
         for i in range(0, len(paths), 1000):  # DeleteObjects takes up to 1000 keys a call
             batch = paths[i:i + 1000]
-            resp = self.client.delete_objects(Bucket=self.bucket, Delete={
-                "Objects": [{"Key": self._key(p)} for p in batch], "Quiet": True})
-            errors = resp.get("Errors") or []
+            try:
+                errors = self.http.delete_objects(self.bucket, [self._key(p) for p in batch])
+            except (S3Error, OSError) as exc:
+                raise self._user_error(exc) from None
             if errors:
-                raise SyncError(f"delete failed for {len(errors)} objects, first: {errors[0].get('Key')}: "
-                                f"{errors[0].get('Message')}")
+                raise SyncError(f"delete failed for {len(errors)} objects, first: {errors[0][0]}: {errors[0][1]}")
 
     def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
         if self._parts is not None:
             self._parts.shutdown(wait=True)
             self._parts = None
 
 
-def _put_verified(resp: dict, md5: str, sha: str) -> bool:
+def _put_verified(headers, md5: str, sha: str) -> bool:
     """The ETag is the md5 of what the store kept; under SSE-KMS it is not, and S3 itself has then
-    validated the ChecksumSHA256 we sent (it rejects a mismatch with BadDigest)."""
-    if resp["ETag"].strip('"') == md5:
+    validated the x-amz-checksum-sha256 we sent (it rejects a mismatch with BadDigest)."""
+    if (headers.get("ETag") or "").strip('"') == md5:
         return True
-    return resp.get("ServerSideEncryption") == "aws:kms" and resp.get("ChecksumSHA256") == _b64(sha)
+    return (headers.get("x-amz-server-side-encryption") == "aws:kms"
+            and headers.get("x-amz-checksum-sha256") == _b64(sha))
 
 
 def _safe_rel(rel: str) -> bool:

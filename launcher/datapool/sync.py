@@ -24,7 +24,8 @@ class PathFilter:
     """--include / --exclude globs on the path relative to the sync root.
 
     A pattern matches a path when fnmatch does (`*` crosses `/`), when it names one of the path's folders
-    (`data` or `data/` matches `data/raw/x`), or, for a pattern without `/`, when it matches the file name.
+    (`data` or `data/` matches `data/raw/x`), or, for a pattern without any `/`, when it matches the file
+    name (`*.json`, `data`; `data/` names a folder only).
     No include means everything; an exclude always wins. Our own `.launcher/` folder is never synced.
     """
 
@@ -40,7 +41,7 @@ class PathFilter:
         bare = pat.rstrip("/")
         if fnmatch.fnmatchcase(rel, pat) or fnmatch.fnmatchcase(rel, bare + "/*"):
             return True
-        return "/" not in bare and fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], bare)
+        return "/" not in pat and fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], pat)
 
     def __call__(self, rel: str) -> bool:
         if rel == META_DIR or rel.startswith(META_DIR + "/"):
@@ -124,7 +125,7 @@ def make_plan(src_entries: dict[str, Entry], dst_entries: dict[str, Entry], src:
 
 
 def _transfer(src: Store, dst: Store, rel: str, entry: Entry):
-    """Move one file; returns a cache row for a local destination (or None)."""
+    """Move one file; returns a row for the local side's hash cache (or None)."""
     if dst.is_local:
         if src.is_local:
             return dst.put_file(src.abspath(rel), rel, entry)
@@ -139,7 +140,12 @@ def _transfer(src: Store, dst: Store, rel: str, entry: Entry):
             tmp.unlink(missing_ok=True)
             raise
     if src.is_local:
-        dst.put_file(src.abspath(rel), rel, entry)
+        sent = dst.put_file(src.abspath(rel), rel, entry)
+        # The upload hashed what it sent; cache it for the source file if the file is still what was listed
+        # and the ETag was computed with the same part layout as the cache's.
+        if (entry.sha256 is None and sent.sha256 and (dst.threshold, dst.part_size) == (src.threshold, src.part_size)
+                and src.unchanged_since_listing(rel)):
+            return src.cache_row(rel, sent.sha256, sent.etag)
         return None
     raise DatapoolUserError("store-to-store sync is not supported: one side must be a local directory")
 
@@ -154,15 +160,39 @@ def sync(src: Store, dst: Store, include=(), exclude=(), delete: bool = False, d
     filt = PathFilter(include, exclude)
     result = SyncResult(src.describe(), dst.describe(), Plan(), dry_run=dry_run)
     with ThreadPoolExecutor(workers, thread_name_prefix="sync") as pool:
-        # The remote side first: a bad bucket or missing credentials fail before anything local is touched.
-        order = sorted((src, dst), key=lambda st: st.is_local)
         if isinstance(src, LocalStore) and not src.root.is_dir():
             raise DatapoolUserError(f"{src.root} does not exist: nothing to sync from")
         listed = {}
-        for store in order:
-            if store is dst and dst.is_local and not dry_run:
-                dst.base.mkdir(parents=True, exist_ok=True)
-            listed[id(store)] = store.list(pool, settle_seconds if store is src else 0.0, filt)
+        remote = next((st for st in (src, dst) if not st.is_local), None)
+        # The remote LIST (mostly waiting on the network) runs while the local tree is walked and hashed;
+        # the local hash cache is written only once the remote answered, so a bad bucket or missing
+        # credentials leave nothing behind.
+        remote_list = pool.submit(remote.list, pool, 0.0, filt) if remote is not None else None
+        try:
+            for store in (src, dst):
+                if store.is_local:
+                    listed[id(store)] = store.list(pool, settle_seconds if store is src else 0.0, filt,
+                                                   defer_cache=True, lazy=remote is not None)
+            if remote_list is not None:
+                listed[id(remote)] = remote_list.result()
+        except BaseException:
+            if remote_list is not None:
+                remote_list.cancel()
+                if remote_list.exception() is not None:
+                    raise remote_list.exception() from None
+            raise
+        if remote is not None:
+            # Hash only the local files a comparison needs: same path and same size on the other side.
+            local = dst if remote is src else src
+            mine, theirs = listed[id(local)], listed[id(remote)]
+            need = [rel for rel, e in mine.items()
+                    if e.sha256 is None and rel in theirs and theirs[rel].size == e.size]
+            local.hash_missing(need, pool)
+        if dst.is_local and not dry_run:
+            dst.base.mkdir(parents=True, exist_ok=True)
+        for store in (src, dst):
+            if store.is_local:
+                store.flush_cache()
         src_entries, dst_entries = listed[id(src)], listed[id(dst)]
         result.unmatched_includes = filt.unmatched()
         plan = make_plan(src_entries, dst_entries, src, dst, delete)
@@ -175,8 +205,10 @@ def sync(src: Store, dst: Store, include=(), exclude=(), delete: bool = False, d
         if dst.is_local:
             dst.clean_stale_tmp()
         rows: list[tuple] = []
-        futures = {pool.submit(_transfer, src, dst, rel, src_entries[rel]): (rel, size)
-                   for rel, size, _ in plan.copy}
+        cached = dst if dst.is_local else src  # whose hash cache learns from the transfers
+        # Biggest first: the long transfers start at once and the small files fill the gaps around them.
+        order = sorted(plan.copy, key=lambda c: -c[1])
+        futures = {pool.submit(_transfer, src, dst, rel, src_entries[rel]): (rel, size) for rel, size, _ in order}
         pending = set(futures)
         user_error: BaseException | None = None
         try:
@@ -196,16 +228,19 @@ def sync(src: Store, dst: Store, include=(), exclude=(), delete: bool = False, d
                         user_error = exc
                     else:
                         result.failed.append(f"{rel}: {_one_line(exc)}")
-                if len(rows) >= 500 and dst.is_local:
-                    dst.record(rows)
+                if len(rows) >= 500:
+                    cached.record(rows)
                     rows = []
                 if user_error is not None:
                     for fut in pending:
                         fut.cancel()
                     break
+        except BaseException:  # Ctrl-C: don't start what is queued; what runs finishes whole or not at all
+            for fut in pending:
+                fut.cancel()
+            raise
         finally:
-            if dst.is_local:
-                dst.record(rows)  # what landed is cached even if we are interrupted
+            cached.record(rows)  # what landed is cached even if we are interrupted
         if user_error is not None:
             raise user_error
         if plan.delete and not result.failed:

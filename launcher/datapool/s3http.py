@@ -1,0 +1,291 @@
+"""A lean S3 transport: SigV4 in stdlib (sigv4.py), credentials from the environment or, failing that, from
+botocore (profiles, SSO, instance roles); requests go over keep-alive http.client connections, one per
+thread, and responses are parsed with ElementTree.
+
+Why not a boto3 client: building one loads the whole S3 service model (~0.5 s per CLI run) and each call
+costs ~1 ms of Python; a no-op sync is one LIST, so start-up and per-request overhead is most of its time.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import os
+import random
+import socket
+import threading
+import time
+import xml.etree.ElementTree as ET
+from urllib.parse import quote, unquote, urlsplit
+
+from .errors import DatapoolUserError
+from .sigv4 import EMPTY_SHA256, sign
+
+_RETRY_STATUS = {500, 502, 503, 504}
+_ATTEMPTS = 5
+
+
+class S3Error(Exception):
+    def __init__(self, status: int, code: str, message: str, headers=None):
+        super().__init__(f"{code or status}: {message}" if message else f"{code or status}")
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+def _q(s: str, safe: str = "-_.~") -> str:
+    return quote(s, safe=safe)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+class S3Http:
+    def __init__(self, *, endpoint_url: str | None = None, region: str | None = None, profile: str | None = None,
+                 timeout: float = 120.0):
+        env = os.environ
+        self._static = None
+        self._creds = None
+        if not profile and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+            # Same precedence as botocore (environment first), without importing it.
+            self._static = (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN") or None)
+        region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        if self._static is None or region is None:
+            region = self._from_botocore(profile, region)
+        self.region = region or "us-east-1"
+        endpoint_url = (endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None)
+        self.custom_endpoint = endpoint_url
+        self.timeout = timeout
+        self._tls = threading.local()
+
+    def _from_botocore(self, profile: str | None, region: str | None) -> str | None:
+        """Credentials (profiles, SSO, roles) and the profile's region, through botocore's own chain."""
+        try:
+            import botocore.exceptions
+            import botocore.session
+        except ImportError:
+            if self._static is None:
+                raise DatapoolUserError("no AWS credentials in the environment and botocore is not installed: set "
+                                        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pip install 'launcher[aws]' "
+                                        "for profiles and roles") from None
+            return region
+        try:
+            session = botocore.session.Session(profile=profile)
+            if self._static is None:
+                self._creds = session.get_credentials()
+            region = region or session.get_config_variable("region")
+        except botocore.exceptions.ProfileNotFound as exc:
+            raise DatapoolUserError(f"{exc}: fix --profile / AWS_PROFILE") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise DatapoolUserError(f"cannot load AWS credentials: {exc}") from None
+        if self._static is None and self._creds is None:
+            raise DatapoolUserError(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
+        return region
+
+    def _credentials(self) -> tuple[str, str, str | None]:
+        if self._static is not None:
+            return self._static
+        c = self._creds.get_frozen_credentials()  # refreshes role / SSO credentials when they expire
+        return c.access_key, c.secret_key, c.token
+
+    # --- addressing
+    def _base(self, bucket: str) -> tuple[str, str, str]:
+        """(scheme, host[:port], path prefix) for a bucket: path style on custom endpoints, virtual hosts on AWS."""
+        if self.custom_endpoint:
+            u = urlsplit(self.custom_endpoint)
+            if u.scheme not in ("http", "https") or not u.netloc:
+                raise DatapoolUserError(f"bad endpoint URL '{self.custom_endpoint}': use http(s)://host[:port]")
+            return u.scheme, u.netloc, f"{u.path.rstrip('/')}/{bucket}"
+        if "." in bucket:  # TLS wildcard certs do not cover dotted bucket names
+            return "https", f"s3.{self.region}.amazonaws.com", f"/{bucket}"
+        return "https", f"{bucket}.s3.{self.region}.amazonaws.com", ""
+
+    def _conn(self, scheme: str, host: str):
+        conns = getattr(self._tls, "conns", None)
+        if conns is None:
+            conns = self._tls.conns = {}
+        conn = conns.get((scheme, host))
+        if conn is None:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            conn = conns[(scheme, host)] = cls(host, timeout=self.timeout)
+        return conn
+
+    def _drop(self, scheme: str, host: str) -> None:
+        conn = getattr(self._tls, "conns", {}).pop((scheme, host), None)
+        if conn is not None:
+            conn.close()
+
+    # --- one request
+    def request(self, method: str, bucket: str, key: str = "", query: dict | None = None, headers: dict | None = None,
+                body: bytes = b"", payload_sha256: str | None = None):
+        """Returns (status, headers, body bytes); bodies are bounded (ranged GETs for big objects).
+        Retries connection errors and 5xx with backoff; raises S3Error for S3's own errors."""
+        for attempt in range(_ATTEMPTS):
+            scheme, host, base = self._base(bucket)
+            path = base + ("/" + _q(key, safe="/-_.~") if key else "/")
+            if payload_sha256 is None:
+                payload_sha256 = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+            ak, sk, token = self._credentials()
+            sent = sign(method, _host_header(scheme, host), path, query, headers or {}, payload_sha256, ak, sk, token,
+                        self.region)
+            if query:  # on the wire a bare flag stays bare (`?uploads`); the signature spells it `uploads=`
+                path += "?" + "&".join(_q(str(k)) if v is None else f"{_q(str(k))}={_q(str(v))}"
+                                       for k, v in sorted(query.items()))
+            conn = self._conn(scheme, host)
+            try:
+                conn.request(method, path, body=body, headers=sent)
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop(scheme, host)  # a stale keep-alive socket or a real failure: new connection
+                if attempt < _ATTEMPTS - 1:
+                    time.sleep(0.05 * 2 ** attempt * (1 + random.random()))
+                    continue
+                if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
+                    raise DatapoolUserError(f"cannot reach the S3 endpoint {self.custom_endpoint or host}: "
+                                            "check --endpoint-url / AWS_ENDPOINT_URL") from None
+                raise
+            status = resp.status
+            try:
+                data = resp.read()
+            except (OSError, http.client.HTTPException):
+                self._drop(scheme, host)
+                if attempt < _ATTEMPTS - 1:
+                    continue
+                raise
+            if status < 300:
+                return status, resp.headers, data
+            err = _parse_error(status, data, resp.headers)
+            moved = resp.headers.get("x-amz-bucket-region")
+            if moved and moved != self.region and status in (301, 400, 403) and attempt < _ATTEMPTS - 1:
+                self.region = moved  # the bucket lives elsewhere: follow it once, sign for its region
+                continue
+            if (status in _RETRY_STATUS or err.code in ("SlowDown", "InternalError", "RequestTimeout")) \
+                    and attempt < _ATTEMPTS - 1:
+                time.sleep(0.1 * 2 ** attempt * (1 + random.random()))
+                continue
+            raise err
+        raise RuntimeError("unreachable")
+
+    # --- operations
+    def list_objects(self, bucket: str, prefix: str):
+        """Yields (key, size, etag, last_modified_epoch) for every object under prefix, 1,000 a page."""
+        token = None
+        while True:
+            q = {"list-type": "2", "encoding-type": "url"}
+            if prefix:
+                q["prefix"] = prefix
+            if token:
+                q["continuation-token"] = token
+            _, _, data = self.request("GET", bucket, query=q)
+            root = ET.fromstring(data)
+            token, truncated = None, False
+            for child in root:
+                tag = _local(child.tag)
+                if tag == "Contents":
+                    f = {_local(c.tag): c.text for c in child}
+                    yield (unquote(f.get("Key") or ""), int(f.get("Size") or 0), (f.get("ETag") or "").strip('"'),
+                           _iso_epoch(f.get("LastModified")))
+                elif tag == "NextContinuationToken":
+                    token = child.text
+                elif tag == "IsTruncated":
+                    truncated = (child.text or "").lower() == "true"
+            if not truncated or not token:
+                return
+
+    def get_object(self, bucket: str, key: str, byte_range: tuple[int, int] | None = None,
+                   if_match: str | None = None):
+        headers = {}
+        if byte_range:
+            headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        if if_match:
+            headers["If-Match"] = f'"{if_match}"'
+        _, h, data = self.request("GET", bucket, key, headers=headers)
+        return h, data
+
+    def put_object(self, bucket: str, key: str, body: bytes, headers: dict, sha256_hex: str | None = None) -> dict:
+        _, h, _ = self.request("PUT", bucket, key, headers=headers, body=body, payload_sha256=sha256_hex)
+        return h
+
+    def delete_objects(self, bucket: str, keys: list[str]) -> list[tuple[str, str]]:
+        from xml.sax.saxutils import escape
+
+        xml = ("<Delete><Quiet>true</Quiet>" + "".join(f"<Object><Key>{escape(k)}</Key></Object>" for k in keys)
+               + "</Delete>").encode()
+        md5 = base64.b64encode(hashlib.md5(xml).digest()).decode()
+        _, _, data = self.request("POST", bucket, query={"delete": None}, body=xml,
+                                  headers={"Content-MD5": md5, "Content-Type": "application/xml"})
+        errors = []
+        for child in ET.fromstring(data) if data.strip() else []:
+            if _local(child.tag) == "Error":
+                f = {_local(c.tag): c.text for c in child}
+                errors.append((f.get("Key") or "", f.get("Message") or f.get("Code") or ""))
+        return errors
+
+    def create_multipart(self, bucket: str, key: str, headers: dict) -> str:
+        _, _, data = self.request("POST", bucket, key, query={"uploads": None}, headers=headers)
+        for el in ET.fromstring(data).iter():
+            if _local(el.tag) == "UploadId":
+                return el.text
+        raise S3Error(500, "NoUploadId", "CreateMultipartUpload returned no UploadId")
+
+    def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: bytes, headers: dict,
+                    sha256_hex: str | None = None) -> dict:
+        _, h, _ = self.request("PUT", bucket, key, query={"partNumber": number, "uploadId": upload_id},
+                               headers=headers, body=body, payload_sha256=sha256_hex)
+        return h
+
+    def complete_multipart(self, bucket: str, key: str, upload_id: str, parts: list[dict]) -> str:
+        items = []
+        for p in parts:
+            extra = f"<ChecksumSHA256>{p['ChecksumSHA256']}</ChecksumSHA256>" if p.get("ChecksumSHA256") else ""
+            items.append(f"<Part><PartNumber>{p['PartNumber']}</PartNumber><ETag>{p['ETag']}</ETag>{extra}</Part>")
+        xml = ("<CompleteMultipartUpload>" + "".join(items) + "</CompleteMultipartUpload>").encode()
+        _, _, data = self.request("POST", bucket, key, query={"uploadId": upload_id}, body=xml,
+                                  headers={"Content-Type": "application/xml"})
+        root = ET.fromstring(data)
+        if _local(root.tag) == "Error":  # S3 can report a failed complete inside a 200
+            f = {_local(c.tag): c.text for c in root}
+            raise S3Error(200, f.get("Code") or "", f.get("Message") or "")
+        for el in root.iter():
+            if _local(el.tag) == "ETag":
+                return (el.text or "").strip('"')
+        raise S3Error(500, "NoETag", "CompleteMultipartUpload returned no ETag")
+
+    def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
+        self.request("DELETE", bucket, key, query={"uploadId": upload_id})
+
+    def close(self) -> None:
+        for conn in getattr(self._tls, "conns", {}).values():
+            conn.close()
+
+
+def _host_header(scheme: str, host: str) -> str:
+    """The Host value http.client sends (and S3 signs): the port only when it is not the default."""
+    if scheme == "https" and host.endswith(":443"):
+        return host[:-4]
+    if scheme == "http" and host.endswith(":80"):
+        return host[:-3]
+    return host
+
+
+def _parse_error(status: int, data: bytes, headers) -> S3Error:
+    code, message = "", ""
+    try:
+        root = ET.fromstring(data) if data.strip() else None
+        if root is not None:
+            f = {_local(c.tag): c.text for c in root}
+            code, message = f.get("Code") or "", f.get("Message") or ""
+    except ET.ParseError:
+        message = data[:200].decode("utf-8", "replace")
+    if not code:
+        code = {301: "PermanentRedirect", 403: "AccessDenied", 404: "NotFound"}.get(status, str(status))
+    return S3Error(status, code, message, headers)
+
+
+def _iso_epoch(text: str | None) -> float:
+    if not text:
+        return 0.0
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,118 @@
+"""A real moto S3 server on 127.0.0.1 (its own process, like a real endpoint), reset before each test.
+
+The server's access log is how tests count requests: every HTTP request the code under test made,
+whether it ran in this process or in a `launch sync` subprocess.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BUCKET = "pool-bucket"  # same as helpers.BUCKET
+_LINE = re.compile(r'"(GET|PUT|POST|DELETE|HEAD) (\S+) HTTP/[\d.]+" (\d+)')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Moto:
+    endpoint: str
+    log_path: Path
+    _mark: int = 0
+
+    def reset(self) -> None:
+        req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+        self.mark()
+
+    def mark(self) -> None:
+        """Requests before this call are not counted by requests()."""
+        time.sleep(0.05)  # let the server flush the log line of the last request
+        self._mark = self.log_path.stat().st_size
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        time.sleep(0.05)
+        with open(self.log_path, "rb") as f:
+            f.seek(self._mark)
+            text = f.read().decode("utf-8", "replace")
+        return [(m[1], m[2], int(m[3])) for m in _LINE.finditer(text) if "/moto-api/" not in m[2]]
+
+    def object_reads(self) -> list[str]:
+        """GETs of objects (not LIST: those carry list-type / a bucket-only path) and HEADs."""
+        out = []
+        for method, path, _ in self.requests():
+            if method == "HEAD":
+                out.append(path)
+            elif method == "GET" and "list-type=" not in path and path.strip("/").count("/") >= 1:
+                out.append(path)
+        return out
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "access.log"
+    fh = open(log, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"moto server exited: {log.read_text()}")
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("moto server did not start")
+        yield Moto(endpoint, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        fh.close()
+
+
+@pytest.fixture
+def aws_env(monkeypatch, tmp_path):
+    """Credentials for moto only; no ~/.aws, no instance metadata lookups."""
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials")}
+    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "DATAPOOL_ROOT",
+              "LAUNCH_DATAPOOL"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture
+def s3(moto_server, aws_env):
+    moto_server.reset()
+    moto_server.client().create_bucket(Bucket=BUCKET)
+    moto_server.mark()
+    return moto_server
