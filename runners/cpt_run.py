@@ -132,7 +132,7 @@ def main(argv=None):
     # 3. Train (or resume), then save.
     from transformers import Trainer, default_data_collator
 
-    from runners.common.callbacks import MetricsCallback, SigtermCallback
+    from runners.common.callbacks import MetricsCallback, SigtermCallback, quiet_console
     from runners.common.checkpoints import newest_checkpoint
 
     resume = newest_checkpoint(paths.checkpoints) if cfg.output.resume else None
@@ -149,6 +149,7 @@ def main(argv=None):
         model=model, args=args, train_dataset=train, eval_dataset=evaluation,
         data_collator=default_data_collator, callbacks=[MetricsCallback(paths.metrics), sigterm],
     )
+    quiet_console(trainer)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if sigterm.received:
         print(f"runner: checkpoint saved at step {trainer.state.global_step}; exiting 143", flush=True)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 # Keys copied as they are from the trainer's logs (names as TRL logs them).
 _KEEP = ("loss", "learning_rate", "grad_norm", "reward", "reward_std", "rewards/accuracies", "rewards/margins",
@@ -47,6 +49,41 @@ class MetricsCallback(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
+        print(console_line(row, state.max_steps), flush=True)
+
+
+def console_line(row: dict, max_steps: int) -> str:
+    """One short line per logging step, instead of the trainer's dict of 25 keys."""
+    parts = [f"step {row['step']}/{max_steps}"]
+    for key, label, fmt in (("loss", "loss", ".4g"), ("reward", "reward", ".3f"), ("rewards/accuracies", "acc", ".2f"),
+                            ("learning_rate", "lr", ".2e"), ("grad_norm", "grad", ".3g"),
+                            ("samples_per_s", "samples/s", ".1f"), ("tokens_per_s", "tok/s", ".0f")):
+        if row.get(key) is not None:
+            parts.append(f"{label} {float(row[key]):{fmt}}")
+    return "  ".join(parts)
+
+
+class _BarOnly(ProgressCallback):
+    """The trainer's progress bar without its habit of printing every log dict under it."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+def quiet_console(trainer) -> None:
+    """MetricsCallback prints one line per log step; keep the bar on a terminal, drop it in logs (no \\r noise)."""
+    import warnings
+
+    # transformers warns about its own internal call on every save; it is not ours to act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated")
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if sys.stdout.isatty():
+        trainer.add_callback(_BarOnly)
+    else:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Writing model shards" bars at every checkpoint
 
 
 class SigtermCallback(TrainerCallback):

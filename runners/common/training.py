@@ -76,6 +76,9 @@ def start_outputs(config: RunConfig, paths: RunPaths) -> Path | None:
 
 
 def train_and_save(trainer, tokenizer, sigterm, config: RunConfig, paths: RunPaths, resume: Path | None) -> None:
+    from runners.common.callbacks import quiet_console
+
+    quiet_console(trainer)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if sigterm.received:
         print(f"runner: checkpoint saved at step {trainer.state.global_step}; exiting 143", flush=True)
