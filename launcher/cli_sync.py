@@ -26,7 +26,9 @@ def _common(f):
         click.option("--endpoint-url", metavar="URL",
                      help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL, else AWS)."),
         click.option("--region", metavar="REGION", help="AWS region (default: $AWS_REGION / profile)."),
-        click.option("--profile", metavar="NAME", help="AWS profile (default: $AWS_PROFILE)."),
+        click.option("--aws-profile", metavar="NAME", help="AWS profile (default: $AWS_PROFILE)."),
+        click.option("--profile", "launch_profile", metavar="FILE",
+                     help="Launch profile (YAML): its datapool and experiment are the defaults here."),
         click.option("--workers", type=click.IntRange(1, 256), default=16, show_default=True,
                      help="Parallel transfers."),
     ]
@@ -66,18 +68,25 @@ def _fail(message: str, code: int) -> None:
 
 
 def _run(direction: str, experiment, include, exclude, delete, dry_run, datapool, root, endpoint_url, region,
-         profile, workers) -> None:
+         aws_profile, launch_profile, workers) -> None:
     from .datapool import DatapoolUserError, SyncError, open_store, sync as run_sync
     from .datapool.local import LocalStore
     from .datapool.report import PlainReporter, RichReporter
+    from .errors import UserError
 
     local = remote = None
     try:
+        if launch_profile:
+            from .profile import load_profile
+
+            prof = load_profile(launch_profile)
+            datapool = datapool or prof.get("datapool")
+            experiment = experiment or prof.get("experiment")
         if experiment is not None and (not _EXPERIMENT.match(experiment) or ".." in experiment):
             raise DatapoolUserError(f"bad --experiment {experiment!r}: use letters, digits, '.', '_', '-'")
         sub = f"experiments/{experiment}" if experiment else ""
         root = Path(root or os.environ.get("DATAPOOL_ROOT") or "datapool").expanduser().resolve()
-        remote = open_store(datapool, sub, endpoint_url=endpoint_url, region=region, profile=profile,
+        remote = open_store(datapool, sub, endpoint_url=endpoint_url, region=region, profile=aws_profile,
                             workers=workers, readonly=dry_run)
         local = LocalStore(root, sub, readonly=dry_run)
         if direction == "up" and not local.base.is_dir():
@@ -88,7 +97,7 @@ def _run(direction: str, experiment, include, exclude, delete, dry_run, datapool
         reporter = RichReporter() if sys.stderr.isatty() and not dry_run else PlainReporter()
         run_sync(src, dst, include=include, exclude=exclude, delete=delete, dry_run=dry_run, workers=workers,
                  reporter=reporter)
-    except DatapoolUserError as exc:
+    except (DatapoolUserError, UserError) as exc:
         _fail(str(exc), 2)
     except SyncError as exc:
         _fail(str(exc), 1)

@@ -169,8 +169,23 @@ def test_profile_credentials_and_unknown_profile(s3, aws_env, tmp_path):
     root = tmp_path / "pool"
     write_tree(root, {"a.txt": b"a"})
     args = ["up", "--datapool", URL, "--endpoint-url", s3.endpoint, "--root", str(root)]
-    r = launch_sync([*args, "--profile", "pool"], env)
+    r = launch_sync([*args, "--aws-profile", "pool"], env)
     assert r.returncode == 0, r.stderr
     assert bucket_tree(s3, "pool/") == {"a.txt": b"a"}
-    r = launch_sync([*args, "--profile", "nope"], env)
+    r = launch_sync([*args, "--aws-profile", "nope"], env)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "nope" in r.stderr, r.stderr
+
+
+def test_launch_profile_names_the_store_and_experiment(s3, aws_env, tmp_path):
+    root = tmp_path / "pool"
+    write_tree(root, {"experiments/demo/data/a.txt": b"a", "experiments/other/b.txt": b"b"})
+    profile = tmp_path / "p.yaml"
+    profile.write_text(f"datapool: {URL}\nexperiment: demo\ngpu: A10G\n")
+    r = launch_sync(["up", "--profile", str(profile), "--endpoint-url", s3.endpoint, "--root", str(root)],
+                    _env(aws_env))
+    assert r.returncode == 0, r.stderr
+    assert bucket_tree(s3, "pool/") == {"experiments/demo/data/a.txt": b"a"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- not a mapping\n")
+    r = launch_sync(["up", "--profile", str(bad), "--root", str(root)], _env(aws_env))
+    assert r.returncode == 2 and r.stderr.startswith("error: profile") and len(r.stderr.splitlines()) == 1, r.stderr
