@@ -150,10 +150,12 @@ class Agent:
             else:
                 exit_code = 130 if self.reason == "cancelled" else 1
                 log.write(f"[launcher] not started: {error or self.reason}\n".encode())
+                sys.stderr.write(f"[launcher] error: script not started: {error or self.reason}\n")
         try:
             pool.final_push()
         except Exception as exc:  # noqa: BLE001
             error = error or f"datapool push failed: {exc}"
+            sys.stderr.write(f"[launcher] error: {error}\n")
             exit_code = exit_code or 1
         result = {
             "job_id": self.job_id,
@@ -172,7 +174,11 @@ class Agent:
             result["error"] = error
         result_path = self.report_dir / "result.json"
         atomic_write_json(result_path, result)
-        pool.push_file(result_path)
+        try:
+            pool.push_file(result_path)
+        except Exception as exc:  # noqa: BLE001 - the local result stands; say why the store lacks it
+            sys.stderr.write(f"[launcher] error: result.json not pushed to the store: {exc}\n")
+            exit_code = exit_code or 1
         return exit_code
 
     def _run_script(self, env: dict, log, pool, started: float) -> int:

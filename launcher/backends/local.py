@@ -107,6 +107,8 @@ class LocalBackend(Backend):
         if missing:
             raise UserError(f"secret {missing[0]} is not set in your environment; export {missing[0]}=... "
                             f"(the value never goes into the plan or the job record)")
+        if plan.datapool["store"]:
+            _probe_store(plan.datapool["store"], job.experiment)
         spec = self._spec(plan)
         state_dir = Path(spec["state_dir"])
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +207,17 @@ class LocalBackend(Backend):
         # After a clean end the script's pid may belong to someone else by now: only kill an unfinished job's.
         if script_pid.exists() and not Path(handle.data["result"]).exists():
             _killpg(int(script_pid.read_text()), signal.SIGKILL)
+
+
+def _probe_store(url: str, experiment: str) -> None:
+    """A missing bucket or missing credentials is the user's to fix: say so now, before any record or process."""
+    from ..datapool import open_store
+
+    store = open_store(url, f"experiments/{experiment}", readonly=True)
+    try:
+        store.probe()
+    finally:
+        store.close()
 
 
 def _touch(path: Path) -> None:

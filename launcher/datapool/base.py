@@ -32,3 +32,7 @@ class Store:
 
     def describe(self) -> str:
         return self.url
+
+    def probe(self) -> None:
+        """Raise DatapoolUserError if the store cannot be used (no bucket, no credentials); reads one page at most.
+        Launch calls it before it records or starts anything."""

@@ -75,6 +75,17 @@ class S3Store(Store):
             return exc
         return SyncError(f"{self.url}: {exc}")
 
+    def probe(self) -> None:
+        from .s3http import S3Error
+
+        query = {"list-type": "2", "max-keys": "1"}
+        if self.prefix:
+            query["prefix"] = self.prefix + "/"
+        try:
+            self.http.request("GET", self.bucket, query=query)
+        except (S3Error, OSError) as exc:
+            raise self._user_error(exc) from None
+
     # --- listing
     def list(self, pool=None, settle_seconds: float = 0.0, want=None) -> dict[str, Entry]:
         """One paginated LIST: size and ETag of every object; no object is read."""

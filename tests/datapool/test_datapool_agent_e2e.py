@@ -90,3 +90,28 @@ def test_agent_pulls_pushes_while_running_and_result_last(s3, aws_env, tmp_path)
     assert result["exit_code"] == 0 and result["reason"] == "exited"
     log = client.get_object(Bucket=BUCKET, Key=f"{exp}reports/jobs/{job_dir}/log.txt")["Body"].read().decode()
     assert "done" in log
+
+
+def _launch(args, env, cwd):
+    return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_store_problems_are_refused_before_anything_starts(s3, aws_env, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("print('ran')\n")
+    home = tmp_path / "home"
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, **aws_env, "AWS_ENDPOINT_URL": s3.endpoint, "LAUNCHER_HOME": str(home),
+           "PYTHONPATH": str(repo)}
+    no_creds = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    for args, run_env, expect in [
+        (["--datapool", "s3://no-such-bucket/pool", "train.py"], env, "bucket 'no-such-bucket' does not exist"),
+        (["--datapool", f"s3://{BUCKET}/pool", "train.py"], no_creds, "no AWS credentials"),
+    ]:
+        out = _launch(args, run_env, project)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith("error: ") and expect in out.stderr and len(out.stderr.splitlines()) == 1
+        assert not (home / "jobs.db").exists() and not (project / "datapool").exists()
+    assert _keys(s3.client(), "") == set()
