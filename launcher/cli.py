@@ -86,7 +86,8 @@ def _parse_env(items) -> dict[str, str]:
 @click.option("--secret", "secrets", multiple=True, metavar="NAME",
               help="pass the env var NAME from here as a secret (repeatable; the value never enters plans or logs)")
 @click.option("--experiment", default=None, help="experiment name: datapool folder experiments/NAME (default: default)")
-@click.option("--datapool", default=None, metavar="URL", help="datapool store: file:///abs/dir or s3://bucket/prefix")
+@click.option("--datapool", default=None, metavar="URL", envvar="LAUNCH_DATAPOOL",
+              help="datapool store: file:///abs/dir or s3://bucket/prefix (default: $LAUNCH_DATAPOOL)")
 @click.option("--name", default=None, help="run name (default: the script's name)")
 @click.option("--max-runtime", default=None, metavar="DURATION", help="stop the script after this long, e.g. 90m, 2h")
 @click.option("--grace-period", default=None, metavar="DURATION", help="SIGTERM-to-SIGKILL grace (default 30s)")

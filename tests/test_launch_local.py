@@ -105,6 +105,14 @@ def test_datapool_file_url_is_the_root(launch, project, tmp_path):
     assert not (project / "datapool").exists()
 
 
+def test_datapool_from_env(launch, project, tmp_path):
+    (project / "show.py").write_text(PRINT_ENV)
+    pool = tmp_path / "envpool"
+    out = launch("show.py", env={"LAUNCH_DATAPOOL": f"file://{pool}"})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[0])["env"]["DATAPOOL_ROOT"] == str(pool)
+
+
 def test_dry_run_prints_plan_and_touches_nothing(launch, project, launcher_env):
     (project / "show.py").write_text(PRINT_ENV)
     out = launch("--dry-run", "--gpu", "A100", "--max-runtime", "2h", "--env", "A=1", "--secret", "MY_TOKEN",
