@@ -22,7 +22,6 @@ from pathlib import Path
 
 from .layout import create_layout, default_checkpoint_dir, job_report_dir
 
-REASONS = ("exited", "timeout", "cancelled", "preempted", "setup_failed")
 CANCEL_MARKER = "cancel-requested"  # written by `launch down` so a SIGTERM reads as a cancel, not a preemption
 
 
@@ -126,8 +125,6 @@ class Agent:
         return env
 
     def run(self) -> int:
-        import subprocess
-
         from .datapool.node import NodeDatapool
 
         started = time.time()
