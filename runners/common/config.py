@@ -39,17 +39,19 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Base of every config section here and in cpt_model.py: an unknown key is an error, never ignored."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class TinyModel(_Strict):
+class TinyModel(Strict):
     vocab_size: int = Field(512, ge=300)
     hidden: int = Field(64, ge=8)
     layers: int = Field(2, ge=1)
 
 
-class ModelSection(_Strict):
+class ModelSection(Strict):
     name_or_path: str = Field("tiny", description="hub id, local dir (relative = inside EXPERIMENT_DIR), or tiny name")
     init: Literal["pretrained", "tiny"] = "pretrained"
     backend: Literal["auto", "unsloth", "vllm", "transformers"] = "auto"
@@ -59,7 +61,7 @@ class ModelSection(_Strict):
     tiny: TinyModel = TinyModel()
 
 
-class LoraSection(_Strict):
+class LoraSection(Strict):
     enabled: bool = False
     r: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)
@@ -67,31 +69,31 @@ class LoraSection(_Strict):
     target_modules: list[str] | Literal["all-linear"] = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
-class GenerationSection(_Strict):
+class GenerationSection(Strict):
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(0.0, ge=0.0)  # 0 = greedy
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     batch_size: int = Field(16, ge=1)
 
 
-class DataSection(_Strict):
+class DataSection(Strict):
     pretokenized: str | None = None  # dir from runners/data/pretokenized.py; relative = inside EXPERIMENT_DIR
 
 
-class OutputSection(_Strict):
+class OutputSection(Strict):
     save_final: bool = True
     final: Literal["merged", "adapter"] = "merged"  # LoRA runs only: merged weights or the adapter alone
     report_to: list[Literal["wandb", "tensorboard"]] = []
     resume: bool = True
 
 
-class EvalSection(_Strict):
+class EvalSection(Strict):
     name: str = "eval"
     num_samples: int | None = Field(None, ge=1)
     sample_completions: int = Field(8, ge=0)
 
 
-class RunConfig(_Strict):
+class RunConfig(Strict):
     run_name: str = Field("run", pattern=r"^[\w.-]+$")
     seed: int = 0
     model: ModelSection = ModelSection()

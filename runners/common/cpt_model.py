@@ -5,15 +5,12 @@ a fresh one: the token ids in the packed blocks only mean something to that toke
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from runners.common.config import Strict, apply_overrides, yaml_load
 from runners.common.errors import RunnerError
 
 _MARKER = "tiny_cpt_model.json"
@@ -24,37 +21,33 @@ RESERVED = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class CptTiny(_Strict):
+class CptTiny(Strict):
     hidden: int = Field(64, ge=8)
     layers: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)
     max_position_embeddings: int = Field(1024, ge=16)
 
 
-class CptModel(_Strict):
+class CptModel(Strict):
     init: Literal["pretrained", "tiny"] = "pretrained"
     name_or_path: str = Field(..., description="tiny: name under model/base; else a local dir or hub id")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     tiny: CptTiny = CptTiny()
 
 
-class CptData(_Strict):
+class CptData(Strict):
     tokenized: str | None = None  # runners/tokenize.py --mode cpt output; relative = inside EXPERIMENT_DIR
     prepare: str | None = None  # a tokenize config to run first (a no-op when its output is up to date)
     keep_tail: bool = False  # also train on the last, partial block (padded, pad masked out of the loss)
 
 
-class CptOutput(_Strict):
+class CptOutput(Strict):
     resume: bool = True
     save_final: bool = True
     report_to: list[Literal["wandb", "tensorboard"]] = []
 
 
-class CptConfig(_Strict):
+class CptConfig(Strict):
     run_name: str = Field("cpt", pattern=r"^[\w.-]+$")
     seed: int = 0
     model: CptModel
@@ -64,8 +57,6 @@ class CptConfig(_Strict):
 
 
 def load_cpt_config(path: str | Path, overrides: list[str] = ()) -> CptConfig:
-    from runners.common.config import apply_overrides, yaml_load
-
     path = Path(path)
     if not path.is_file():
         raise RunnerError(f"config file not found: {path}")
@@ -118,35 +109,20 @@ def training_arguments(cfg: CptConfig, output_dir: Path):
 
 def build_tiny_on_tokenizer(tok_dir: Path, out_dir: Path, tiny: CptTiny, seed: int = 0) -> Path:
     """A tiny LlamaForCausalLM sized to the data's tokenizer, saved with it; reused when already built."""
+    from runners.common.tiny_model import TinyModelMismatch, build_tiny_llama, tiny_model_ready
     from runners.data.tokenizer_io import tokenizer_fingerprint
 
+    # The fingerprint is in the spec: the same sizes on another tokenizer would read the blocks' ids wrongly.
     spec = {**tiny.model_dump(), "tokenizer": tokenizer_fingerprint(tok_dir)}
-    marker = out_dir / _MARKER
-    if marker.is_file():
-        if json.loads(marker.read_text()) == spec:
+    try:
+        if tiny_model_ready(out_dir, spec, _MARKER):
             return out_dir
+    except TinyModelMismatch:
         raise RunnerError(f"model.name_or_path: {out_dir} holds a tiny model for another tokenizer or size; "
-                          "pick another name")
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+                          "pick another name") from None
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=tiny.hidden, intermediate_size=tiny.hidden * 2,
-        num_hidden_layers=tiny.layers, num_attention_heads=tiny.heads, num_key_value_heads=tiny.heads,
-        max_position_embeddings=tiny.max_position_embeddings, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / _MARKER).write_text(json.dumps(spec))
-        os.rename(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return build_tiny_llama(tok, out_dir, tiny.hidden, tiny.layers, heads=tiny.heads,
+                            max_position_embeddings=tiny.max_position_embeddings, seed=seed, spec=spec,
+                            marker=_MARKER)

@@ -51,58 +51,109 @@ def _train_tokenizer(texts: list[str], vocab_size: int):
     return fast
 
 
-def build_tiny_model(
-    texts: list[str], out_dir: Path, vocab_size: int = 512, hidden: int = 64, layers: int = 2, seed: int = 0
-) -> Path:
-    """Build (or reuse) a tiny LlamaForCausalLM + tokenizer in `out_dir`; returns `out_dir`.
+class TinyModelMismatch(ValueError):
+    """`out_dir` already holds a tiny model built from another spec (`found`, the marker's text)."""
 
-    Reused when `out_dir` already holds one with the same sizes, so SFT -> GRPO -> eval share a base.
-    Written to a temp dir then renamed, so a killed build never leaves half a model behind.
+    def __init__(self, out_dir: Path, found: str):
+        super().__init__(f"{out_dir} holds a tiny model built from another spec ({found})")
+        self.out_dir, self.found = out_dir, found
+
+
+def tiny_model_ready(out_dir: Path, spec: dict, marker: str = _MARKER) -> bool:
+    """True when `out_dir` holds the tiny model `spec` describes, False when it holds none.
+
+    Raises TinyModelMismatch when it holds one built from another spec: reusing it would silently train a
+    model of other sizes (or on another tokenizer's ids), and overwriting it could destroy someone's base.
+    """
+    path = Path(out_dir) / marker
+    if not path.is_file():
+        return False
+    found = path.read_text()
+    if json.loads(found) == spec:
+        return True
+    raise TinyModelMismatch(Path(out_dir), found)
+
+
+def build_tiny_llama(
+    tokenizer,
+    out_dir: Path,
+    hidden: int,
+    layers: int,
+    heads: int = 4,
+    kv_heads: int | None = None,
+    max_position_embeddings: int = 1024,
+    seed: int = 0,
+    spec: dict | None = None,
+    marker: str = _MARKER,
+) -> Path:
+    """Build (or reuse) a tiny LlamaForCausalLM sized to `tokenizer` and save both to `out_dir`; returns `out_dir`.
+
+    `spec` is what makes two builds the same model (written to `marker`; default: the sizes). Written to a
+    temp dir then renamed, so a killed build never leaves half a model behind.
     """
     out_dir = Path(out_dir)
-    spec = {"vocab_size": vocab_size, "hidden": hidden, "layers": layers}
-    marker = out_dir / _MARKER
-    if marker.is_file():
-        if json.loads(marker.read_text()) == spec:
-            return out_dir
-        raise ValueError(f"{out_dir} holds a tiny model with other sizes ({marker.read_text()}); pick another name")
-    if not texts:
-        raise ValueError("build_tiny_model needs some text to train the tokenizer on")
+    kv_heads = heads if kv_heads is None else kv_heads
+    if spec is None:
+        spec = {"vocab_size": len(tokenizer), "hidden": hidden, "layers": layers, "heads": heads,
+                "kv_heads": kv_heads, "max_position_embeddings": max_position_embeddings}
+    if tiny_model_ready(out_dir, spec, marker):
+        return out_dir
 
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = _train_tokenizer(texts, vocab_size)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=hidden * 2,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=True,
-        bos_token_id=None,
+        bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    # Only the tokenizer's ids: the other generation settings stay transformers' defaults, not a model-config copy.
     model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / _MARKER).write_text(json.dumps(spec))
+        (tmp / marker).write_text(json.dumps(spec))
         try:
             os.rename(tmp, out_dir)
         except OSError:  # another process built it first; theirs is as good as ours
-            if not (out_dir / _MARKER).is_file():
+            if not (out_dir / marker).is_file():
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def build_tiny_model(
+    texts: list[str], out_dir: Path, vocab_size: int = 512, hidden: int = 64, layers: int = 2, seed: int = 0
+) -> Path:
+    """Build (or reuse) a tiny LlamaForCausalLM + a BPE tokenizer trained on `texts` in `out_dir`; returns `out_dir`.
+
+    Reused when `out_dir` already holds one with the same sizes, so SFT -> GRPO -> eval share a base.
+    """
+    out_dir = Path(out_dir)
+    spec = {"vocab_size": vocab_size, "hidden": hidden, "layers": layers}
+    try:
+        if tiny_model_ready(out_dir, spec):
+            return out_dir  # checked before training a tokenizer: that is the slow part
+    except TinyModelMismatch as exc:
+        raise ValueError(f"{out_dir} holds a tiny model with other sizes ({exc.found}); pick another name") from None
+    if not texts:
+        raise ValueError("build_tiny_model needs some text to train the tokenizer on")
+    # 4 query heads sharing 2 key/value heads: the GQA layout of the real models these runs stand in for.
+    return build_tiny_llama(_train_tokenizer(texts, vocab_size), out_dir, hidden, layers, heads=4, kv_heads=2,
+                            max_position_embeddings=1024, seed=seed, spec=spec)
