@@ -56,19 +56,24 @@ class SyntheticConfig(_Strict):
     # Held-out problems: val problems (a, op, b) never appear in train. "random" draws them at random; "mirror"
     # holds out one order of a commutative pair (a + b in val, b + a in train), so the held-out problems are
     # solvable by a model that learned commutativity; with few distinct problems (single digits) "random" leaves
-    # held-out pairs whose facts the model never saw in any form.
+    # held-out pairs whose facts the model never saw in any form. "pairs" is the strict split: whole unordered pairs
+    # {a, b} are held out (a + b and b + a both in val), so no held-out problem is trained in either order.
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    holdout: Literal["random", "mirror"] = "random"
+    holdout: Literal["random", "mirror", "pairs"] = "random"
     # Upper bound on distinct problems drawn (all of them when the space is smaller).
     max_problems: int = Field(20000, ge=10)
     templates: list[Literal["plain", "question"]] = ["plain", "question"]
+    # Extra training-only tasks built from the training problems alone (see data.aux_problems): "max" (which digit
+    # of a trained pair is larger), "sub" (trained a + b = c read as c - a = b). Validation stays plain addition.
+    aux: list[Literal["max", "sub"]] = []
     seed: int = 0
 
 
     @model_validator(mode="after")
     def _mirror_needs_commutative(self):
-        if self.holdout == "mirror" and "-" in self.ops:
-            raise ValueError("data.synthetic.holdout 'mirror' needs commutative ops (+, *); drop '-' or use 'random'")
+        if self.holdout in ("mirror", "pairs") and "-" in self.ops:
+            raise ValueError(f"data.synthetic.holdout {self.holdout!r} needs commutative ops (+, *); drop '-' or use "
+                             "'random'")
         return self
 
 

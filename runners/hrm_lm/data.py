@@ -57,6 +57,20 @@ def synthetic_problems(cfg) -> tuple[list[tuple], list[tuple]]:
     n_val = max(1, int(round(len(problems) * cfg.val_fraction)))
     if cfg.holdout == "random":
         return problems[n_val:], problems[:n_val]
+    if cfg.holdout == "pairs":
+        # strict: hold out whole unordered pairs {a, b} of a commutative op, both orders, so no held-out problem
+        # is trained in either order (nor in any template).
+        present = set(problems)
+        val, val_set = [], set()
+        for a, op, b in problems:
+            if len(val) == n_val:
+                break
+            group = [(a, op, b)] + ([(b, op, a)] if a != b and (b, op, a) in present else [])
+            if (a, op, b) in val_set or len(val) + len(group) > n_val:
+                continue
+            val.extend(group)
+            val_set.update(group)
+        return [p for p in problems if p not in val_set], val
     # mirror: hold out (a, op, b) only while (b, op, a) stays in train.
     present = set(problems)
     val: list[tuple] = []
@@ -88,7 +102,28 @@ def synthetic_samples(cfg, tokenizer, max_len: int) -> tuple[list[dict], list[di
                 )
         return out
 
-    return build(train_p), build(val_p)
+    return build(train_p) + aux_samples(cfg, train_p, tokenizer, max_len), build(val_p)
+
+
+def aux_problems(aux: list[str], train_problems: list[tuple]) -> list[tuple[str, str]]:
+    """Training-only (prompt, answer) pairs derived from the *training* addition problems, never from held-out ones:
+    `max`: `max a b =` -> the larger of a trained pair (a != b), an ordering of the digits;
+    `sub`: for each trained a + b = c, `c - a =` -> b and `c - b =` -> a (the same fact read backwards)."""
+    out: list[tuple[str, str]] = []
+    for a, op, b in train_problems:
+        if op != "+":
+            continue
+        if "max" in aux and a != b:
+            out.append((f"max {a} {b} =", str(max(a, b))))
+        if "sub" in aux:
+            out.append((f"{a + b} - {a} =", str(b)))
+            out.append((f"{a + b} - {b} =", str(a)))
+    return out
+
+
+def aux_samples(cfg, train_problems, tokenizer, max_len: int) -> list[dict]:
+    return [make_sample(tokenizer.encode(p), tokenizer.encode(ans), tokenizer.bos_id, tokenizer.eos_id, max_len)
+            for p, ans in aux_problems(cfg.aux, train_problems)]
 
 
 # ---- prepared datasets ----------------------------------------------------------------------------------------
