@@ -150,8 +150,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    path = Path(path)
+def read_config_mapping(path: Path, overrides: list[str] = ()) -> dict:
+    """The YAML at `path` as a dict with `--set` overrides applied and `run_name` defaulting to the file's stem."""
     if not path.is_file():
         raise RunnerError(f"config file not found: {path}")
     try:
@@ -162,6 +162,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         raise RunnerError(f"{path}: expected a mapping at the top level")
     data = apply_overrides(data, list(overrides))
     data.setdefault("run_name", path.stem)
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    path = Path(path)
+    data = read_config_mapping(path, overrides)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:

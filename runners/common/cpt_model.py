@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from runners.common.config import Strict, apply_overrides, yaml_load
+from runners.common.config import Strict, read_config_mapping
 from runners.common.errors import RunnerError
 
 _MARKER = "tiny_cpt_model.json"
@@ -58,16 +58,7 @@ class CptConfig(Strict):
 
 def load_cpt_config(path: str | Path, overrides: list[str] = ()) -> CptConfig:
     path = Path(path)
-    if not path.is_file():
-        raise RunnerError(f"config file not found: {path}")
-    try:
-        data = yaml_load(path.read_text()) or {}
-    except Exception as exc:  # yaml.YAMLError; kept broad so a bad file is one line, not a traceback
-        raise RunnerError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise RunnerError(f"{path}: expected a mapping at the top level")
-    data = apply_overrides(data, list(overrides))
-    data.setdefault("run_name", path.stem)
+    data = read_config_mapping(path, overrides)
     try:
         cfg = CptConfig.model_validate(data)
     except ValidationError as err:
