@@ -12,6 +12,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from ..agent import CANCEL_MARKER
+from ..datapool.node import INPUTS, OUTPUTS
 from ..errors import UserError
 from ..job import Job
 from ..layout import job_report_dir
@@ -72,8 +73,8 @@ class LocalBackend(Backend):
             datapool={
                 "root": str(root),
                 "store": store,
-                "pull": [f"{exp}/data/", f"{exp}/model/base/"] if store else [],
-                "push": [f"{exp}/model/", f"{exp}/reports/"] if store else [],
+                "pull": [f"{exp}/{p}" for p in INPUTS] if store else [],
+                "push": [f"{exp}/{p}" for p in OUTPUTS] if store else [],
             },
             price={"usd_per_hour": 0.0, "note": "your own machine"},
         )

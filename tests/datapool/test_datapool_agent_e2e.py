@@ -115,3 +115,20 @@ def test_store_problems_are_refused_before_anything_starts(s3, aws_env, tmp_path
         assert out.stderr.startswith("error: ") and expect in out.stderr and len(out.stderr.splitlines()) == 1
         assert not (home / "jobs.db").exists() and not (project / "datapool").exists()
     assert _keys(s3.client(), "") == set()
+
+
+def test_dry_run_shows_what_is_pulled_and_pushed(s3, aws_env, tmp_path):
+    import yaml
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("print('ran')\n")
+    env = {**os.environ, **aws_env, "LAUNCHER_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = _launch(["--dry-run", "--experiment", "e2e", "--datapool", f"s3://{BUCKET}/pool", "train.py"], env, project)
+    assert out.returncode == 0, out.stderr
+    pool = yaml.safe_load(out.stdout)["datapool"]
+    assert pool["store"] == f"s3://{BUCKET}/pool" and pool["root"] == str(project / "datapool")
+    assert pool["pull"] == ["experiments/e2e/data/", "experiments/e2e/model/base/"]
+    assert pool["push"] == ["experiments/e2e/model/", "experiments/e2e/data/tokenized/", "experiments/e2e/reports/"]
+    assert not (project / "datapool").exists() and not (tmp_path / "home").exists()
