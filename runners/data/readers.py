@@ -106,9 +106,14 @@ def to_record(raw: object) -> dict:
         rec = _loads(raw)
     except ValueError as e:
         raise DataError(f"a JSONL line is not valid JSON ({e}): {bytes(raw[:80])!r}; fix or drop the line") from None
-    if not isinstance(rec, dict):
-        rec = {"text": rec} if isinstance(rec, str) else {"value": rec}
-    return rec
+    return _as_record(rec)
+
+
+def _as_record(rec: object) -> dict:
+    """A JSON value that is not an object still becomes one record: a string is its text."""
+    if isinstance(rec, dict):
+        return rec
+    return {"text": rec} if isinstance(rec, str) else {"value": rec}
 
 
 def count_records(path: Path, fmt: str | None = None) -> int:
@@ -139,9 +144,7 @@ def _iter_jsonl(path: Path) -> Iterator[dict]:
                 rec = _loads(line)
             except ValueError as e:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e}); fix the line or drop it") from None
-            if not isinstance(rec, dict):
-                rec = {"text": rec} if isinstance(rec, str) else {"value": rec}
-            yield rec
+            yield _as_record(rec)
 
 
 def _iter_json(path: Path) -> Iterator[dict]:

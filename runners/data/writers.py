@@ -16,6 +16,19 @@ def token_dtype(vocab_size: int):
     return np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
 
 
+def write_table(table, path: Path, fmt: str) -> None:
+    """One shard: Parquet, or an Arrow IPC stream (what `datasets` writes and reads back)."""
+    import pyarrow as pa
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    else:
+        with pa.OSFile(str(path), "wb") as f, pa.ipc.new_stream(f, table.schema) as w:
+            w.write_table(table)
+
+
 class CptPacker:
     """Concatenated token stream -> fixed blocks of `block_size`, split into shards of `shard_blocks` blocks.
 
@@ -67,15 +80,8 @@ class CptPacker:
             rows = [arr[k: k + self.block_size] for k in range(0, len(arr), self.block_size)]
             col = pa.array([r.astype(np.int32) for r in rows], type=pa.list_(pa.int32()))
             table = pa.table({"input_ids": col})
-            if self.fmt == "parquet":
-                import pyarrow.parquet as pq
-
-                name = f"shard-{i:05d}.parquet"
-                pq.write_table(table, self.out_dir / name)
-            else:
-                name = f"shard-{i:05d}.arrow"
-                with pa.OSFile(str(self.out_dir / name), "wb") as f, pa.ipc.new_stream(f, table.schema) as w:
-                    w.write_table(table)
+            name = f"shard-{i:05d}.parquet" if self.fmt == "parquet" else f"shard-{i:05d}.arrow"
+            write_table(table, self.out_dir / name, self.fmt)
         self.shards.append({"file": name, "tokens": int(len(arr)), "blocks": n_full,
                             "tail_tokens": int(len(arr) - n_full * self.block_size)})
 
@@ -122,15 +128,8 @@ class SftWriter:
         cols = {k: pa.array(v, type=self.schema.field(k).type) for k, v in self.rows.items()}
         table = pa.table(cols, schema=self.schema)
         i = len(self.files)
-        if self.fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            name = f"shard-{i:05d}.parquet"
-            pq.write_table(table, self.out_dir / name)
-        else:
-            name = f"data-{i:05d}.arrow.part"
-            with pa.OSFile(str(self.out_dir / name), "wb") as f, pa.ipc.new_stream(f, self.schema) as w:
-                w.write_table(table)
+        name = f"shard-{i:05d}.parquet" if self.fmt == "parquet" else f"data-{i:05d}.arrow.part"
+        write_table(table, self.out_dir / name, self.fmt)
         self.files.append(name)
         self.rows = {k: [] for k in self.rows}
 
