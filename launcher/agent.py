@@ -1,10 +1,13 @@
 """The agent: the same code on every backend, on the node, between the machine and the user's script.
 
     python -m launcher.agent --spec /path/to/spec.json
+    python -m launcher.agent --spec spec.json --setup-failed STEP --stderr-file FILE   (the node bootstrap's report)
 
-It lays out the experiment's datapool, pulls inputs, runs the script under the env contract with its output teed
+The spec is a launcher.spec.AgentSpec. It lays out the experiment's datapool, pulls inputs, runs the script under the env contract with its output teed
 into reports/jobs/<job_id>/log.txt, pushes checkpoints while it runs, forwards SIGTERM/SIGINT (grace period, then
-SIGKILL), enforces max_runtime, pushes outputs, and writes result.json last. Its exit code is the script's.
+SIGKILL), stops the script at the spec's stop time (deadline_at less grace and push reserve), polls the store for
+the cancel marker, pushes outputs, and writes result.json last. Its exit code is the script's. If the agent itself
+dies (SIGKILL, OOM), a watchdog process kills the script's whole process group, grandchildren included.
 
 Secrets never pass through the spec file: they arrive in the agent's environment and are inherited by the script.
 """
@@ -21,8 +24,23 @@ import time
 from pathlib import Path
 
 from .layout import create_layout, default_checkpoint_dir, job_report_dir
+from .proc import ProcRef, write_ref
+from .spec import CANCEL_MARKER, CANCEL_POLL_S, AgentSpec
 
-CANCEL_MARKER = "cancel-requested"  # written by `launch down` so a SIGTERM reads as a cancel, not a preemption
+# Runs beside the agent in its own session: blocks on a pipe whose write end only the agent holds. EOF without the
+# agent's all-clear byte means the agent died, so the script's group goes too (PR_SET_PDEATHSIG reaches only the
+# script's own process, not its children). Stdlib only, no launcher import: it must start whatever the sys.path.
+WATCHDOG = """
+import os, signal, sys
+pid, start = int(sys.argv[1]), sys.argv[2]
+if sys.stdin.buffer.read(1) != b"x":
+    try:
+        stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        if stat[19] == start:
+            os.killpg(pid, signal.SIGKILL)
+    except (OSError, IndexError, ProcessLookupError, PermissionError):
+        pass
+"""
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
@@ -67,20 +85,21 @@ class Tee(threading.Thread):
 
 
 class Agent:
-    def __init__(self, spec: dict):
+    def __init__(self, spec: AgentSpec):
         self.spec = spec
-        self.job_id: str = spec["job_id"]
-        self.root = Path(spec["datapool_root"]).resolve()
-        self.experiment: str = spec["experiment"]
+        self.job_id = spec.job_id
+        self.root = Path(spec.datapool_root).resolve()
+        self.experiment = spec.experiment
         self.exp_dir = self.root / "experiments" / self.experiment
         self.report_dir = job_report_dir(self.exp_dir, self.job_id)
-        self.state_dir = Path(spec["state_dir"]) if spec.get("state_dir") else None
-        self.grace = float(spec.get("grace_period", 30))
-        self.max_runtime = spec.get("max_runtime")
+        self.state_dir = Path(spec.state_dir).resolve()
+        self.grace = float(spec.grace_period)
+        self.stop_at = spec.stop_at
         self.proc = None
         self.reason: str | None = None
         self.kill_at: float | None = None
         self._lock = threading.Lock()
+        self._done = threading.Event()
 
     # -- signals -------------------------------------------------------------------------------------------------
 
@@ -88,8 +107,8 @@ class Agent:
         if signum == signal.SIGINT:
             self.stop("cancelled", signal.SIGINT)
             return
-        cancelled = self.state_dir is not None and (self.state_dir / CANCEL_MARKER).exists()
-        self.stop("preempted" if self.spec.get("spot") and not cancelled else "cancelled", signal.SIGTERM)
+        cancelled = (self.state_dir / CANCEL_MARKER).exists()
+        self.stop("preempted" if self.spec.spot and not cancelled else "cancelled", signal.SIGTERM)
 
     def stop(self, reason: str, sig: int = signal.SIGTERM) -> None:
         """Ask the script to stop; SIGKILL after the grace period. A second request kills at once."""
@@ -107,17 +126,17 @@ class Agent:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        user_env = dict(self.spec.get("env") or {})
-        ckpt = user_env.pop("CHECKPOINT_DIR", None) or self.spec.get("checkpoint_dir")
-        ckpt_path = (self.exp_dir / ckpt) if ckpt else default_checkpoint_dir(self.exp_dir, Path(self.spec["script"]).stem)
+        user_env = dict(self.spec.env)
+        ckpt = user_env.pop("CHECKPOINT_DIR", None)
+        ckpt_path = (self.exp_dir / ckpt) if ckpt else default_checkpoint_dir(self.exp_dir, Path(self.spec.script).stem)
         env.update(user_env)
-        workdir = str(Path(self.spec["workdir"]).resolve())
+        workdir = str(Path(self.spec.workdir).resolve())
         env.update({
             "DATAPOOL_ROOT": str(self.root),
             "EXPERIMENT": self.experiment,
             "EXPERIMENT_DIR": str(self.exp_dir),
             "JOB_ID": self.job_id,
-            "LAUNCH_BACKEND": self.spec.get("backend", "local"),
+            "LAUNCH_BACKEND": self.spec.backend,
             "CHECKPOINT_DIR": str(ckpt_path.resolve()),
             "PYTHONPATH": os.pathsep.join(p for p in (workdir, env.get("PYTHONPATH")) if p),
             "PYTHONUNBUFFERED": "1",
@@ -128,61 +147,92 @@ class Agent:
         from .datapool.node import NodeDatapool
 
         started = time.time()
-        create_layout(self.exp_dir)
-        self.report_dir.mkdir(parents=True, exist_ok=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        pool = NodeDatapool(self.spec.get("store_url"), self.root, self.experiment,
-                            float(self.spec.get("push_interval", 30)))
-        env = self.env()
         exit_code, error = 1, None
-        with open(self.report_dir / "log.txt", "ab") as log:
+        try:
+            create_layout(self.exp_dir)
+            self.report_dir.mkdir(parents=True, exist_ok=True)
+            log = open(self.report_dir / "log.txt", "ab")
+        except OSError as exc:
+            # No datapool, no log: the state dir still gets the result, so status can say why.
+            return self._finish(None, 1, started, f"datapool {self.root} not writable: {exc}", "setup_failed")
+        pool = NodeDatapool(self.spec.store_url, self.root, self.experiment, float(self.spec.push_interval))
+        env = self.env()
+        with log:
             try:
                 pool.pull_inputs()
             except Exception as exc:  # noqa: BLE001 - any setup failure ends the job with a record, not a hang
                 error = f"datapool pull failed: {exc}"
                 self.reason = self.reason or "setup_failed"
             if self.reason is None:
-                exit_code = self._run_script(env, log, pool, started)
+                watcher = threading.Thread(target=self._watch_cancel, name="cancel-poll", daemon=True)
+                watcher.start()
+                exit_code = self._run_script(env, log, pool)
             else:
                 exit_code = 130 if self.reason == "cancelled" else 1
                 log.write(f"[launcher] not started: {error or self.reason}\n".encode())
                 sys.stderr.write(f"[launcher] error: script not started: {error or self.reason}\n")
+        self._done.set()
         try:
             pool.final_push()
         except Exception as exc:  # noqa: BLE001
             error = error or f"datapool push failed: {exc}"
             sys.stderr.write(f"[launcher] error: {error}\n")
             exit_code = exit_code or 1
+        return self._finish(pool, exit_code, started, error, self.reason or "exited")
+
+    def _finish(self, pool, exit_code: int, started: float, error: str | None, reason: str) -> int:
+        """result.json, written atomically: in the report dir, pushed last, and a copy in the state dir."""
+        ended = time.time()
         result = {
             "job_id": self.job_id,
             "exit_code": exit_code,
-            "reason": self.reason or "exited",
+            "reason": reason,
             "started_at": started,
-            "ended_at": time.time(),
-            "duration_s": round(time.time() - started, 3),
+            "ended_at": ended,
+            "duration_s": round(ended - started, 3),
             "host": socket.gethostname(),
-            "backend": self.spec.get("backend", "local"),
-            "script": self.spec["script"],
-            "args": self.spec.get("args", []),
+            "backend": self.spec.backend,
+            "script": self.spec.script,
+            "args": self.spec.args,
             "metrics": self._last_metrics(started),
         }
         if error:
             result["error"] = error
-        result_path = self.report_dir / "result.json"
-        atomic_write_json(result_path, result)
-        try:
-            pool.push_file(result_path)
-        except Exception as exc:  # noqa: BLE001 - the local result stands; say why the store lacks it
-            sys.stderr.write(f"[launcher] error: result.json not pushed to the store: {exc}\n")
-            exit_code = exit_code or 1
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if pool is not None:
+            result_path = self.report_dir / "result.json"
+            atomic_write_json(result_path, result)
+            try:
+                pool.push_file(result_path)
+            except Exception as exc:  # noqa: BLE001 - the local result stands; say why the store lacks it
+                sys.stderr.write(f"[launcher] error: result.json not pushed to the store: {exc}\n")
+                exit_code = exit_code or 1
+        atomic_write_json(self.state_dir / "result.json", result)
         return exit_code
 
-    def _run_script(self, env: dict, log, pool, started: float) -> int:
+    def _watch_cancel(self) -> None:
+        """`launch down` from any machine leaves a marker in the store (and, on this machine, the state dir)."""
+        from .jobstore import JobStore
+
+        store = JobStore(self.spec.store_url, self.root, self.experiment, self.job_id, self.spec.endpoint_url) \
+            if self.spec.store_url else None
+        while not self._done.wait(CANCEL_POLL_S if store else 1.0):
+            try:
+                marked = (self.state_dir / CANCEL_MARKER).exists() or (store is not None and store.exists(CANCEL_MARKER))
+            except Exception:  # noqa: BLE001 - an unreachable store is asked again next round
+                marked = False
+            if marked:
+                self.stop("cancelled")
+        if store is not None:
+            store.close()
+
+    def _run_script(self, env: dict, log, pool) -> int:
         import subprocess
 
-        workdir = Path(self.spec["workdir"]).resolve()
-        cmd = script_command(workdir / self.spec["script"], list(self.spec.get("args") or []))
+        workdir = Path(self.spec.workdir).resolve()
+        cmd = script_command(workdir / self.spec.script, list(self.spec.args))
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         lock = threading.Lock()
@@ -203,8 +253,10 @@ class Agent:
             pending = self.reason
         if pending:  # a signal arrived while we were starting
             _signal_group(proc.pid, signal.SIGTERM)
-        if self.state_dir is not None:
-            (self.state_dir / "script.pid").write_text(str(proc.pid))
+        ref = ProcRef.of(proc.pid)
+        watchdog = self._start_watchdog(ref)
+        if ref is not None:
+            write_ref(self.state_dir / "script.pid", ref)
         tees = [Tee(out_r, sys.stdout.buffer, log, lock), Tee(err_r, sys.stderr.buffer, log, lock)]
         for t in tees:
             t.start()
@@ -216,17 +268,38 @@ class Agent:
             except subprocess.TimeoutExpired:
                 pass
             now = time.time()
-            if self.max_runtime and self.reason is None and now - started > self.max_runtime:
-                log.write(f"[launcher] max_runtime {self.max_runtime}s reached: stopping the script\n".encode())
+            if self.stop_at is not None and self.reason is None and now >= self.stop_at:
+                log.write(f"[launcher] max runtime reached (deadline {self.spec.deadline_at:.0f}): "
+                          "stopping the script\n".encode())
                 self.stop("timeout")
             if self.kill_at is not None and now >= self.kill_at:
                 _signal_group(proc.pid, signal.SIGKILL)
         # The script is gone; anything it left in its group (orphans holding our pipes) goes too.
         _signal_group(proc.pid, signal.SIGKILL)
+        if watchdog is not None:
+            os.write(watchdog, b"x")  # all clear: the group is already dealt with
+            os.close(watchdog)
         for t in tees:
             t.join(timeout=10)
         rc = proc.returncode
         return 128 - rc if rc < 0 else rc
+
+    def _start_watchdog(self, ref: ProcRef | None) -> int | None:
+        """Returns the pipe's write end; the agent holds it until the script is gone."""
+        import subprocess
+
+        if ref is None or sys.platform != "linux":
+            return None
+        r, w = os.pipe()
+        try:
+            subprocess.Popen([sys.executable, "-S", "-c", WATCHDOG, str(ref.pid), str(ref.start)], stdin=r,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            os.close(w)
+            return None
+        finally:
+            os.close(r)
+        return w
 
     def _last_metrics(self, started: float) -> dict:
         """The last record of each metrics.jsonl the script wrote during this run, keyed by run name."""
@@ -261,11 +334,40 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
+def report_setup_failure(spec: AgentSpec, step: str, stderr_file: Path | None) -> int:
+    """The node bootstrap failed before the agent could run: write result.json (setup_failed, the step, the last
+    stderr lines) where status looks for it, the store included."""
+    from .datapool.node import NodeDatapool
+
+    agent = Agent(spec)
+    tail = ""
+    if stderr_file is not None:
+        try:
+            tail = "\n".join(stderr_file.read_text(errors="replace").strip().splitlines()[-20:])
+        except OSError:
+            pass
+    error = f"setup failed at step '{step}'" + (f": {tail}" if tail else "")
+    pool = None
+    try:
+        agent.report_dir.mkdir(parents=True, exist_ok=True)
+        pool = NodeDatapool(spec.store_url, agent.root, spec.experiment, float(spec.push_interval))
+    except OSError:
+        pass
+    agent._finish(pool, 1, time.time(), error, "setup_failed")
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launcher.agent", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="job spec JSON written by the backend")
+    parser.add_argument("--spec", required=True, help="the AgentSpec JSON written by the backend")
+    parser.add_argument("--setup-failed", metavar="STEP", help="report a node setup failure instead of running")
+    parser.add_argument("--stderr-file", type=Path, help="with --setup-failed: the failing step's stderr")
     ns = parser.parse_args(argv)
-    spec = json.loads(Path(ns.spec).read_text())
+    spec = AgentSpec.from_json(Path(ns.spec).read_text())
+    if spec.endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = spec.endpoint_url  # the store's transport and the script's boto3 alike
+    if ns.setup_failed:
+        return report_setup_failure(spec, ns.setup_failed, ns.stderr_file)
     return Agent(spec).run()
 
 

@@ -1,13 +1,26 @@
-"""The Python API: everything the CLI does, as functions. `from launcher import Job, launch`."""
+"""The Python API and the one launch path every backend goes through. `from launcher import Job, launch`.
+
+    launch(job) = validate -> plan (pure) -> secrets exist here -> probe the store -> backend preflight
+                  -> registry record (submitting) -> code snapshot to where the node reads it -> backend.start
+                  -> registry record (running) -> [foreground: stream output until the result]
+
+status reads result.json from the store first and the backend's own state second; down writes the cancel
+marker into the store (the agent polls it), then uses the backend's kill. So client and node never need a
+live link, and any terminal can follow, stop or sweep any job.
+"""
 from __future__ import annotations
 
+import os
+import sys
+import time
 from dataclasses import dataclass
 
 from .backends import get_backend
-from .backends.base import Handle
+from .backends.base import ACTIVE, Handle, state_from_result
+from .errors import UserError
 from .job import Job
 from .plan import Plan
-from .registry import Registry
+from .registry import Registry, launcher_home
 
 
 @dataclass
@@ -26,7 +39,37 @@ class Run:
 
 def plan(job: Job) -> Plan:
     """The exact request, rendered offline; nothing is created."""
-    return get_backend(job.backend).plan(job)
+    from .planner import make_plan
+
+    return make_plan(job)
+
+
+def _check_secrets(job: Job) -> None:
+    missing = [s for s in job.secrets if s not in os.environ]
+    if missing:
+        raise UserError(f"secret {missing[0]} is not set in your environment; export {missing[0]}=... "
+                        f"(the value never goes into the plan or the job record)")
+
+
+def _probe_store(p: Plan) -> None:
+    """A missing bucket or missing credentials is the user's to fix: say so now, before any record or machine."""
+    if not p.spec.store_url:
+        return
+    from .datapool import open_store
+
+    store = open_store(p.spec.store_url, f"experiments/{p.job.experiment}", readonly=True,
+                       endpoint_url=p.spec.endpoint_url)
+    try:
+        store.probe()
+    finally:
+        store.close()
+
+
+def _jobstore_ref(p: Plan) -> dict:
+    """How any process finds this job's folder in the store later (kept in the handle)."""
+    if not get_backend(p.backend).capabilities.remote:  # the node is this machine: read its datapool directly
+        return {"store_url": None, "local_root": p.spec.datapool_root, "experiment": p.job.experiment}
+    return {"store_url": p.spec.store_url, "experiment": p.job.experiment, "endpoint_url": p.spec.endpoint_url}
 
 
 def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
@@ -34,61 +77,217 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
 
     `on_start(run)` is called once the job is submitted, before waiting (the CLI prints the job id there).
     """
+    from .planner import make_plan
+
     backend = get_backend(job.backend)
-    p = backend.plan(job)
-    handle = backend.submit(p, detach=detach)
-    run = Run(p.job_id, p, handle)
+    snapshot = None
+    if backend.capabilities.remote:
+        from pathlib import Path
+
+        from .snapshot import build
+
+        job.check_script()
+        snapshot = build(Path(job.workdir))
+    p = make_plan(job, snapshot=snapshot)
+    _check_secrets(p.job)
+    _probe_store(p)
+    backend.preflight(p)
+    registry = Registry()
+    registry.check_writable()
+    handle_data = {"store": _jobstore_ref(p), "grace_period": p.job.grace_period}
+    registry.add(p.job_id, p.job.run_name, backend.name, p.deadline_at, handle_data, state="submitting")
+    try:
+        handle_data.update(backend.start(p, detach=detach))
+    except BaseException as exc:
+        # Whatever started is the backend's to tear down; the record says why.
+        registry.update(p.job_id, handle=handle_data)
+        registry.finish(p.job_id, "failed", None)
+        _save_reason(p.job_id, f"start failed: {exc}")
+        raise
+    registry.update(p.job_id, state="running", handle=handle_data)
+    run = Run(p.job_id, p, Handle(p.job_id, backend.name, handle_data))
     if on_start is not None:
         on_start(run)
     if not detach:
-        run.exit_code = backend.wait(handle)
+        run.exit_code = wait(p.job_id, backend, run.handle)
     return run
 
 
-def _handle(job_id: str) -> tuple[object, Handle, str]:
+def wait(job_id: str, backend, handle: Handle) -> int:
+    """Foreground: stream the job until it ends. Ctrl-C cancels it (a second Ctrl-C kills at once)."""
+
+    def final():
+        state, code = status(job_id)
+        return None if state in ACTIVE else (state, code)
+
+    try:
+        backend.wait(handle, final)
+    except KeyboardInterrupt:
+        sys.stderr.write("\n[launcher] cancelling (Ctrl-C again to kill)\n")
+        _request_cancel(handle)
+        try:
+            backend.interrupt(handle)
+            while final() is None:
+                time.sleep(0.3)
+        except KeyboardInterrupt:
+            sys.stderr.write("\n[launcher] killing\n")
+            backend.cancel(handle, grace=0.0)
+    state, code = final() or ("cancelled", None)
+    Registry().finish(job_id, state, code)
+    return code if code is not None else (130 if state == "cancelled" else 1)
+
+
+def _jobstore(handle: Handle):
+    from .jobstore import JobStore
+
+    ref = handle.data.get("store") or {}
+    return JobStore(ref.get("store_url"), ref.get("local_root"), ref.get("experiment", "default"), handle.job_id,
+                    endpoint_url=ref.get("endpoint_url"))
+
+
+def _read_result(handle: Handle) -> dict | None:
+    import json
+
+    js = _jobstore(handle)
+    try:
+        data = js.read("result.json")
+    except Exception:  # noqa: BLE001 - an unreachable store leaves the backend's own view to answer
+        data = None
+    finally:
+        js.close()
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def _request_cancel(handle: Handle) -> None:
+    from .spec import CANCEL_MARKER
+
+    js = _jobstore(handle)
+    try:
+        js.write(CANCEL_MARKER, f"{time.time()}\n".encode())
+    except Exception as exc:  # noqa: BLE001 - the backend's own kill still follows
+        sys.stderr.write(f"[launcher] warning: cancel marker not written to the store: {exc}\n")
+    finally:
+        js.close()
+
+
+def _save_reason(job_id: str, reason: str) -> None:
+    path = launcher_home() / "jobs" / job_id / "reason.txt"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(reason.strip() + "\n")
+    except OSError:
+        pass
+
+
+def reason(job_id: str) -> str | None:
+    """Why a job ended the way it did, when the result alone does not say (lost, start failed, setup failed)."""
     rec = Registry().get(job_id)
-    return get_backend(rec.backend), Handle(rec.id, rec.backend, rec.handle), rec.id
+    path = launcher_home() / "jobs" / rec.id / "reason.txt"
+    if path.exists():
+        return path.read_text().strip()
+    result = _read_result(Handle(rec.id, rec.backend, rec.handle))
+    if result and result.get("error"):
+        return result["error"]
+    return None
+
+
+def _handle(job_id: str):
+    rec = Registry().get(job_id)
+    return rec, get_backend(rec.backend), Handle(rec.id, rec.backend, rec.handle)
 
 
 def status(job_id: str) -> tuple[str, int | None]:
-    """(state, exit_code), refreshed from the backend for an active job."""
-    rec = Registry().get(job_id)
-    if rec.state not in ("pending", "running"):
+    """(state, exit_code): the store's result.json first, then the backend's own view."""
+    rec, backend, handle = _handle(job_id)
+    if rec.state not in ACTIVE:
         return rec.state, rec.exit_code
-    backend, handle, _ = _handle(rec.id)
-    state, code = backend.status(handle)
-    if state not in ("pending", "running"):
+    result = _read_result(handle)
+    if result is not None:
+        state, code = state_from_result(result), result.get("exit_code")
+    else:
+        state, code, why = backend.status(handle)
+        if state == "lost" and why:
+            _save_reason(rec.id, why)
+    if state not in ACTIVE:
         Registry().finish(rec.id, state, code)
+        return Registry().get(rec.id).state, Registry().get(rec.id).exit_code
     return state, code
 
 
 def logs(job_id: str, follow: bool = False):
-    backend, handle, _ = _handle(job_id)
-    yield from backend.logs(handle, follow=follow)
+    rec, backend, handle = _handle(job_id)
+    stream = backend.logs(handle, follow=follow and rec.state in ACTIVE)
+    if stream is None:
+        stream = tail_store_log(handle, follow=follow and rec.state in ACTIVE)
+    yield from stream
+
+
+def tail_store_log(handle: Handle, follow: bool, poll: float = 1.0):
+    """The store's copy of log.txt from the start; with follow, new bytes as the agent pushes them, until the
+    result is there (then the rest)."""
+    js = _jobstore(handle)
+    offset = 0
+    try:
+        while True:
+            done = not follow or _read_result(handle) is not None or status(handle.job_id)[0] not in ACTIVE
+            data = js.read("log.txt", offset)
+            if data:
+                offset += len(data)
+                yield data
+            if done:
+                return
+            time.sleep(poll)
+    finally:
+        js.close()
 
 
 def down(job_id: str) -> str:
     """Cancel a job and tear down what it holds; returns its final state."""
-    backend, handle, full_id = _handle(job_id)
+    rec, backend, handle = _handle(job_id)
+    if rec.state in ACTIVE:
+        _request_cancel(handle)
     backend.cancel(handle)
-    return Registry().get(full_id).state
+    state, code = status(rec.id)
+    if state in ACTIVE:
+        Registry().finish(rec.id, "cancelled", code)
+    return Registry().get(rec.id).state
 
 
 def down_expired(now: float | None = None) -> list[str]:
-    """The sweeper: end every active job that outlived its deadline."""
-    import time
-
+    """The sweeper: end every job that outlived its deadline, running or lost (a lost job's leftovers may still
+    hold a GPU). Each lost job is reaped once."""
     now = now or time.time()
     ended = []
-    for rec in Registry().active():
-        if status(rec.id)[0] in ("pending", "running") and rec.deadline is not None and rec.deadline < now:
-            down(rec.id)
-            ended.append(rec.id)
+    for rec in Registry().list(1_000_000):
+        if rec.deadline is None or rec.deadline >= now or not (rec.state in ACTIVE or rec.state == "lost"):
+            continue
+        swept = launcher_home() / "jobs" / rec.id / "swept"
+        if rec.state == "lost" and swept.exists():
+            continue
+        if rec.state in ACTIVE and status(rec.id)[0] not in ACTIVE:
+            continue  # it ended by itself just now
+        _, backend, handle = _handle(rec.id)
+        if rec.state in ACTIVE:
+            _request_cancel(handle)
+        backend.cancel(handle)
+        if rec.state in ACTIVE and status(rec.id)[0] in ACTIVE:
+            Registry().finish(rec.id, "cancelled", None)
+        swept.parent.mkdir(parents=True, exist_ok=True)
+        swept.touch()
+        ended.append(rec.id)
     return ended
 
 
 def jobs(limit: int = 50):
-    """Recent jobs, newest first, with active ones refreshed from their backends."""
+    """Recent jobs, newest first, with active ones refreshed from the store and their backends."""
     for rec in Registry().active():
-        status(rec.id)
+        try:
+            status(rec.id)
+        except Exception as exc:  # noqa: BLE001 - one unreachable machine must not hide the others
+            sys.stderr.write(f"[launcher] warning: {rec.id}: state not refreshed: {exc}\n")
     return Registry().list(limit)

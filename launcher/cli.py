@@ -77,7 +77,7 @@ def _parse_env(items) -> dict[str, str]:
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})
-@click.option("--backend", "-b", default=None, help="where to run: local (default), modal, ec2, k8s")
+@click.option("--backend", "-b", default=None, help="where to run: local (default), ssh, modal, ec2, k8s")
 @click.option("--gpu", default=None, metavar="TYPE[:N]", help="GPU type and count, e.g. A10G, A100-80GB:2, H100:8")
 @click.option("--cpus", type=float, default=None, help="CPU cores")
 @click.option("--memory", default=None, metavar="SIZE", help="memory, e.g. 32Gi")
@@ -88,6 +88,10 @@ def _parse_env(items) -> dict[str, str]:
 @click.option("--experiment", default=None, help="experiment name: datapool folder experiments/NAME (default: default)")
 @click.option("--datapool", default=None, metavar="URL", envvar="LAUNCH_DATAPOOL",
               help="datapool store: file:///abs/dir or s3://bucket/prefix (default: $LAUNCH_DATAPOOL)")
+@click.option("--endpoint-url", default=None, metavar="URL",
+              help="S3-compatible endpoint for an s3:// --datapool (default: $AWS_ENDPOINT_URL, else AWS)")
+@click.option("--host", default=None, metavar="[USER@]HOST[:PORT]", help="--backend ssh: the box to run on")
+@click.option("--identity", "-i", default=None, metavar="FILE", help="--backend ssh: private key file")
 @click.option("--name", default=None, help="run name (default: the script's name)")
 @click.option("--max-runtime", default=None, metavar="DURATION", help="stop the script after this long, e.g. 90m, 2h")
 @click.option("--grace-period", default=None, metavar="DURATION", help="SIGTERM-to-SIGKILL grace (default 30s)")
@@ -101,7 +105,7 @@ def _parse_env(items) -> dict[str, str]:
 @click.option("--dry-run", is_flag=True, help="print the plan (exact request, datapool, price) and touch nothing")
 @click.argument("script")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def run(script, script_args, profile, detach, dry_run, env, secrets, **options):
+def run(script, script_args, profile, detach, dry_run, env, secrets, host, identity, **options):
     """Run SCRIPT (the default command: `launch SCRIPT` = `launch run SCRIPT`)."""
     from . import api
     from .job import build_job
@@ -109,6 +113,10 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, **options):
 
     base = load_profile(profile) if profile else {}
     fields = merge(base, {**options, "env": _parse_env(env), "secrets": list(secrets)})
+    if host or identity:
+        ssh = dict(base.get("ssh") or {}) if isinstance(base.get("ssh"), dict) else {}
+        ssh.update({k: v for k, v in (("host", host), ("identity", identity)) if v})
+        fields["ssh"] = ssh
     fields["script"] = script
     fields["args"] = list(script_args) or base.get("args", [])
     job = build_job(f"profile {profile}" if profile else "launch", **fields)
@@ -117,12 +125,15 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, **options):
         return
 
     def started(run):
+        for note in run.plan.notes:
+            click.echo(f"[launcher] note: {note}", err=True)
         if detach:
             click.echo(run.job_id)
             click.echo(f"[launcher] started {run.job_id} on {job.backend}; follow: launch logs {run.job_id} -f; "
                        f"stop: launch down {run.job_id}", err=True)
         else:
-            click.echo(f"[launcher] job {run.job_id} on {job.backend}; log: {run.handle.data.get('log', '-')}", err=True)
+            click.echo(f"[launcher] job {run.job_id} on {job.backend}; follow from another terminal: "
+                       f"launch logs {run.job_id} -f", err=True)
 
     run = api.launch(job, detach=detach, on_start=started)
     if not detach:
@@ -134,6 +145,10 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, **options):
 @click.option("--limit", default=50, show_default=True, help="how many recent jobs")
 def jobs(limit):
     """List recent jobs with their state."""
+    import shutil
+    import time
+
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -145,14 +160,38 @@ def jobs(limit):
     if not records:
         click.echo("no jobs yet; start one with `launch SCRIPT`")
         return
-    table = Table("ID", "NAME", "BACKEND", "STATE", "EXIT", "CREATED", "DURATION", "DEADLINE")
-    import time
-
+    now = time.time()
+    rows = []
     for r in records:
-        end = r.ended or (time.time() if r.state in ("pending", "running") else None)
-        table.add_row(r.id, r.name, r.backend, r.state, "" if r.exit_code is None else str(r.exit_code),
-                      iso(r.created), format_duration(end - r.created if end else None), iso(r.deadline) or "-")
-    Console(width=max(140, Console().width)).print(table)
+        end = r.ended or (now if r.state in ("pending", "running") else None)
+        created = iso(r.created)
+        rows.append({"ID": r.id, "NAME": r.name, "BACKEND": r.backend, "STATE": r.state,
+                     "EXIT": "" if r.exit_code is None else str(r.exit_code), "CREATED": created,
+                     "CREATED_SHORT": created[5:16].replace("T", " ") + "Z",
+                     "DURATION": format_duration(end - r.created if end else None),
+                     "DEADLINE": iso(r.deadline) or "-"})
+    # Widest first; a terminal gets the first layout that fits it, so no row wraps. The id always stays whole:
+    # it is what `launch logs` and `launch down` take.
+    layouts = [("ID", "NAME", "BACKEND", "STATE", "EXIT", "CREATED", "DURATION", "DEADLINE"),
+               ("ID", "BACKEND", "STATE", "EXIT", "CREATED_SHORT", "DURATION"),
+               ("ID", "STATE", "EXIT", "DURATION"),
+               ("ID", "STATE")]
+    measure = Console(width=10_000)
+    # COLUMNS, else the terminal's width; 0 when piped, where nothing wraps and the widest layout is kept.
+    width = shutil.get_terminal_size((0, 0)).columns
+    for cols in layouts:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for c in cols:
+            table.add_column(c.split("_")[0], no_wrap=c == "ID")
+        for row in rows:
+            table.add_row(*(row[c] for c in cols))
+        need = measure.measure(table).maximum
+        if not width or need <= width:
+            break
+    console = Console(width=width or need)
+    with console.capture() as out:
+        console.print(table)
+    click.echo("\n".join(line.rstrip() for line in out.get().splitlines()))
 
 
 @cli.command()
@@ -163,6 +202,10 @@ def status(job_id):
 
     state, code = api.status(job_id)
     click.echo(state if code is None else f"{state} (exit code {code})")
+    if state in ("failed", "lost", "timeout", "cancelled", "preempted"):
+        why = api.reason(job_id)
+        if why:
+            click.echo(f"reason: {why}")
 
 
 @cli.command()

@@ -101,6 +101,10 @@ def _run(direction: str, experiment, include, exclude, delete, dry_run, datapool
         _fail(str(exc), 2)
     except SyncError as exc:
         _fail(str(exc), 1)
+    except OSError as exc:
+        # The up-front checks cover a read-only or missing root; this is the disk changing under a running sync
+        # (a folder made read-only, a full disk): what landed is whole, so it is a failed sync, not a traceback.
+        _fail(f"{exc}; fix it and re-run (every file that landed is whole)", 1)
     except KeyboardInterrupt:
         _fail("interrupted; nothing partial was written, re-run to finish", 130)
     finally:

@@ -25,6 +25,34 @@ def _err(exc: Exception) -> str:
     return str(exc.args[0]) if isinstance(exc, UserError) else str(exc)
 
 
+class SshTarget(BaseModel):
+    """The `ssh:` section of a profile (`--host`, `--identity` on the command line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(description="[user@]host[:port] of a box you can ssh into")
+    identity: str | None = Field(None, description="private key file (default: your ssh agent and ~/.ssh keys)")
+    known_hosts: str | None = Field(None, description="known_hosts file to check the host key against "
+                                                      "(default ~/.ssh/known_hosts)")
+    python: str = Field("python3", description="interpreter on the box that has launcher's dependencies")
+    remote_dir: str = Field(".launcher-node", description="where jobs live on the box: relative to the login's home, "
+                                                          "or absolute")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v.strip() or any(c.isspace() for c in v):
+            raise ValueError(f"bad ssh host {v!r}: use [user@]host[:port], e.g. ubuntu@gpu-box:22")
+        return v
+
+    @field_validator("remote_dir")
+    @classmethod
+    def _remote_dir(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._/-]+", v) or ".." in v.split("/"):
+            raise ValueError(f"bad remote_dir {v!r}: a plain path (letters, digits, '.', '_', '-', '/')")
+        return v
+
+
 class Job(BaseModel):
     """A script plus everything needed to run it somewhere and tear it down afterwards."""
 
@@ -33,7 +61,7 @@ class Job(BaseModel):
     script: str = Field(description="path of the script to run, relative to workdir")
     args: list[str] = Field(default_factory=list, description="arguments passed to the script untouched")
     name: str | None = Field(None, description="run name; default: the script's file name without .py")
-    backend: str = Field("local", description="where to run: local, modal, ec2, k8s")
+    backend: str = Field("local", description="where to run: local, ssh, modal, ec2, k8s")
     gpu: str | None = Field(None, description="GPU as TYPE[:COUNT], e.g. A10G, A100-80GB:2, H100:8")
     cpus: float | None = Field(None, gt=0, description="CPU cores")
     memory: str | None = Field(None, description="memory, e.g. 32Gi")
@@ -42,6 +70,7 @@ class Job(BaseModel):
     secrets: list[str] = Field(default_factory=list, description="names of secrets (env vars) to pass; never values")
     experiment: str = Field("default", description="experiment name: the datapool folder experiments/<name>")
     datapool: str | None = Field(None, description="datapool store URL: file:///abs/dir or s3://bucket/prefix")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint for an s3:// datapool, e.g. http://minio:9000")
     max_runtime: int | None = Field(None, description="hard limit, e.g. 2h; the script is stopped after it")
     grace_period: int = Field(30, description="seconds between SIGTERM and SIGKILL when stopping the script")
     push_interval: int = Field(30, description="how often checkpoints and reports are pushed to the store while running")
@@ -50,6 +79,7 @@ class Job(BaseModel):
     keep_on_failure: bool = Field(False, description="keep the machine after a failure, for debugging")
     num_nodes: int = Field(1, description="machines; only 1 for now")
     workdir: str = Field(".", description="project root whose files travel with the job")
+    ssh: SshTarget | None = Field(None, description="the box for --backend ssh: host, identity, python, remote_dir")
 
     @field_validator("script")
     @classmethod
@@ -150,6 +180,13 @@ class Job(BaseModel):
             raise ValueError(f"bad datapool URL {v!r}: name the bucket, e.g. s3://my-bucket/pool")
         return v
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and (urlparse(v).scheme not in ("http", "https") or not urlparse(v).netloc):
+            raise ValueError(f"bad endpoint URL {v!r}: use http(s)://host[:port], e.g. http://127.0.0.1:9000")
+        return v
+
     @field_validator("num_nodes")
     @classmethod
     def _nodes(cls, v: int) -> int:
@@ -158,9 +195,16 @@ class Job(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _spot_needs_cloud(self) -> "Job":
+    def _backend_fields(self) -> "Job":
         if self.spot and self.backend == "local":
             raise ValueError("--spot needs a cloud backend (ec2, k8s, modal); drop --spot for --backend local")
+        if self.backend == "ssh" and self.ssh is None:
+            raise ValueError("--backend ssh needs a box: pass --host [user@]host[:port] (or an ssh: section "
+                             "in the profile)")
+        if self.ssh is not None and self.backend != "ssh":
+            raise ValueError(f"--host / ssh: only apply to --backend ssh, not {self.backend}; add --backend ssh")
+        if self.endpoint_url and not (self.datapool or "").startswith("s3://"):
+            raise ValueError("--endpoint-url applies to an s3:// datapool; pass --datapool s3://bucket/prefix too")
         return self
 
     # -- derived values ------------------------------------------------------------------------------------------

@@ -1,19 +1,27 @@
-"""The Plan: everything a backend will do for a job, rendered before anything happens (`--dry-run` prints it)."""
+"""The Plan: everything a backend will do for a job, rendered before anything happens (`--dry-run` prints it).
+
+How a plan is made (the same steps for every backend) lives in launcher/planner.py."""
 from __future__ import annotations
 
 import secrets as _random
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .job import Job
+from .spec import AgentSpec
 
 
 def new_job_id(job: Job) -> str:
-    # Lowercase and dash-only so the same id works as a k8s name, an EC2 tag and a Modal app name.
-    stem = "".join(c if c.isalnum() else "-" for c in job.run_name.lower()).strip("-")[:40] or "job"
+    # ASCII [a-z0-9-] only, alphanumeric at both ends, <= 63 chars: the same id must be a k8s name (RFC 1123
+    # label), an EC2 tag and a Modal app name. str.isalnum() is true for 'ü' or '²', so the test is ASCII; accents
+    # are folded first so `my-script-ü` keeps its letter (`my-script-u`) instead of losing it.
+    import re
+    import unicodedata
+
+    folded = unicodedata.normalize("NFKD", job.run_name).encode("ascii", "ignore").decode().lower()
+    stem = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")[:40].rstrip("-") or "job"
     return f"{stem}-{_random.token_hex(3)}"
 
 
@@ -23,20 +31,23 @@ def iso(ts: float | None) -> str | None:
 
 @dataclass
 class Plan:
+    """Everything a backend will do for a job, rendered offline. The backend's `render` fills `request`."""
+
     backend: str
     job_id: str
     job: Job
-    request: dict[str, Any]  # the exact request the backend sends: argv, RunInstances, Job manifest, Modal spec
+    created: float
+    spec: AgentSpec  # what the agent on the node is told; inline in every remote request
     datapool: dict[str, Any]  # root on the machine, store, what is pulled and pushed
-    created: float = field(default_factory=time.time)
+    snapshot: dict[str, Any] | None = None  # the code snapshot (sha256, size, files) for remote backends
+    request: dict[str, Any] = field(default_factory=dict)  # argv, RunInstances, Job manifest, Modal spec, ssh steps
     price: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    snapshot_file: str | None = None  # the packed snapshot on this machine (not part of the printed plan)
 
     @property
-    def deadline(self) -> float | None:
-        if self.job.max_runtime is None:
-            return None
-        return self.created + self.job.max_runtime + self.job.grace_period
+    def deadline_at(self) -> float | None:
+        return self.spec.deadline_at
 
     def to_dict(self) -> dict[str, Any]:
         job = self.job.model_dump(exclude_defaults=False)
@@ -45,10 +56,14 @@ class Plan:
             "backend": self.backend,
             "job_id": self.job_id,
             "job": job,
-            "deadline": iso(self.deadline),
+            "deadline_at": self.deadline_at,
+            "deadline": iso(self.deadline_at),
             "datapool": self.datapool,
-            "request": self.request,
         }
+        if self.snapshot:
+            out["snapshot"] = self.snapshot
+        out["agent_spec"] = self.spec.model_dump()
+        out["request"] = self.request
         if self.price:
             out["price"] = self.price
         if self.notes:
@@ -58,4 +73,12 @@ class Plan:
     def to_yaml(self) -> str:
         import yaml
 
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False, width=120)
+        class _Dumper(yaml.SafeDumper):
+            pass
+
+        def _str(dumper, data):
+            # Scripts (user-data, bootstrap) print as readable blocks, not one escaped line.
+            return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+
+        _Dumper.add_representer(str, _str)
+        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 
-ACTIVE_STATES = ("pending", "running")
+# "submitting": recorded before the backend starts anything, so a crash mid-submit still leaves a record to clean up.
+ACTIVE_STATES = ("submitting", "pending", "running")
 FINAL_STATES = ("succeeded", "failed", "cancelled", "timeout", "preempted", "lost")
 
 _SCHEMA = """
@@ -33,6 +35,14 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
 """
+
+
+# Job ids are `<stem>-<hex>` in these characters only (plan.new_job_id); anything else is never a prefix of one,
+# and SQL wildcards (`%`, `_`) must never reach a query as a pattern.
+_ID_CHARS = re.compile(r"[a-z0-9-]+")
+_SHOWN_MATCHES = 5
+_COLUMNS = ("name", "backend", "state", "created", "ended", "deadline", "exit_code", "handle")
+_IN_ACTIVE = "(" + ", ".join(f"'{s}'" for s in ACTIVE_STATES) + ")"
 
 
 def launcher_home() -> Path:
@@ -60,60 +70,134 @@ class Registry:
     def _connect(self) -> sqlite3.Connection:
         self.home.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.executescript(_SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+    @contextmanager
+    def _db(self):
+        """A connection; a registry that cannot be opened or written is the user's to fix: one line naming it."""
+        try:
+            with closing(self._connect()) as c:
+                yield c
+        except sqlite3.IntegrityError:
+            raise  # a constraint (a duplicate id) is our bug, not the file's state
+        except (sqlite3.Error, OSError) as exc:
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: BaseException) -> UserError:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        above = self.home
+        while not above.exists() and above.parent != above:
+            above = above.parent
+        if not above.is_dir():
+            fix = f"{above} is a file: set LAUNCHER_HOME to a directory (or remove that file)"
+        elif self.path.is_dir():
+            fix = "it is a directory: remove or rename it (a new registry is created) or set LAUNCHER_HOME elsewhere"
+        elif name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+            fix = (f"it is not a valid database: move it aside (mv {self.path} {self.path}.bad; a new one is created) "
+                   f"or set LAUNCHER_HOME elsewhere")
+        elif self.path.exists() and not os.access(self.path, os.W_OK):
+            fix = f"make {self.path} writable (chmod u+w) or set LAUNCHER_HOME to a writable directory"
+        elif not os.access(above, os.W_OK | os.X_OK):
+            fix = f"make {above} writable or set LAUNCHER_HOME to a writable directory"
+        else:
+            fix = f"check {self.home} (disk full? permissions?) or set LAUNCHER_HOME to another directory"
+        return UserError(f"job registry {self.path} cannot be used ({_one_line(exc)}): {fix}")
+
+    def check_writable(self) -> None:
+        """Raise the UserError above unless a job could be recorded now: opens the registry, creates the schema,
+        and writes a row in a transaction that is rolled back. Launch calls it before it provisions anything."""
+        with self._db() as c:
+            c.execute("BEGIN IMMEDIATE")  # takes the write lock: a read-only file or directory fails here
+            try:
+                c.execute("INSERT INTO jobs (id, name, backend, state, created) VALUES (?,?,?,?,?)",
+                          (f"~write-check-{os.getpid()}", "~", "~", "submitting", time.time()))
+            finally:
+                c.execute("ROLLBACK")
 
     def add(self, job_id: str, name: str, backend: str, deadline: float | None, handle: dict[str, Any],
             state: str = "running") -> None:
-        with closing(self._connect()) as c:
+        if state not in ACTIVE_STATES + FINAL_STATES:
+            raise ValueError(f"unknown job state {state!r}")
+        with self._db() as c:
             c.execute(
                 "INSERT INTO jobs (id, name, backend, state, created, deadline, handle) VALUES (?,?,?,?,?,?,?)",
                 (job_id, name, backend, state, time.time(), deadline, json.dumps(handle)),
             )
 
     def update(self, job_id: str, **fields: Any) -> None:
+        """Set fields of a record. A job already in a final state keeps it: `update(state="running")` after
+        `launch down` cancelled a job mid-submit must not bring it back to life (use finish() to end a job)."""
+        unknown = set(fields) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown job field(s): {', '.join(sorted(unknown))}")
         if "handle" in fields:
             fields["handle"] = json.dumps(fields["handle"])
-        cols = ", ".join(f"{k} = ?" for k in fields)
-        with closing(self._connect()) as c:
+        cols = ", ".join(f"{k} = CASE WHEN state IN {_IN_ACTIVE} THEN ? ELSE state END" if k == "state" else f"{k} = ?"
+                         for k in fields)
+        with self._db() as c:
             c.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
 
     def finish(self, job_id: str, state: str, exit_code: int | None, ended: float | None = None) -> None:
         # Only the first final state sticks: a late status poll must not overwrite "cancelled" with "failed".
-        with closing(self._connect()) as c:
+        with self._db() as c:
             c.execute(
-                "UPDATE jobs SET state = ?, exit_code = ?, ended = ? WHERE id = ? AND state IN ('pending', 'running')",
+                f"UPDATE jobs SET state = ?, exit_code = ?, ended = ? WHERE id = ? AND state IN {_IN_ACTIVE}",
                 (state, exit_code, ended or time.time(), job_id),
             )
 
     def get(self, job_id: str) -> JobRecord:
+        """The job with this id, or the only one whose id starts with it. A prefix must be plain id characters and
+        is compared literally: `%` or an empty string must never match a job (and cancel it). An exact id is
+        taken as it is, so a record made before ids were ASCII-only can still be reached."""
+        bad = UserError(f"bad job id {job_id!r}: job ids are lowercase letters, digits and '-' (an id or its "
+                        f"start); `launch jobs` lists them")
+        if not isinstance(job_id, str) or not job_id:
+            raise bad
+        plain = bool(_ID_CHARS.fullmatch(job_id))
         if not self.path.exists():
-            raise UserError(f"unknown job '{job_id}': no jobs yet; `launch jobs` lists them")
-        with closing(self._connect()) as c:
+            raise bad if not plain else UserError(f"unknown job '{job_id}': no jobs yet; `launch jobs` lists them")
+        with self._db() as c:
             row = c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                matches = [r[0] for r in c.execute("SELECT id FROM jobs WHERE id LIKE ?", (job_id + "%",))]
-        if row is None:
-            if len(matches) == 1:
-                return self.get(matches[0])
+            if row is not None:
+                return _record(row)
+            if not plain:
+                raise bad
+            matches = c.execute("SELECT * FROM jobs WHERE substr(id, 1, ?) = ? ORDER BY created DESC, id",
+                                (len(job_id), job_id)).fetchall()
+        if len(matches) == 1:
+            return _record(matches[0])
+        if not matches:
             raise UserError(f"unknown job '{job_id}'; `launch jobs` lists the job ids")
-        return _record(row)
+        shown = ", ".join(r[0] for r in matches[:_SHOWN_MATCHES])
+        more = f" and {len(matches) - _SHOWN_MATCHES} more" if len(matches) > _SHOWN_MATCHES else ""
+        raise UserError(f"job id '{job_id}' is ambiguous: it starts {len(matches)} job ids ({shown}{more}); "
+                        f"give more of the id")
 
     def list(self, limit: int = 50) -> list[JobRecord]:
         if not self.path.exists():
             return []
-        with closing(self._connect()) as c:
+        with self._db() as c:
             rows = c.execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
         return [_record(r) for r in rows]
 
     def active(self) -> list[JobRecord]:
         if not self.path.exists():
             return []
-        with closing(self._connect()) as c:
-            rows = c.execute("SELECT * FROM jobs WHERE state IN ('pending', 'running')").fetchall()
+        with self._db() as c:
+            rows = c.execute(f"SELECT * FROM jobs WHERE state IN {_IN_ACTIVE}").fetchall()
         return [_record(r) for r in rows]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _record(row: tuple) -> JobRecord:

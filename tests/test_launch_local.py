@@ -183,7 +183,8 @@ def test_max_runtime_stops_the_script(launch, project):
     assert out.returncode == 143
     assert marker.read_text() == "SIGTERM"
     result = json.loads((_job_dir(project) / "result.json").read_text())
-    assert result["reason"] == "timeout" and 2 <= result["duration_s"] < 60
+    # The max runtime counts from submission (one deadline for every backend), so the script ran a bit under 2 s.
+    assert result["reason"] == "timeout" and 1 <= result["duration_s"] < 60
     assert "timeout" in launch("jobs").stdout
 
 
@@ -262,9 +263,9 @@ def test_script_dies_with_a_killed_agent_and_job_reads_lost(launch, project, lau
     job_id = launch("--detach", "slow.py", env={"MARKER": str(project / "m")}).stdout.strip()
     home = Path(launcher_env["LAUNCHER_HOME"])
     assert _wait_for(lambda: (home / "jobs" / job_id / "script.pid").exists())
-    script_pid = int((home / "jobs" / job_id / "script.pid").read_text())
+    script_pid = int((home / "jobs" / job_id / "script.pid").read_text().split()[0])
     agent_pid = Registry(home).get(job_id).handle["pid"]
     os.kill(agent_pid, signal.SIGKILL)
     assert _wait_for(lambda: not Path(f"/proc/{script_pid}").exists()
                      or "Z" == Path(f"/proc/{script_pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
-    assert launch("status", job_id).stdout.strip() == "lost"
+    assert launch("status", job_id).stdout.splitlines()[0] == "lost"

@@ -8,6 +8,7 @@ from ..errors import UserError, did_you_mean
 # name -> "module:Class"; imported only when used, so `launch --help` stays light.
 BACKENDS: dict[str, str] = {
     "local": "launcher.backends.local:LocalBackend",
+    "ssh": "launcher.backends.ssh:SshBackend",
 }
 # Named in the design but not built yet: a clear message beats "unknown backend".
 PLANNED = ("modal", "ec2", "k8s")
@@ -17,7 +18,11 @@ def check_backend(name: str) -> None:
     if name not in BACKENDS:
         if name in PLANNED:
             raise UserError(f"backend '{name}' is not built yet; available now: {', '.join(BACKENDS)}")
-        raise UserError(f"unknown backend '{name}'{did_you_mean(name, BACKENDS)}; valid: {', '.join(BACKENDS)}")
+        # Suggest among planned names too: `modall` means modal, and "not built yet" is then one step away.
+        planned = [p for p in PLANNED if p not in BACKENDS]
+        later = f" (designed, not built yet: {', '.join(planned)})" if planned else ""
+        raise UserError(f"unknown backend '{name}'{did_you_mean(name, [*BACKENDS, *planned])}; "
+                        f"use --backend {' or '.join(BACKENDS)}{later}")
 
 
 def get_backend(name: str):

@@ -1,6 +1,17 @@
-"""The backend interface. One class per backend; `plan` is pure so `--dry-run` and tests can inspect it."""
+"""What a backend is: declared capabilities plus six verbs. Everything else is the one launch path (api.py).
+
+A backend only
+  * declares what it can honour (`capabilities`), so the planner refuses or notes what it cannot;
+  * says where the job's files live on its node (`node_paths`);
+  * renders its exact request (`render`, pure: no network, no files, no processes) and prices it (`price`);
+  * checks what only it can check before anything is recorded (`preflight`: a host key, a cluster);
+  * starts the agent (`start`), reads its own state (`status`), streams logs (`logs`) and kills (`cancel`).
+The store-backed parts (result.json first, cancel marker, log tail) are generic and live in api.py.
+"""
 from __future__ import annotations
 
+import sys
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -10,6 +21,7 @@ from ..plan import Plan
 
 # Result reasons (agent) -> registry states.
 _STATE_BY_REASON = {"timeout": "timeout", "cancelled": "cancelled", "preempted": "preempted", "setup_failed": "failed"}
+ACTIVE = ("submitting", "pending", "running")
 
 
 def state_from_result(result: dict) -> str:
@@ -17,6 +29,27 @@ def state_from_result(result: dict) -> str:
     if reason == "exited":
         return "succeeded" if result.get("exit_code") == 0 else "failed"
     return _STATE_BY_REASON.get(reason, "failed")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can honour. The planner turns every Job field outside these into an error or a plan note."""
+
+    remote: bool  # the job runs on another machine: code travels as a snapshot, a store is the meeting point
+    gpus: tuple[str, ...] | None  # GPU types it can provide; None = whatever the machine has (not enforced)
+    spot: bool
+    max_nodes: int
+    datapool_schemes: tuple[str, ...]  # store URL schemes its nodes can reach
+    resources_enforced: bool  # cpus / memory / disk are requests the platform enforces
+
+
+@dataclass
+class NodePaths:
+    """Where the job lives on the node. Relative paths are relative to the agent's working directory."""
+
+    workdir: str
+    datapool_root: str
+    state_dir: str
 
 
 @dataclass
@@ -30,27 +63,53 @@ class Handle:
 
 class Backend(ABC):
     name: str
+    capabilities: Capabilities
+
+    def check(self, job: Job) -> list[str]:
+        """Backend-specific refusals (raise UserError) and notes, beyond what capabilities say. Pure."""
+        return []
 
     @abstractmethod
-    def plan(self, job: Job) -> Plan:
-        """Render the exact request. Pure: no network, no files, no processes."""
+    def node_paths(self, job: Job, job_id: str, snapshot_sha: str | None) -> NodePaths:
+        """Where code, datapool and state live on the node. Pure."""
 
     @abstractmethod
-    def submit(self, plan: Plan, *, detach: bool = False) -> Handle:
-        """Get a machine and start the agent on it."""
+    def render(self, plan: Plan) -> dict[str, Any]:
+        """The exact request, with the AgentSpec inline. Pure: no network, no files, no processes."""
+
+    def price(self, job: Job) -> dict[str, Any]:
+        return {}
+
+    def preflight(self, plan: Plan) -> None:
+        """Checks that need the network or the machine (host keys, quotas); raise UserError. Nothing is created."""
 
     @abstractmethod
-    def wait(self, handle: Handle) -> int:
-        """Block until the job ends (Ctrl-C cancels it); return the script's exit code."""
+    def start(self, plan: Plan, *, detach: bool) -> dict[str, Any]:
+        """Get a machine and start the agent on it; returns the handle's data."""
 
     @abstractmethod
-    def status(self, handle: Handle) -> tuple[str, int | None]:
-        """(state, exit_code): pending, running, succeeded, failed, cancelled, timeout, preempted or lost."""
+    def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
+        """The backend's own view when the store has no result yet: (pending | running | lost, exit_code, reason)."""
 
     @abstractmethod
-    def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes]:
-        """The job's output so far; with follow, keep yielding until the job ends."""
+    def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
+        """The job's output, or None to let the caller tail the store's copy of log.txt."""
 
     @abstractmethod
-    def cancel(self, handle: Handle) -> None:
-        """Stop the job and tear down everything it holds."""
+    def cancel(self, handle: Handle, grace: float | None = None) -> None:
+        """Stop the job and tear down everything it holds (the cancel marker is already written). `grace`
+        overrides the job's grace period (0: kill now)."""
+
+    def interrupt(self, handle: Handle) -> None:
+        """Ctrl-C in the foreground: ask the agent to stop soon (the cancel marker is already written)."""
+
+    def wait(self, handle: Handle, final_state) -> None:
+        """Foreground: block until `final_state()` says the job ended, printing its output as it comes."""
+        out = sys.stdout.buffer
+        stream = self.logs(handle, follow=True)
+        if stream is not None:
+            for chunk in stream:
+                out.write(chunk)
+                out.flush()
+        while final_state() is None:
+            time.sleep(0.5)

@@ -11,6 +11,8 @@ class Entry:
     sha256 is known for local files (hash cache) and never from an S3 LIST (metadata is not listed);
     etag is the S3 ETag (md5 for one PUT, md5-of-md5s "-N" for multipart) or, locally, the ETag our
     own upload would get, so a LIST alone tells whether the bytes are the same.
+    hint: the hashes came from the local hash cache, not from reading the bytes in this run; they decide what
+    looks unchanged, but are recomputed before they are published or allowed to fail a transfer.
     """
 
     path: str
@@ -18,6 +20,7 @@ class Entry:
     mtime: float
     sha256: str | None = None
     etag: str | None = None
+    hint: bool = False
 
 
 class Store:

@@ -38,12 +38,19 @@ class LocalStore(Store):
         self.base = root / self.sub if self.sub else root
         if self.base.exists() and not self.base.is_dir():
             raise DatapoolUserError(f"{self.base} is a file, not a directory: pass a directory")
+        # A path through a file (`/data/x.txt/pool`) does not "exist" either, and mkdir would fail mid-sync.
+        above = _existing_ancestor(self.base)
+        if above != self.base and not above.is_dir():
+            raise DatapoolUserError(f"datapool root {root} is under {above}, which is not a directory: "
+                                    f"pass a directory")
         self.url = root.as_uri()
         self.threshold, self.part_size = threshold, part_size
         self.readonly = readonly
+        self.flag = "--root"  # the option that names this directory, for error messages
         self.meta = root / META_DIR
         self._cache: HashCache | None = None
         self._stat: dict[str, os.stat_result] = {}
+        self.hashed = 0  # files read to hash them while listing (not counting uploads), for tests and reports
 
     # --- paths
     def _key(self, rel: str) -> str:
@@ -58,6 +65,26 @@ class LocalStore(Store):
         if self._cache is None:
             self._cache = HashCache(self.meta, f"{self.threshold}:{self.part_size}", readonly=self.readonly)
         return self._cache
+
+    def check_writable(self, tree: bool) -> None:
+        """Raise a DatapoolUserError, before anything moves, if what a sync writes here cannot be written:
+        the hash cache (and temp files) under `.launcher/`, and with tree=True the synced folder itself."""
+        if self.readonly:
+            return
+        targets = [self.meta, self.meta / "tmp", self.meta / "hashcache.sqlite"]
+        if tree:
+            targets.append(self.base)
+        for target in targets:
+            spot = target if target.exists() else _existing_ancestor(target)
+            if not spot.is_dir() and spot != target:
+                raise DatapoolUserError(f"datapool root {self.root}: {spot} is a file, not a directory: "
+                                        f"pass a directory")
+            need = os.W_OK | (os.X_OK if spot.is_dir() else 0)
+            if not os.access(spot, need):
+                where = "" if spot == self.root else f" ({spot} is not)"
+                what = "the synced files and the hash cache go" if tree else "the hash cache (.launcher/) goes"
+                raise DatapoolUserError(f"{self.root} is not writable{where}, and {what} there: make it writable "
+                                        f"or pass {self.flag} a writable directory")
 
     # --- listing
     def _walk(self) -> list[tuple[str, os.stat_result]]:
@@ -107,7 +134,7 @@ class LocalStore(Store):
                 continue  # still being written (a checkpoint mid-save): the next push takes it
             self._stat[rel] = st
             hit = cache.get(self._key(rel), st.st_size, st.st_mtime_ns)
-            entries[rel] = Entry(rel, st.st_size, st.st_mtime, *(hit or (None, None)))
+            entries[rel] = Entry(rel, st.st_size, st.st_mtime, *(hit or (None, None)), hint=hit is not None)
             if not hit:
                 todo.append(rel)
         self._present = present if want is None else None
@@ -135,16 +162,34 @@ class LocalStore(Store):
         results = pool.map(work, rels) if (pool is not None and len(rels) > 1) else map(work, rels)
         rows, _ = self._pending
         for rel, hashed in results:
+            self.hashed += 1
             if hashed is None:
                 self._entries.pop(rel, None)
                 continue
             e = self._entries[rel]
             e.sha256, e.etag = hashed
+            e.hint = False
             rows.append(self.cache_row(rel, *hashed))
 
-    def cache_row(self, rel: str, sha256: str, etag: str) -> tuple:
+    def cache_row(self, rel: str, sha256: str | None, etag: str | None) -> tuple:
         st = self._stat[rel]
         return (self._key(rel), st.st_size, st.st_mtime_ns, sha256, etag)
+
+    def learned(self, rel: str, entry: Entry, sha256: str | None, etag: str | None, same_layout: bool):
+        """A cache row for hashes computed from this file's bytes during a transfer, or None.
+
+        A file still as listed gets the computed hashes (replacing a cached row that disagreed); when the
+        ETag was computed for another part layout, a disagreeing row is dropped instead.
+        """
+        if not sha256 or not self.unchanged_since_listing(rel):
+            return None
+        if same_layout:
+            if (entry.sha256, entry.etag) != (sha256, etag):
+                return self.cache_row(rel, sha256, etag)
+            return None
+        if entry.sha256 is not None and entry.sha256 != sha256:
+            return self.cache_row(rel, None, None)
+        return None
 
     def unchanged_since_listing(self, rel: str) -> bool:
         st = self._stat.get(rel)
@@ -173,7 +218,17 @@ class LocalStore(Store):
             sizes = candidate_part_sizes(entry.size, remote_etag)
         else:
             sizes = [0]  # one PUT: the md5 of the whole file
+        own = 0 if entry.size <= self.threshold else self.part_size
         for ps in sizes:
+            if ps == own:
+                if not entry.hint:
+                    continue  # hashed from the bytes in this run: its ETag is the one for this layout
+                # The remote was written with our layout, so a cached row should have matched: re-hash to tell a
+                # wrong row from different content, and correct the row either way.
+                self._verify_hint(entry)
+                if entry.etag == remote_etag:
+                    return True
+                continue
             key = self._key(entry.path)
             etag = self.cache.alt_etag(key, st.st_size, st.st_mtime_ns, ps)
             if etag is None:
@@ -183,6 +238,18 @@ class LocalStore(Store):
             if etag == remote_etag:
                 return True
         return False
+
+    def _verify_hint(self, entry: Entry) -> None:
+        """Re-hash a file whose hashes came from the cache; a row that disagrees is replaced (main thread only)."""
+        rel = entry.path
+        try:
+            sha, etag = hash_file(self.abspath(rel), entry.size, self.threshold, self.part_size)
+        except FileNotFoundError:
+            return
+        row = self.learned(rel, entry, sha, etag, same_layout=True)
+        entry.sha256, entry.etag, entry.hint = sha, etag, False
+        if row is not None:
+            self.record([row])
 
     # --- writing
     def tmp_path(self) -> Path:
@@ -234,7 +301,9 @@ class LocalStore(Store):
                     h.update(buf)
                     fout.write(buf)
             sha, etag = h.result()
-            if entry.sha256 and sha != entry.sha256:
+            # A cached sha256 (a hint) that disagrees with the bytes copied is the cache's fault, not the file's:
+            # the copy is hashed as written, and the caller corrects the source's row.
+            if entry.sha256 and not entry.hint and sha != entry.sha256:
                 raise IntegrityError(f"{rel}: changed while copying (sha256 {sha[:12]} != {entry.sha256[:12]})")
             shutil.copystat(src, tmp)
             return self.commit(tmp, rel, sha, etag, entry.mtime)
@@ -250,7 +319,7 @@ class LocalStore(Store):
                 h.update(buf)
                 fout.write(buf)
         sha, etag = h.result()
-        if entry.sha256 and sha != entry.sha256:
+        if entry.sha256 and not entry.hint and sha != entry.sha256:
             raise IntegrityError(f"{rel}: sha256 mismatch on copy ({sha[:12]} != {entry.sha256[:12]}): source changed or corrupt")
         return sha, etag
 
@@ -261,3 +330,11 @@ class LocalStore(Store):
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """The path itself if it exists, else its nearest existing parent (which may be a file)."""
+    p = path
+    while not os.path.lexists(p) and p.parent != p:
+        p = p.parent
+    return p

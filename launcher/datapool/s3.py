@@ -128,7 +128,10 @@ class S3Store(Store):
     def _put_multipart(self, src: Path, rel: str, entry: Entry, size: int) -> Entry:
         key = self._key(rel)
         sha, hashed_etag = entry.sha256, entry.etag
-        if not sha:  # a new file: hashed here, in this worker, while other files are moving
+        if not sha or entry.hint:
+            # The sha256 metadata must come from these bytes: a new file, or one whose hashes are only the hash
+            # cache's word, is hashed here, in this worker, while other files are moving. The parts' ETag
+            # (checked below) then proves the bytes sent are the bytes hashed.
             sha, hashed_etag = hash_file(src, size, self.threshold, self.part_size)
         upload_id = self.http.create_multipart(self.bucket, key, {
             "x-amz-meta-sha256": sha, "x-amz-checksum-algorithm": "SHA256",

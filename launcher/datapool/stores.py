@@ -27,7 +27,9 @@ def open_store(url: str, sub: str = "", *, endpoint_url: str | None = None, regi
         path = unquote(parsed.path)
         if not path.startswith("/"):
             raise DatapoolUserError(f"file URL '{url}' is not absolute: use file:///abs/dir")
-        return LocalStore(Path(path), sub, readonly=readonly)
+        store = LocalStore(Path(path), sub, readonly=readonly)
+        store.flag = "--datapool"
+        return store
     if scheme == "s3":
         prefix = "/".join(p for p in (unquote(parsed.path).strip("/"), sub.strip("/")) if p)
         from .s3 import S3Store

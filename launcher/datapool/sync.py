@@ -124,29 +124,32 @@ def make_plan(src_entries: dict[str, Entry], dst_entries: dict[str, Entry], src:
     return plan
 
 
-def _transfer(src: Store, dst: Store, rel: str, entry: Entry):
-    """Move one file; returns a row for the local side's hash cache (or None)."""
+def _transfer(src: Store, dst: Store, rel: str, entry: Entry) -> list[tuple[Store, tuple]]:
+    """Move one file; returns (local store, row) pairs for the hash caches that learned from it."""
+    same_layout = (getattr(dst, "threshold", None), getattr(dst, "part_size", None)) == \
+        (getattr(src, "threshold", None), getattr(src, "part_size", None))
     if dst.is_local:
         if src.is_local:
-            return dst.put_file(src.abspath(rel), rel, entry)
+            row = dst.put_file(src.abspath(rel), rel, entry)
+            # The copy was hashed as it was written: a source row that disagrees was wrong.
+            fix = src.learned(rel, entry, row[3], row[4], same_layout)
+            return [(dst, row)] + ([(src, fix)] if fix else [])
         tmp = dst.tmp_path()
         try:
             try:
                 sha, etag = src.fetch(rel, entry, tmp, dst.threshold, dst.part_size)
             except IntegrityError:  # one more try: a flaky transfer heals, a corrupt object fails again
                 sha, etag = src.fetch(rel, entry, tmp, dst.threshold, dst.part_size)
-            return dst.commit(tmp, rel, sha, etag, entry.mtime)
+            return [(dst, dst.commit(tmp, rel, sha, etag, entry.mtime))]
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
     if src.is_local:
         sent = dst.put_file(src.abspath(rel), rel, entry)
-        # The upload hashed what it sent; cache it for the source file if the file is still what was listed
-        # and the ETag was computed with the same part layout as the cache's.
-        if (entry.sha256 is None and sent.sha256 and (dst.threshold, dst.part_size) == (src.threshold, src.part_size)
-                and src.unchanged_since_listing(rel)):
-            return src.cache_row(rel, sent.sha256, sent.etag)
-        return None
+        # The upload hashed what it sent: that is what the cache learns (or is corrected to), provided the
+        # file is still what was listed.
+        fix = src.learned(rel, entry, sent.sha256, sent.etag, same_layout)
+        return [(src, fix)] if fix else []
     raise DatapoolUserError("store-to-store sync is not supported: one side must be a local directory")
 
 
@@ -162,6 +165,11 @@ def sync(src: Store, dst: Store, include=(), exclude=(), delete: bool = False, d
     with ThreadPoolExecutor(workers, thread_name_prefix="sync") as pool:
         if isinstance(src, LocalStore) and not src.root.is_dir():
             raise DatapoolUserError(f"{src.root} does not exist: nothing to sync from")
+        if not dry_run:
+            # A read-only root would otherwise fail half-way (the cache, a temp file, a folder): say so up front.
+            for store in (src, dst):
+                if isinstance(store, LocalStore):
+                    store.check_writable(tree=store is dst)
         listed = {}
         remote = next((st for st in (src, dst) if not st.is_local), None)
         # The remote LIST (mostly waiting on the network) runs while the local tree is walked and hashed;
@@ -204,8 +212,15 @@ def sync(src: Store, dst: Store, include=(), exclude=(), delete: bool = False, d
             return result
         if dst.is_local:
             dst.clean_stale_tmp()
-        rows: list[tuple] = []
-        cached = dst if dst.is_local else src  # whose hash cache learns from the transfers
+        # Rows for the hash caches (source and/or destination) learned from the transfers; written here, on the
+        # thread that opened the caches.
+        rows: dict[int, tuple[Store, list[tuple]]] = {id(s): (s, []) for s in (src, dst) if s.is_local}
+
+        def record_rows() -> None:
+            for store, pending_rows in rows.values():
+                store.record(pending_rows)
+                pending_rows.clear()
+
         # Biggest first: the long transfers start at once and the small files fill the gaps around them.
         order = sorted(plan.copy, key=lambda c: -c[1])
         futures = {pool.submit(_transfer, src, dst, rel, src_entries[rel]): (rel, size) for rel, size, _ in order}
@@ -218,9 +233,8 @@ def sync(src: Store, dst: Store, include=(), exclude=(), delete: bool = False, d
                     rel, size = futures[fut]
                     exc = fut.exception()
                     if exc is None:
-                        row = fut.result()
-                        if row:
-                            rows.append(row)
+                        for store, row in fut.result():
+                            rows[id(store)][1].append(row)
                         result.copied += 1
                         result.bytes += size
                         reporter.moved("copy", rel, size)
@@ -228,9 +242,8 @@ def sync(src: Store, dst: Store, include=(), exclude=(), delete: bool = False, d
                         user_error = exc
                     else:
                         result.failed.append(f"{rel}: {_one_line(exc)}")
-                if len(rows) >= 500:
-                    cached.record(rows)
-                    rows = []
+                if sum(len(r) for _, r in rows.values()) >= 500:
+                    record_rows()
                 if user_error is not None:
                     for fut in pending:
                         fut.cancel()
@@ -240,7 +253,7 @@ def sync(src: Store, dst: Store, include=(), exclude=(), delete: bool = False, d
                 fut.cancel()
             raise
         finally:
-            cached.record(rows)  # what landed is cached even if we are interrupted
+            record_rows()  # what landed is cached even if we are interrupted
         if user_error is not None:
             raise user_error
         if plan.delete and not result.failed:

@@ -1,15 +1,30 @@
 """The S3 layout is plain: s5cmd reads what we write and we read what s5cmd writes (incl. its multipart ETags)."""
 from __future__ import annotations
 
+import importlib.metadata
 import os
-import shutil
 import subprocess
-
+import sys
+from pathlib import Path
 
 from .helpers import BUCKET, bucket_tree, read_tree, run_sync, write_tree
 
 URL = f"s3://{BUCKET}/pool"
-S5CMD = shutil.which("s5cmd") or "s5cmd"  # a project dependency: missing = failing test
+
+
+def _s5cmd() -> Path:
+    # The binary of the `s5cmd` package the venv sees (in .venv, or in the base Python under
+    # --system-site-packages), never PATH: the tests run as `.venv/bin/python -m pytest` without .venv/bin on
+    # PATH, and an s5cmd installed by hand elsewhere would make them pass where a fresh clone fails.
+    try:
+        files = importlib.metadata.distribution("s5cmd").files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    found = [Path(f.locate()) for f in files if f.name == "s5cmd" and f.parent.name == "bin"]
+    return next((p for p in found if os.access(p, os.X_OK)), Path(sys.executable).parent / "s5cmd")
+
+
+S5CMD = _s5cmd()  # a dev dependency: missing = failing test
 
 TREE = {
     "data/raw/a.jsonl": b'{"a": 1}\n' * 20,
@@ -20,6 +35,7 @@ TREE = {
 
 
 def s5(endpoint, *args):
+    assert S5CMD.is_file(), f"{S5CMD} missing: s5cmd is a dev dependency, run `bash scripts/setup.sh`"
     r = subprocess.run([S5CMD, "--endpoint-url", endpoint, *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return r

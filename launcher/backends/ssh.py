@@ -1,0 +1,192 @@
+"""The ssh backend: a job on a box you already have (a GPU workstation, a rented server), over OpenSSH.
+
+    launch --backend ssh --host ubuntu@gpu-box --datapool s3://bucket/pool runners/sft_run.py ...
+
+The client uploads the code snapshot (once per hash) and the node bootstrap over SFTP, starts the bootstrap in its
+own session on the box (it outlives the client and the connection), and leaves. Host keys are checked against
+known_hosts and never added on the fly. Layout on the box, under `~/<remote_dir>` (default ~/.launcher-node):
+
+    code/<sha>.tar.gz, code/<sha>/     the snapshot, shared by every job of the same tree
+    datapool/                          the node's datapool root, synced with the job's store
+    jobs/<id>/                         bootstrap.sh, spec.json, pid files, agent.log, setup.log, result.json
+
+Secret values travel as a 0600 file over SFTP that the bootstrap reads and deletes, never as arguments.
+Teardown on a box you own means the job's processes, not the machine: the dead-man switch kills them at the
+deadline instead of powering the box off.
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Iterator
+
+from .. import bootstrap
+from ..job import Job
+from ..plan import Plan
+from .base import Backend, Capabilities, Handle, NodePaths
+
+# Start the bootstrap detached from the SSH session: setsid (own session, so a dropped connection sends it no
+# SIGHUP), output to a file, stdin closed; print its pid and start time so every later signal can check them.
+# `cd` must not share the backgrounded list: `cd X && cmd &` forks a subshell that holds the channel open.
+_START = ('cd {base} || exit 1; setsid bash {state}/bootstrap.sh > {state}/bootstrap.out 2>&1 < /dev/null & '
+          'p=$!; echo "$p $(sed -E "s/^.*\\) //" /proc/$p/stat | cut -d" " -f20)"')
+
+# A process is still ours if its start time matches the one recorded with its pid.
+_SAME = 'same() { [ -n "$1" ] && [ "$(sed -E "s/^.*\\) //" /proc/$1/stat 2>/dev/null | cut -d" " -f20)" = "$2" ]; }; '
+
+
+def _base(remote_dir: str) -> str:
+    """The node's base dir as a shell word: relative to the login's home unless absolute."""
+    return shlex.quote(remote_dir) if remote_dir.startswith("/") else f'"$HOME"/{shlex.quote(remote_dir)}'
+
+
+def _shown(remote_dir: str) -> str:
+    return remote_dir if remote_dir.startswith("/") else f"~/{remote_dir}"
+
+
+class SshBackend(Backend):
+    name = "ssh"
+    capabilities = Capabilities(remote=True, gpus=None, spot=False, max_nodes=1, datapool_schemes=("s3",),
+                                resources_enforced=False)
+
+    def check(self, job: Job) -> list[str]:
+        notes = []
+        if job.terminate_after:
+            notes.append("--terminate-after on ssh: the client waits for the end; the job's processes end, "
+                         "the box stays yours")
+        return notes
+
+    def node_paths(self, job: Job, job_id: str, snapshot_sha: str | None) -> NodePaths:
+        return NodePaths(workdir=f"code/{snapshot_sha}", datapool_root="datapool", state_dir=f"jobs/{job_id}")
+
+    def render(self, plan: Plan) -> dict:
+        ssh = plan.job.ssh
+        sha = plan.snapshot["sha256"]
+        state = plan.spec.state_dir
+        script = bootstrap.render(plan.spec, base=_base(ssh.remote_dir), snapshot_sha=sha,
+                                  snapshot_tar=f"code/{sha}.tar.gz", python=ssh.python, teardown="none")
+        uploads = [{"path": f"{_shown(ssh.remote_dir)}/code/{sha}.tar.gz", "bytes": plan.snapshot["size"],
+                    "when": "missing or a different size"},
+                   {"path": f"{_shown(ssh.remote_dir)}/{state}/bootstrap.sh", "bytes": len(script.encode())}]
+        if plan.job.secrets:
+            uploads.append({"path": f"{_shown(ssh.remote_dir)}/{state}/secrets.env", "mode": "0600",
+                            "holds": list(plan.job.secrets)})
+        return {
+            "host": ssh.host,
+            "identity": ssh.identity,
+            "known_hosts": ssh.known_hosts or "~/.ssh/known_hosts",
+            "upload": uploads,
+            "run": _START.format(base=_base(ssh.remote_dir), state=state),
+            "bootstrap": script,
+        }
+
+    def price(self, job: Job) -> dict:
+        return {"usd_per_hour": None, "note": "your own box: no price known"}
+
+    # -- talking to the box ----------------------------------------------------------------------------------------
+
+    def _client(self, ssh: dict):
+        from ..sshclient import SshClient
+
+        return SshClient(ssh["host"], identity=ssh.get("identity"), known_hosts=ssh.get("known_hosts")).connect()
+
+    def preflight(self, plan: Plan) -> None:
+        # Host key, reachability and login are checked before anything is recorded or uploaded.
+        self._client(plan.job.ssh.model_dump()).close()
+
+    def start(self, plan: Plan, *, detach: bool) -> dict:
+        ssh = plan.job.ssh
+        sha = plan.snapshot["sha256"]
+        state = plan.spec.state_dir
+        base = ssh.remote_dir
+        client = self._client(ssh.model_dump())
+        try:
+            client.run(f"mkdir -p {_base(base)}/code {_base(base)}/{state}")
+            tar = f"{base}/code/{sha}.tar.gz"
+            if client.stat_size(tar) != plan.snapshot["size"]:
+                client.put(Path(plan.snapshot_file), tar)
+            if plan.job.secrets:
+                import os
+
+                lines = "".join(f"{name}={shlex.quote(os.environ[name])}\n" for name in plan.job.secrets)
+                client.put_bytes(lines.encode(), f"{base}/{state}/secrets.env", mode=0o600)
+            client.put_bytes(plan.request["bootstrap"].encode(), f"{base}/{state}/bootstrap.sh", mode=0o755)
+            _, out, _ = client.run(plan.request["run"], timeout=60)
+        finally:
+            client.close()
+        pid, start = out.decode().split()
+        return {"ssh": ssh.model_dump(), "base": base, "state": state, "sha": sha, "boot": [int(pid), int(start)],
+                "experiment": plan.job.experiment}
+
+    def _sh(self, handle: Handle, body: str, timeout: float = 60) -> tuple[int, bytes]:
+        d = handle.data
+        client = self._client(d["ssh"])
+        try:
+            code, out, _ = client.run(f"cd {_base(d['base'])} && S={shlex.quote(d['state'])} && {_SAME}{body}",
+                                      timeout=timeout, check=False)
+        finally:
+            client.close()
+        return code, out
+
+    def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
+        import json
+
+        from ..sshclient import RemoteError
+        from .base import state_from_result
+
+        boot_pid, boot_start = handle.data["boot"]
+        body = (f'if [ -f "$S/result.json" ]; then echo result; cat "$S/result.json"; '
+                f'elif read -r p s < "$S/agent.pid" 2>/dev/null && same "$p" "$s"; then echo running; '
+                f'elif same {boot_pid} {boot_start}; then echo pending; '
+                f'else echo lost; tail -n 5 "$S/setup.log" "$S/agent.log" 2>/dev/null; fi')
+        try:
+            _, out = self._sh(handle, body)
+        except RemoteError:
+            return "running", None, None  # unreachable for now is not an ending
+        head, _, rest = out.decode(errors="replace").partition("\n")
+        if head == "result":
+            result = json.loads(rest)
+            return state_from_result(result), result.get("exit_code"), result.get("error")
+        if head in ("running", "pending"):
+            return head, None, None
+        return "lost", None, rest.strip() or "the job's processes are gone and it left no result"
+
+    def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
+        d = handle.data
+        log = shlex.quote(f"datapool/experiments/{d['experiment']}/reports/jobs/{handle.job_id}/log.txt")
+        if not follow:
+            body = f'cat {log} 2>/dev/null || cat "$S/setup.log" 2>/dev/null; true'
+        else:
+            # Wait for the log (the node may still be setting up), then follow it until the agent is gone.
+            body = (f'while [ ! -f {log} ] && [ ! -f "$S/result.json" ]; do sleep 0.3; done; '
+                    f'[ -f {log} ] || {{ cat "$S/setup.log"; exit 0; }}; '
+                    f'read -r p s < "$S/agent.pid" 2>/dev/null; '
+                    f'if same "$p" "$s"; then exec tail -c +1 -F --pid="$p" {log} 2>/dev/null; else cat {log}; fi')
+        return self._stream(handle, body)
+
+    def _stream(self, handle: Handle, body: str) -> Iterator[bytes]:
+        d = handle.data
+        client = self._client(d["ssh"])
+        try:
+            yield from client.stream(f"cd {_base(d['base'])} && S={shlex.quote(d['state'])} && {_SAME}{body}",
+                                     check=False)
+        finally:
+            client.close()
+
+    def interrupt(self, handle: Handle) -> None:
+        self._sh(handle, 'touch "$S/cancel-requested"; read -r p s < "$S/agent.pid" 2>/dev/null && same "$p" "$s" '
+                         '&& kill -TERM "$p"; true')
+
+    def cancel(self, handle: Handle, grace: float | None = None) -> None:
+        d = handle.data
+        grace = float(d.get("grace_period", 30)) if grace is None else grace
+        boot_pid, boot_start = d["boot"]
+        py = shlex.quote(d["ssh"].get("python") or "python3")
+        agent_path = f'code/{d["sha"]}/.launcher-agent:code/{d["sha"]}'
+        # The node's own nodectl (same rules as the local backend); if the code never got there, kill the
+        # bootstrap's process group by hand.
+        body = (f'touch "$S/cancel-requested"; '
+                f'PYTHONPATH={agent_path} {py} -m launcher.nodectl cancel "$S" --grace {grace:g} > /dev/null 2>&1 '
+                f'|| {{ same {boot_pid} {boot_start} && kill -KILL -- -{boot_pid}; '
+                f'read -r p s < "$S/deadman.pid" 2>/dev/null && same "$p" "$s" && kill -KILL -- "-$p"; }}; true')
+        self._sh(handle, body, timeout=grace + 60)

@@ -1,0 +1,167 @@
+"""The node bootstrap: one bash script every remote node runs (EC2 user-data, the k8s container command, the ssh
+backend's detached command). Rendered here from the AgentSpec; shown in full by `--dry-run`.
+
+    1. arm the dead-man switch (first, before anything can hang): at deadman_at it ends the job on its own,
+       independent of the agent: power off the node (cloud) or kill the job's processes (a box you own)
+    2. python: the named interpreter, else the image's python3 if it has launcher's dependencies, else a venv
+       cached by the hash of the project's lock (images/requirements.lock)
+    3. the code snapshot: verify its sha256, unpack it once per hash
+    4. run the agent; wait; disarm the switch; tear down
+A failing step still writes result.json (reason setup_failed, the step, its last stderr lines) through the agent's
+`--setup-failed` report, into the store when Python is there, else on the node; then tears down.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+
+from .spec import AgentSpec
+
+LOCK = "images/requirements.lock"
+
+TEMPLATE = r"""#!/usr/bin/env bash
+# launcher node bootstrap for job @@JOB_ID@@. Generated; see launcher/bootstrap.py.
+set -uo pipefail
+JOB_ID=@@JOB_ID_Q@@
+BASE=@@BASE@@
+PYTHON_WANTED=@@PYTHON@@
+SNAPSHOT_SHA=@@SHA@@
+SNAPSHOT_TAR=@@TAR@@
+SNAPSHOT_URL=@@URL@@
+ENDPOINT_URL=@@ENDPOINT@@
+DEADMAN_AT=@@DEADMAN_AT@@
+TEARDOWN=@@TEARDOWN@@
+LOCK=@@LOCK@@
+
+mkdir -p "$BASE" && cd "$BASE" || exit 1
+STATE="jobs/$JOB_ID"
+mkdir -p "$STATE" code venvs
+CODE="code/$SNAPSHOT_SHA"
+AGENT_PATH="$PWD/$CODE/.launcher-agent:$PWD/$CODE"
+PY=""
+BOOT=$$
+BOOT_START=$(sed -E 's/^.*\) //' /proc/$$/stat | cut -d' ' -f20)
+cat > "$STATE/spec.json" <<'LAUNCHER_SPEC_EOF'
+@@SPEC_JSON@@LAUNCHER_SPEC_EOF
+[ -f "$STATE/secrets.env" ] && { set -a; . "$STATE/secrets.env"; set +a; rm -f "$STATE/secrets.env"; }
+
+log() { echo "[bootstrap $(date -u +%H:%M:%S)] $*" >> "$STATE/setup.log"; }
+
+teardown() {
+  log "teardown: $TEARDOWN"
+  [ -n "${DEADMAN:-}" ] && kill -- "-$DEADMAN" 2>/dev/null
+  if [ "$TEARDOWN" = poweroff ]; then
+    sync; shutdown -h now 2>/dev/null || poweroff 2>/dev/null || halt -p
+  fi
+}
+
+fail() {
+  local step=$1
+  log "step $step failed"
+  if [ -n "$PY" ] && PYTHONPATH="$AGENT_PATH" "$PY" -c 'import launcher.agent' 2>/dev/null; then
+    PYTHONPATH="$AGENT_PATH" "$PY" -m launcher.agent --spec "$STATE/spec.json" \
+      --setup-failed "$step" --stderr-file "$STATE/step.err" >> "$STATE/setup.log" 2>&1
+  else
+    # No Python to report with: the result stays on the node (the ssh backend reads it from there).
+    tail -n 20 "$STATE/step.err" 2>/dev/null | tr '"\\\n\t' "'/  " > "$STATE/step.tail"
+    printf '{"job_id": "%s", "exit_code": 1, "reason": "setup_failed", "error": "setup failed at step %s: %s"}\n' \
+      "$JOB_ID" "$step" "$(cat "$STATE/step.tail")" > "$STATE/result.json"
+  fi
+  teardown
+  exit 1
+}
+
+# 1. the dead-man switch
+log "arming the dead-man switch for $DEADMAN_AT"
+setsid bash -c '
+  sleep $(( $1 - $(date +%s) )) 2>/dev/null
+  echo "deadline $1 reached" >> "$2/setup.log"
+  if [ "$3" = poweroff ]; then shutdown -h now 2>/dev/null || poweroff 2>/dev/null || halt -p; exit; fi
+  same() { [ "$(sed -E "s/^.*\) //" /proc/$1/stat 2>/dev/null | cut -d" " -f20)" = "$2" ]; }
+  same "$4" "$5" && kill -TERM -- "-$4"
+  sleep 10
+  same "$4" "$5" && kill -KILL -- "-$4"
+  read -r spid sstart < "$2/script.pid" 2>/dev/null && same "$spid" "$sstart" && kill -KILL -- "-$spid"
+' deadman "$DEADMAN_AT" "$PWD/$STATE" "$TEARDOWN" "$BOOT" "$BOOT_START" > /dev/null 2>&1 < /dev/null &
+DEADMAN=$!
+echo "$DEADMAN $(sed -E 's/^.*\) //' /proc/$DEADMAN/stat | cut -d' ' -f20)" > "$STATE/deadman.pid"
+
+# 2. python with launcher's dependencies
+log "python"
+deps_ok() { "$1" -c 'import pydantic, yaml' 2> "$STATE/step.err"; }
+if [ -n "$PYTHON_WANTED" ]; then
+  command -v "$PYTHON_WANTED" > /dev/null 2> "$STATE/step.err" || { echo "no interpreter $PYTHON_WANTED on this node" > "$STATE/step.err"; fail python; }
+  PY=$(command -v "$PYTHON_WANTED")
+  deps_ok "$PY" || fail python
+elif command -v python3 > /dev/null && deps_ok python3; then
+  PY=$(command -v python3)
+fi
+
+# 3. the code snapshot, verified before it is unpacked
+log "snapshot $SNAPSHOT_SHA"
+if [ ! -d "$CODE" ]; then
+  if [ -n "$SNAPSHOT_TAR" ]; then
+    [ -n "$PY" ] || { echo "no python to unpack with" > "$STATE/step.err"; fail snapshot; }
+    PYTHONPATH= "$PY" - "$SNAPSHOT_TAR" "$SNAPSHOT_SHA" code 2> "$STATE/step.err" > /dev/null <<'LAUNCHER_UNPACK_EOF' || fail snapshot
+import hashlib, os, sys, tarfile, tempfile
+tar, sha, dest = sys.argv[1:4]
+h = hashlib.sha256()
+with open(tar, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+if h.hexdigest() != sha:
+    sys.exit(f"snapshot {tar}: sha256 {h.hexdigest()} is not the expected {sha}; nothing unpacked")
+tmp = tempfile.mkdtemp(dir=dest, prefix=f".{sha}.")
+with tarfile.open(tar) as t:
+    t.extractall(tmp, filter="data")
+os.rename(tmp, os.path.join(dest, sha))
+LAUNCHER_UNPACK_EOF
+  elif [ -n "$SNAPSHOT_URL" ]; then
+    [ -n "$PY" ] || { echo "no python with launcher to fetch the snapshot" > "$STATE/step.err"; fail snapshot; }
+    "$PY" -m launcher.snapshot fetch "$SNAPSHOT_URL" "$SNAPSHOT_SHA" code ${ENDPOINT_URL:+--endpoint-url "$ENDPOINT_URL"} \
+      > /dev/null 2> "$STATE/step.err" || fail snapshot
+  else
+    echo "no snapshot source" > "$STATE/step.err"; fail snapshot
+  fi
+fi
+
+# 2b. no usable interpreter yet: a venv from the project's lock, cached by the lock's hash
+if [ -z "$PY" ]; then
+  log "venv from $LOCK"
+  [ -f "$CODE/$LOCK" ] || { echo "no python3 with launcher's dependencies, and the project has no $LOCK; name an interpreter (ssh: python: in the profile)" > "$STATE/step.err"; fail python; }
+  VENV="venvs/$(sha256sum "$CODE/$LOCK" | cut -c1-16)"
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV.tmp" 2> "$STATE/step.err" && "$VENV.tmp/bin/pip" install -q -r "$CODE/$LOCK" \
+      > /dev/null 2> "$STATE/step.err" && mv "$VENV.tmp" "$VENV" || fail python
+  fi
+  PY="$PWD/$VENV/bin/python"
+fi
+
+# 4. the agent
+log "agent"
+PYTHONPATH="$AGENT_PATH${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m launcher.agent --spec "$STATE/spec.json" \
+  >> "$STATE/agent.log" 2>&1 < /dev/null &
+AGENT=$!
+echo "$AGENT $(sed -E 's/^.*\) //' /proc/$AGENT/stat | cut -d' ' -f20)" > "$STATE/agent.pid"
+wait "$AGENT"
+RC=$?
+log "agent exited $RC"
+teardown
+exit "$RC"
+"""
+
+
+def render(spec: AgentSpec, *, base: str, snapshot_sha: str, snapshot_tar: str = "", snapshot_url: str = "",
+           python: str = "", teardown: str = "poweroff") -> str:
+    """`base` is a shell word (it may use $HOME); everything else is quoted. teardown: poweroff | none."""
+    if teardown not in ("poweroff", "none"):
+        raise ValueError(f"teardown must be poweroff or none, not {teardown!r}")
+    q = shlex.quote
+    values = {
+        "JOB_ID": spec.job_id, "JOB_ID_Q": q(spec.job_id), "BASE": base, "PYTHON": q(python), "SHA": q(snapshot_sha),
+        "TAR": q(snapshot_tar), "URL": q(snapshot_url), "ENDPOINT": q(spec.endpoint_url or ""),
+        "DEADMAN_AT": str(int(spec.deadman_at) if spec.deadman_at else 4102444800),  # no deadline: 2100-01-01
+        "TEARDOWN": teardown, "LOCK": q(LOCK), "SPEC_JSON": spec.to_json(),
+    }
+    # @@NAME@@ placeholders: the script is full of shell and Python braces that str.format would trip on.
+    return re.sub(r"@@([A-Z_]+)@@", lambda m: values[m[1]], TEMPLATE)

@@ -1,0 +1,91 @@
+"""A job's folder in the datapool store, `experiments/<exp>/reports/jobs/<id>/`: where client and node meet.
+
+The agent pushes `log.txt` while the job runs and `result.json` last; `launch status` reads `result.json` here
+before it asks the backend; `launch logs -f` tails `log.txt` here; `launch down` writes the cancel marker here,
+which the agent polls. Client and node never need a live link.
+
+Small objects only (a marker, a result, a log read from an offset): one request each, through the same
+transports the sync engine uses. A store of None means the datapool root on this machine *is* the store.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from .layout import job_report_dir
+
+
+class JobStore:
+    def __init__(self, store_url: str | None, local_root: str | Path | None, experiment: str, job_id: str,
+                 endpoint_url: str | None = None):
+        self.rel = f"experiments/{experiment}/reports/jobs/{job_id}"
+        self._http = None
+        if store_url is None or urlparse(store_url).scheme == "file":
+            base = Path(unquote(urlparse(store_url).path)) if store_url else Path(local_root)
+            self.dir: Path | None = job_report_dir(base / "experiments" / experiment, job_id)
+            self.bucket = self.prefix = None
+        else:
+            url = urlparse(store_url)
+            self.dir = None
+            self.bucket = url.netloc
+            self.prefix = "/".join(p for p in (url.path.strip("/"), self.rel) if p)
+            self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+
+    @property
+    def http(self):
+        if self._http is None:
+            from .datapool.s3http import S3Http
+
+            self._http = S3Http(endpoint_url=self.endpoint_url)
+        return self._http
+
+    def read(self, name: str, start: int = 0) -> bytes | None:
+        """The object's bytes from `start` on; None if it does not exist (b'' if it has nothing past start)."""
+        if self.dir is not None:
+            try:
+                with open(self.dir / name, "rb") as f:
+                    f.seek(start)
+                    return f.read()
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        from .datapool.s3http import S3Error
+
+        try:
+            _, data = self.http.get_object(self.bucket, f"{self.prefix}/{name}",
+                                           byte_range=(start, 2**62) if start else None)
+            return data
+        except S3Error as exc:
+            if exc.status == 416:  # nothing past `start` yet
+                return b""
+            if exc.status == 404 or exc.code in ("NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def write(self, name: str, data: bytes) -> None:
+        if self.dir is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.dir / f".{name}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, self.dir / name)
+            return
+        self.http.put_object(self.bucket, f"{self.prefix}/{name}", data,
+                             {"Content-Type": "application/octet-stream"})
+
+    def exists(self, name: str) -> bool:
+        if self.dir is not None:
+            return (self.dir / name).exists()
+        from .datapool.s3http import S3Error
+
+        try:
+            self.http.request("HEAD", self.bucket, f"{self.prefix}/{name}")
+            return True
+        except S3Error as exc:
+            if exc.status == 404 or exc.code in ("NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None

@@ -1,0 +1,117 @@
+"""Job -> Plan, the same steps for every backend. Pure: reads the project's files, writes nothing, no network.
+
+    check the script -> hold the job against the backend's capabilities (refuse, or note) -> default max runtime
+    -> job id and the one deadline -> datapool binding -> code snapshot (remote) -> AgentSpec -> backend.render
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .backends import get_backend
+from .backends.base import Backend
+from .datapool.node import INPUTS, OUTPUTS
+from .errors import UserError
+from .job import Job
+from .plan import Plan, new_job_id
+from .spec import SPEC_VERSION, AgentSpec, deadline_for
+from .units import format_duration
+
+# Nothing on a rented machine runs forever by default.
+CLOUD_DEFAULT_MAX_RUNTIME = 24 * 3600
+DEFAULT_LOCAL_ROOT = "datapool"
+
+
+def capability_notes(backend: Backend, job: Job) -> list[str]:
+    """Refuse what the backend cannot do at all; name in the plan what it will not enforce."""
+    caps, name, notes = backend.capabilities, backend.name, []
+    if job.spot and not caps.spot:
+        raise UserError(f"--spot is not available on --backend {name}; drop --spot or use ec2, k8s or modal")
+    if job.num_nodes > caps.max_nodes:
+        raise UserError(f"--num-nodes {job.num_nodes}: --backend {name} runs at most {caps.max_nodes} node(s)")
+    if job.gpu:
+        gpu = job.gpu_request
+        if caps.gpus is None:
+            notes.append(f"gpu {job.gpu}: --backend {name} uses whatever GPUs the machine has; the type and count "
+                         "are not checked")
+        elif gpu.type.name not in caps.gpus:
+            raise UserError(f"--gpu {gpu.type.name} is not offered by --backend {name}; "
+                            f"available: {', '.join(caps.gpus)}")
+    if not caps.resources_enforced:
+        given = [f"--{f} {getattr(job, f)}" for f in ("cpus", "memory", "disk") if getattr(job, f) is not None]
+        if given:
+            notes.append(f"{', '.join(given)}: --backend {name} does not reserve or limit resources; "
+                         "the job gets what the machine has")
+    if job.datapool:
+        scheme = urlparse(job.datapool).scheme
+        if scheme not in caps.datapool_schemes:
+            raise UserError(f"--datapool {scheme}:// cannot be reached from --backend {name} nodes; use "
+                            + " or ".join(f"{s}://" for s in caps.datapool_schemes))
+    elif caps.remote:
+        raise UserError(f"--backend {name} needs a datapool store that both this machine and the node reach "
+                        f"(it is where logs and results meet): pass --datapool s3://bucket/prefix "
+                        "or set LAUNCH_DATAPOOL")
+    if job.terminate_after and not caps.remote:
+        notes.append(f"--terminate-after: --backend {name} holds no machine; the job's processes end with it anyway")
+    if job.keep_on_failure and not caps.remote:
+        notes.append(f"--keep-on-failure: --backend {name} tears nothing down; nothing to keep")
+    return notes
+
+
+def local_binding(job: Job) -> tuple[str, str | None]:
+    """(datapool root on this machine, store to sync with). A file:// store *is* the root: nothing to copy."""
+    if job.datapool and urlparse(job.datapool).scheme == "file":
+        return urlparse(job.datapool).path, None
+    root = Path(os.environ.get("DATAPOOL_ROOT") or Path(job.workdir) / DEFAULT_LOCAL_ROOT)
+    return str(root.resolve()), job.datapool
+
+
+def make_plan(job: Job, *, snapshot=None) -> Plan:
+    """`snapshot` (a launcher.snapshot.Snapshot) is built by the caller for remote backends; None renders a
+    dry-run snapshot that is hashed but kept nowhere."""
+    backend = get_backend(job.backend)
+    job.check_script()
+    notes = capability_notes(backend, job)
+    notes += backend.check(job)
+    if backend.capabilities.remote and job.max_runtime is None:
+        job = job.model_copy(update={"max_runtime": CLOUD_DEFAULT_MAX_RUNTIME})
+        notes.append(f"max runtime {format_duration(CLOUD_DEFAULT_MAX_RUNTIME)} (the default for remote backends; "
+                     "--max-runtime changes it)")
+    created = time.time()
+    job_id = new_job_id(job)
+    snap = None
+    if backend.capabilities.remote:
+        if snapshot is None:
+            import tempfile
+
+            from .snapshot import build
+
+            with tempfile.TemporaryDirectory(prefix="launch-dry-run-") as tmp:
+                snapshot = build(Path(job.workdir), cache_dir=Path(tmp))
+        snap = {"sha256": snapshot.sha256, "size": snapshot.size, "files": snapshot.files}
+    paths = backend.node_paths(job, job_id, snap["sha256"] if snap else None)
+    store = job.datapool if backend.capabilities.remote else local_binding(job)[1]
+    exp = f"experiments/{job.experiment}"
+    spec = AgentSpec(
+        version=SPEC_VERSION, job_id=job_id, backend=backend.name, run_name=job.run_name, script=job.script,
+        args=job.args, env=job.env, secrets=job.secrets, experiment=job.experiment, workdir=paths.workdir,
+        datapool_root=paths.datapool_root, store_url=store, endpoint_url=job.endpoint_url, state_dir=paths.state_dir,
+        deadline_at=deadline_for(created, job.max_runtime, job.grace_period), grace_period=job.grace_period,
+        push_interval=job.push_interval, spot=job.spot,
+    )
+    plan = Plan(
+        backend=backend.name, job_id=job_id, job=job, created=created, spec=spec, snapshot=snap,
+        datapool={
+            "root": paths.datapool_root,
+            "store": store,
+            "pull": [f"{exp}/{p}" for p in INPUTS] if store else [],
+            "push": [f"{exp}/{p}" for p in OUTPUTS] if store else [],
+        },
+        notes=notes,
+        snapshot_file=str(snapshot.path) if snap and snapshot.path.exists() else None,
+    )
+    plan.request = backend.render(plan)
+    plan.price = backend.price(job)
+    return plan

@@ -1,0 +1,647 @@
+"""The job's code as a content-addressed snapshot: one deterministic .tar.gz of the working tree.
+
+    snap = build(Path.cwd())                  # Snapshot(sha256, size, files, path); key = code/<sha256>.tar.gz
+    upload(snap, "s3://bucket/pool")          # bytes sent; 0 when the store already has it
+    # on the node:
+    python -m launcher.snapshot fetch s3://bucket/pool <sha256> /srv/code     -> /srv/code/<sha256>
+    python -m launcher.snapshot unpack /tmp/<sha256>.tar.gz <sha256> /srv/code
+
+What goes in: the working tree as git sees it (tracked files plus untracked files that are not ignored; tracked
+files deleted from disk are skipped; never `.git/`), minus what `.launchignore` (gitignore syntax, top level of
+the workdir) excludes. Without git (no repository, or no git binary) the directory is walked instead, honouring
+the top-level `.gitignore` and `.launchignore` and skipping `.git/`, `__pycache__/` and `.venv/`. Only regular
+files and symlinks travel; symlinks stay symlinks and must point inside the tree (the node refuses anything
+else when it unpacks). Git submodules are not included.
+
+Same tree -> same bytes -> same sha256: paths sorted, every tar header zeroed (mtime 0, uid/gid 0, no user or
+group name), modes reduced to 0o755 / 0o644, gzip without a timestamp or file name. So the sha256 of the .tar.gz
+names the code, and a store that already holds `code/<sha256>.tar.gz` needs nothing uploaded.
+
+The agent travels with the code: unless the workdir is the launcher's own project (its `launcher/` package is
+importable from the workdir root and part of the snapshot), the `.py` files of the launcher running on this
+machine are added under `.launcher-agent/launcher/`. The node puts `.launcher-agent` on PYTHONPATH, so it runs
+the client's agent version, whatever is installed there.
+
+Snapshots are cached in `$LAUNCHER_HOME/snapshots/` (`<sha256>.tar.gz`, plus `index/` mapping the stat of
+every file to the sha256, so launching an unchanged tree again packs nothing).
+
+This module imports no store, boto3 or torch at import time: the node runs it before anything is installed.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_LIMIT = 200 * 1024**2
+LIMIT_ENV = "LAUNCH_SNAPSHOT_LIMIT"
+AGENT_DIR = ".launcher-agent"
+IGNORE_FILE = ".launchignore"
+# Bumped whenever the packing changes, so a cache index entry never maps a tree to bytes packed differently.
+_FORMAT = "launcher-snapshot-1"
+_WALK_SKIP = {".git", "__pycache__", ".venv"}
+_COMPRESSLEVEL = 6  # fixed: the level is part of the bytes, so part of the sha256
+# A file modified less than this long ago may be modified again within the same mtime tick; such trees are not
+# indexed (they are packed again next time, which gives the same sha256 if nothing changed).
+_RACY_S = 2.0
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_BUF = 1024 * 1024
+_READ_WHOLE = 8 * 1024 * 1024
+
+
+class SnapshotError(Exception):
+    """A snapshot that cannot be used as it is: missing from the store, corrupt, or an unsafe tar member."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    sha256: str
+    size: int  # bytes of the .tar.gz
+    files: int  # tar members, agent files included
+    path: Path  # the .tar.gz on this machine
+
+    @property
+    def key(self) -> str:
+        return f"code/{self.sha256}.tar.gz"
+
+
+@dataclass(frozen=True)
+class _Item:
+    arcname: str
+    src: Path
+    st: os.stat_result  # lstat
+    link: str | None = None  # symlink target
+
+    @property
+    def size(self) -> int:
+        return 0 if self.link is not None else self.st.st_size
+
+
+# --- ignore rules (gitignore syntax)
+
+def _translate(pat: str) -> str:
+    """A gitignore glob as a regex body: `*` and `?` stop at `/`, `**` as a whole component spans directories."""
+    out: list[str] = []
+    i, n = 0, len(pat)
+    while i < n:
+        c = pat[i]
+        if c == "*":
+            j = i
+            while j < n and pat[j] == "*":
+                j += 1
+            whole = (i == 0 or pat[i - 1] == "/") and (j == n or pat[j] == "/")
+            if j - i >= 2 and whole:
+                if j == n:
+                    out.append(".*")
+                else:
+                    out.append("(?:.*/)?")
+                    j += 1
+            else:  # git treats `**` inside a component like `*`
+                out.append("[^/]*")
+            i = j
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            j = i + 1
+            if j < n and pat[j] in "!^":
+                j += 1
+            if j < n and pat[j] == "]":
+                j += 1
+            while j < n and pat[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(re.escape(c))
+                i += 1
+                continue
+            body = pat[i + 1:j].replace("\\", "\\\\").replace("[", "\\[")
+            if body[:1] in ("!", "^"):
+                body = "^" + body[1:]
+            out.append(f"(?!/)[{body}]")
+            i = j + 1
+        elif c == "\\" and i + 1 < n:
+            out.append(re.escape(pat[i + 1]))
+            i += 2
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return "".join(out)
+
+
+class IgnoreRules:
+    """Ordered gitignore rules for paths relative to one directory; the last matching rule decides, and a file
+    inside an excluded directory stays excluded (as in git, a negation cannot reach into it)."""
+
+    def __init__(self, lines=()):
+        self.rules: list[tuple[re.Pattern, bool, bool]] = []
+        for line in lines:
+            self.add(line)
+
+    @classmethod
+    def from_files(cls, *paths: Path) -> "IgnoreRules":
+        rules = cls()
+        for p in paths:
+            try:
+                text = p.read_text(encoding="utf-8", errors="surrogateescape")
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                continue
+            for line in text.splitlines():
+                rules.add(line)
+        return rules
+
+    def add(self, line: str) -> None:
+        line = line.rstrip("\r\n")
+        if line.endswith("\\ "):
+            line = line[:-2].rstrip(" ") + "\\ "
+        else:
+            line = line.rstrip(" ")
+        if not line or line.startswith("#"):
+            return
+        negate = line.startswith("!")
+        if negate:
+            line = line[1:]
+        elif line.startswith(("\\!", "\\#")):
+            line = line[1:]
+        dir_only = line.endswith("/")
+        line = line.rstrip("/")
+        if not line:
+            return
+        anchored = "/" in line  # a slash at the start or in the middle ties the pattern to this directory
+        body = _translate(line.lstrip("/"))
+        rx = re.compile(("^" if anchored else "^(?:.*/)?") + body + "$", re.DOTALL)
+        self.rules.append((rx, negate, dir_only))
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def match(self, rel: str, is_dir: bool) -> bool:
+        """This path alone (its parents are the caller's business): is it ignored?"""
+        ignored = False
+        for rx, negate, dir_only in self.rules:
+            if dir_only and not is_dir:
+                continue
+            if rx.match(rel):
+                ignored = not negate
+        return ignored
+
+    def excludes(self, rel: str) -> bool:
+        """A file path, its parent directories included."""
+        parts = rel.split("/")
+        for k in range(1, len(parts)):
+            if self.match("/".join(parts[:k]), True):
+                return True
+        return self.match(rel, False)
+
+
+# --- the file set
+
+def _git_paths(workdir: Path) -> list[str] | None:
+    """Paths git sees under workdir (tracked + untracked-not-ignored), or None when this is no git work tree."""
+    try:
+        out = subprocess.run(["git", "-C", str(workdir), "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], capture_output=True, timeout=120,
+                             env={**os.environ, "LC_ALL": "C"})  # git's messages in English: we read one below
+    except FileNotFoundError:
+        return None
+    if out.returncode != 0:
+        err = out.stderr.decode("utf-8", "replace").strip()
+        if "not a git repository" in err.lower():
+            return None
+        first = err.splitlines()[0] if err else f"exit code {out.returncode}"
+        raise UserError(f"git ls-files failed in {workdir}: {first}; fix the repository (or run from a directory "
+                        f"outside it) and launch again")
+    # A merge conflict lists a path once per stage.
+    return sorted({os.fsdecode(p) for p in out.stdout.split(b"\0") if p})
+
+
+def _walk_paths(workdir: Path, rules: IgnoreRules) -> list[str]:
+    out: list[str] = []
+    stack = [(workdir, "")]
+    while stack:
+        d, prefix = stack.pop()
+        try:
+            it = os.scandir(d)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with it:
+            for de in it:
+                rel = prefix + de.name
+                if de.is_dir(follow_symlinks=False):
+                    if de.name not in _WALK_SKIP and not rules.match(rel, True):
+                        stack.append((Path(de.path), rel + "/"))
+                elif not rules.match(rel, False):
+                    out.append(rel)
+    return out
+
+
+def _link_escapes(rel: str, target: str) -> bool:
+    if os.path.isabs(target):
+        return True
+    joined = os.path.normpath(os.path.join(os.path.dirname(rel), target))
+    return joined == ".." or joined.startswith("../")
+
+
+def _tree_items(workdir: Path) -> list[_Item]:
+    launchignore = IgnoreRules.from_files(workdir / IGNORE_FILE)
+    paths = _git_paths(workdir)
+    if paths is None:
+        paths = _walk_paths(workdir, IgnoreRules.from_files(workdir / ".gitignore", workdir / IGNORE_FILE))
+    elif launchignore:
+        paths = [p for p in paths if not launchignore.excludes(p)]
+    items: list[_Item] = []
+    for rel in paths:
+        if ".git" in rel.split("/"):
+            continue
+        src = workdir / rel
+        try:
+            st = os.lstat(src)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # tracked but deleted from the working tree
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(src)
+            if _link_escapes(rel, target):
+                raise UserError(f"symlink {rel} -> {target} points outside {workdir}, so the node cannot unpack it: "
+                                f"add it to {IGNORE_FILE} or make it a relative link inside the project")
+            items.append(_Item(rel, src, st, target))
+        elif stat.S_ISREG(st.st_mode):
+            items.append(_Item(rel, src, st))
+        # anything else (a submodule's directory, a fifo, a socket) does not travel
+    return items
+
+
+def _agent_items() -> list[_Item]:
+    pkg = Path(__file__).resolve().parent
+    items = []
+    for dirpath, dirnames, filenames in os.walk(pkg):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for name in filenames:
+            if name.endswith(".py"):
+                src = Path(dirpath) / name
+                rel = src.relative_to(pkg).as_posix()
+                items.append(_Item(f"{AGENT_DIR}/launcher/{rel}", src, os.lstat(src)))
+    return items
+
+
+def _has_own_launcher(workdir: Path, items: list[_Item]) -> bool:
+    """Only when the workdir root is where `import launcher` finds this very package, and it travels."""
+    pkg = Path(__file__).resolve().parent
+    return pkg.parent == workdir and any(i.arcname == "launcher/__init__.py" for i in items)
+
+
+# --- sizes
+
+def _fmt(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            break
+        n /= 1024
+    text = f"{n:.1f}".removesuffix(".0") if unit != "B" else str(int(n))
+    return f"{text} {unit}"
+
+
+def _limit(limit_bytes: int) -> int:
+    env = os.environ.get(LIMIT_ENV, "").strip()
+    if env and limit_bytes == DEFAULT_LIMIT:
+        from .units import parse_size
+
+        return parse_size(env, LIMIT_ENV)
+    return limit_bytes
+
+
+def _check_limit(items: list[_Item], limit: int) -> None:
+    total = sum(i.size for i in items)
+    if total <= limit:
+        return
+    largest = sorted(items, key=lambda i: (-i.size, i.arcname))[:5]
+    names = ", ".join(f"{i.arcname} ({_fmt(i.size)})" for i in largest)
+    raise UserError(f"code snapshot is {_fmt(total)}, over the {_fmt(limit)} limit; largest files: {names} — data "
+                    f"belongs in the datapool; add them to {IGNORE_FILE} or raise the limit ({LIMIT_ENV})")
+
+
+# --- packing
+
+class _HashingWriter:
+    def __init__(self, f):
+        self.f = f
+        self.h = hashlib.sha256()
+        self.n = 0
+
+    def write(self, data) -> int:
+        self.f.write(data)
+        self.h.update(data)
+        self.n += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _tarinfo(name: str) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.mtime = 0
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    return ti
+
+
+def _pack(items: list[_Item], out: Path) -> tuple[str, int]:
+    with open(out, "wb") as raw:
+        w = _HashingWriter(raw)
+        with gzip.GzipFile(fileobj=w, mode="wb", mtime=0, filename="", compresslevel=_COMPRESSLEVEL) as gz:
+            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for item in items:
+                    ti = _tarinfo(item.arcname)
+                    if item.link is not None:
+                        ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, item.link, 0o777
+                        tar.addfile(ti)
+                        continue
+                    try:
+                        with open(item.src, "rb") as f:
+                            st = os.fstat(f.fileno())
+                            ti.mode = 0o755 if st.st_mode & 0o111 else 0o644
+                            if st.st_size <= _READ_WHOLE:
+                                # Read first, size from what was read: a file rewritten meanwhile (an editor
+                                # saving) cannot leave the header's size and the bytes disagreeing.
+                                data = f.read()
+                                ti.size = len(data)
+                                tar.addfile(ti, io.BytesIO(data))
+                            else:
+                                ti.size = st.st_size
+                                tar.addfile(ti, f)
+                    except OSError as exc:  # shrank or vanished between the listing and now
+                        raise UserError(f"{item.arcname} changed while the code snapshot was packed ({exc}); "
+                                        f"launch again once it is written") from None
+    return w.h.hexdigest(), w.n
+
+
+def _index_key(items: list[_Item]) -> str:
+    h = hashlib.sha256(_FORMAT.encode())
+    for i in items:
+        st = i.st
+        if i.link is not None:
+            row = f"{i.arcname}\0l\0{i.link}\n"
+        else:
+            row = f"{i.arcname}\0f\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_mode}\n"
+        h.update(row.encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _cache_dir(cache_dir: Path | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    from .registry import launcher_home
+
+    return launcher_home() / "snapshots"
+
+
+def build(workdir: Path, *, limit_bytes: int = DEFAULT_LIMIT, cache_dir: Path | None = None) -> Snapshot:
+    """Pack the working tree (see the module docstring); an unchanged tree gives the cached snapshot back.
+
+    `limit_bytes` caps the uncompressed size of the tree's files (LAUNCH_SNAPSHOT_LIMIT overrides the default);
+    over it -> UserError naming the five largest files.
+    """
+    workdir = Path(workdir).expanduser().resolve()
+    if not workdir.is_dir():
+        raise UserError(f"code directory {workdir} does not exist or is not a directory: launch from your project")
+    items = _tree_items(workdir)
+    # The limit is about the user's tree: the agent's few hundred KB are not theirs to .launchignore.
+    _check_limit(items, _limit(limit_bytes))
+    if not _has_own_launcher(workdir, items):
+        items = [i for i in items if not i.arcname.startswith(AGENT_DIR + "/")]
+        items += _agent_items()
+    items.sort(key=lambda i: i.arcname)
+
+    cache = _cache_dir(cache_dir)
+    index = cache / "index"
+    key = _index_key(items)
+    hit = _read_index(index / key, cache)
+    if hit is not None:
+        return hit
+
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f".{uuid.uuid4().hex}.tar.gz.part"
+    started = time.time()
+    try:
+        sha, size = _pack(items, tmp)
+        final = cache / f"{sha}.tar.gz"
+        if final.is_file() and final.stat().st_size == size:
+            tmp.unlink()  # the same bytes are already there: keep that file
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    snap = Snapshot(sha, size, len(items), final)
+    newest = max((i.st.st_mtime for i in items), default=0.0)
+    if newest < started - _RACY_S:
+        _write_index(index, key, snap)
+    return snap
+
+
+def _read_index(path: Path, cache: Path) -> Snapshot | None:
+    try:
+        sha, size, files = path.read_text().split()
+        size_i, files_i = int(size), int(files)
+    except (OSError, ValueError):
+        return None
+    tar = cache / f"{sha}.tar.gz"
+    try:
+        if _SHA.match(sha) and tar.stat().st_size == size_i:
+            return Snapshot(sha, size_i, files_i, tar)
+    except OSError:
+        pass
+    return None
+
+
+def _write_index(index: Path, key: str, snap: Snapshot) -> None:
+    index.mkdir(parents=True, exist_ok=True)
+    tmp = index / f".{key}.{uuid.uuid4().hex}"
+    tmp.write_text(f"{snap.sha256} {snap.size} {snap.files}\n")
+    os.replace(tmp, index / key)
+
+
+# --- store
+
+def _store_list_one(store, name: str):
+    # One LIST of code/; a file store is not asked to hash what it lists (only the size is compared).
+    kwargs = {"lazy": True} if getattr(store, "is_local", False) else {}
+    return store.list(want=lambda rel: rel == name, **kwargs).get(name)
+
+
+def upload(snap: Snapshot, store_url: str, *, endpoint_url: str | None = None) -> int:
+    """Put the tarball at `code/<sha256>.tar.gz` under the datapool store's root (not under experiments/).
+
+    Returns the bytes uploaded: 0 when the store already has an object of that key and size (content-addressed,
+    so the same key and size is the same snapshot)."""
+    from .datapool.base import Entry
+    from .datapool.stores import open_store
+
+    name = f"{snap.sha256}.tar.gz"
+    store = open_store(store_url, "code", endpoint_url=endpoint_url)
+    try:
+        have = _store_list_one(store, name)
+        if have is not None and have.size == snap.size:
+            return 0
+        store.put_file(snap.path, name, Entry(name, snap.size, snap.path.stat().st_mtime, snap.sha256))
+        return snap.size
+    finally:
+        store.close()
+
+
+def _check_sha(sha256: str) -> str:
+    sha = (sha256 or "").strip().lower()
+    if not _SHA.match(sha):
+        raise UserError(f"bad snapshot sha256 {sha256!r}: expected 64 hex digits (Snapshot.sha256)")
+    return sha
+
+
+def fetch(store_url: str, sha256: str, dest_dir: Path, *, endpoint_url: str | None = None) -> Path:
+    """Download `code/<sha256>.tar.gz`, verify it, unpack it into `dest_dir/<sha256>/` (reused if already there)."""
+    sha = _check_sha(sha256)
+    dest_dir = Path(dest_dir)
+    final = dest_dir / sha
+    if final.is_dir():
+        return final
+    from .datapool.errors import SyncError
+    from .datapool.hashing import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE
+    from .datapool.s3http import S3Error
+    from .datapool.stores import open_store
+
+    name = f"{sha}.tar.gz"
+    store = open_store(store_url, "code", endpoint_url=endpoint_url, readonly=True)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    tmp = dest_dir / f".{sha}.{uuid.uuid4().hex}.tar.gz.part"
+    try:
+        try:
+            entry = _store_list_one(store, name)
+            if entry is not None:
+                store.fetch(name, entry, tmp, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE)
+        except (SyncError, S3Error, OSError) as exc:
+            raise SnapshotError(f"code snapshot code/{name} could not be downloaded intact from {store_url}: "
+                                f"{exc}") from exc
+        if entry is None:
+            raise SnapshotError(f"code snapshot code/{name} is not in {store_url}: upload it first "
+                                f"(launcher.snapshot.upload)")
+        return unpack(tmp, sha, dest_dir)
+    finally:
+        tmp.unlink(missing_ok=True)
+        store.close()
+
+
+# --- unpacking
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while buf := f.read(_BUF):
+            h.update(buf)
+    return h.hexdigest()
+
+
+def _check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """Our own refusal first (one clear line), whether or not this Python has tarfile's data filter."""
+    members = tar.getmembers()
+    for m in members:
+        parts = m.name.split("/")
+        if m.name.startswith("/") or os.path.isabs(m.name) or ".." in parts:
+            raise SnapshotError(f"code snapshot has an unsafe member '{m.name}' (absolute or with '..'): "
+                                f"refusing to unpack it")
+        if not (m.isreg() or m.issym() or m.isdir()):
+            raise SnapshotError(f"code snapshot member '{m.name}' is not a file, directory or symlink: "
+                                f"refusing to unpack it")
+        if m.issym() and _link_escapes(m.name, m.linkname):
+            raise SnapshotError(f"code snapshot symlink '{m.name}' -> '{m.linkname}' points outside the snapshot: "
+                                f"refusing to unpack it")
+    return members
+
+
+def unpack(tar_path: Path, sha256: str, dest_dir: Path) -> Path:
+    """Verify the tarball's sha256, then unpack it atomically into `dest_dir/<sha256>/` (reused if already there).
+
+    A mismatch raises SnapshotError naming both hashes and unpacks nothing."""
+    sha = _check_sha(sha256)
+    tar_path, dest_dir = Path(tar_path), Path(dest_dir)
+    final = dest_dir / sha
+    if final.is_dir():
+        return final
+    got = _sha256_file(tar_path)
+    if got != sha:
+        raise SnapshotError(f"code snapshot {tar_path} is corrupt: sha256 expected {sha}, got {got}; nothing was "
+                            f"unpacked")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    tmp = dest_dir / f".{sha}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        try:
+            with tarfile.open(tar_path, "r:gz") as tar:
+                members = _check_members(tar)
+                tmp.mkdir()
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp, members=members, filter="data")
+                else:  # Python < 3.11.4: _check_members above is the whole guard
+                    tar.extractall(tmp, members=members)
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise SnapshotError(f"code snapshot {sha} cannot be unpacked safely: {exc}") from exc
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process unpacked the same snapshot first
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --- the node's CLI
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launcher.snapshot",
+                                     description="Fetch or unpack a code snapshot; prints the unpacked directory.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_fetch = sub.add_parser("fetch", help="download code/<sha>.tar.gz from a store, verify, unpack")
+    p_fetch.add_argument("store_url")
+    p_fetch.add_argument("sha256")
+    p_fetch.add_argument("dest_dir", type=Path)
+    p_fetch.add_argument("--endpoint-url", default=None)
+    p_unpack = sub.add_parser("unpack", help="verify and unpack a local tarball")
+    p_unpack.add_argument("tar", type=Path)
+    p_unpack.add_argument("sha256")
+    p_unpack.add_argument("dest_dir", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "fetch":
+            path = fetch(args.store_url, args.sha256, args.dest_dir, endpoint_url=args.endpoint_url)
+        else:
+            if not args.tar.is_file():
+                raise UserError(f"no tarball at {args.tar}: upload it to the node first")
+            path = unpack(args.tar, args.sha256, args.dest_dir)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (SnapshotError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The AgentSpec: the one contract between the client and the agent on the node.
+
+The client renders it at plan time from the Job; every remote request carries it inline (user-data, the pod's
+ConfigMap, the Modal function's argument, the ssh backend's spec file), so `--dry-run` shows exactly what the node
+will do. It never holds a secret value: `secrets` are names, and the values reach the agent's environment by the
+backend's own channel (a 0600 file over SFTP, a k8s Secret, a Modal Secret, SSM).
+
+Every field is required: defaults live in one place (the Job), never repeated here or in the agent.
+
+Time: one absolute `deadline_at` (epoch seconds) is computed once, at plan time. Everything else derives from it:
+
+    stop_at     = deadline_at - grace_period - PUSH_RESERVE_S   the agent SIGTERMs the script (reason: timeout)
+    deadline_at                                                  the agent is done pushing; the sweeper ends the job
+    deadman_at  = deadline_at + DEADMAN_MARGIN_S                 the node's own switch kills or powers off
+"""
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel, ConfigDict
+
+SPEC_VERSION = 1
+# Room left between the script's stop and the deadline for the last checkpoint push and result.json.
+PUSH_RESERVE_S = 120
+# The dead-man switch fires this long after the deadline, so it never races a well-behaved agent.
+DEADMAN_MARGIN_S = 60
+# `launch down` writes this marker (in the state dir and in the store); the agent reads it as a cancel.
+CANCEL_MARKER = "cancel-requested"
+# How often the agent looks for the cancel marker in the store (the issue's bound: 5 s).
+CANCEL_POLL_S = 5.0
+
+
+class AgentSpec(BaseModel):
+    """What the agent needs to run one job. Relative paths are relative to the agent's working directory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int
+    job_id: str
+    backend: str
+    run_name: str
+    script: str
+    args: list[str]
+    env: dict[str, str]
+    secrets: list[str]
+    experiment: str
+    workdir: str
+    datapool_root: str
+    store_url: str | None
+    endpoint_url: str | None
+    state_dir: str
+    deadline_at: float | None
+    grace_period: int
+    push_interval: int
+    spot: bool
+
+    @property
+    def stop_at(self) -> float | None:
+        if self.deadline_at is None:
+            return None
+        return self.deadline_at - self.grace_period - PUSH_RESERVE_S
+
+    @property
+    def deadman_at(self) -> float | None:
+        return None if self.deadline_at is None else self.deadline_at + DEADMAN_MARGIN_S
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "AgentSpec":
+        return cls.model_validate_json(text)
+
+
+def deadline_for(created: float, max_runtime: int | None, grace_period: int) -> float | None:
+    """The job's one absolute deadline: the script may run max_runtime, then gets its grace and the push reserve."""
+    if max_runtime is None:
+        return None
+    return round(created + max_runtime + grace_period + PUSH_RESERVE_S, 3)

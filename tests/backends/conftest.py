@@ -1,0 +1,92 @@
+"""One `Target` per backend, so the same contract scenarios run against each (tests/backends/test_contract.py).
+
+local: the agent as a subprocess here. ssh: a real OpenSSH sshd on 127.0.0.1 (this machine is the node), the
+datapool store on a moto S3 server, the store credentials passed as --secret like a user would.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ..motoserver import MOTO_ENV, start_moto
+from ..sshd import start_sshd
+
+REPO = Path(__file__).resolve().parents[2]
+BACKENDS = ["local", "ssh"]
+BUCKET = "contract"
+
+
+@dataclass
+class Target:
+    name: str
+    project: Path
+    env: dict[str, str]
+    run_flags: list[str] = field(default_factory=list)
+    store: object = None  # the moto server, for remote backends
+
+    def launch(self, *args: str, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
+        """`launch [backend flags] ARGS` for a run; subcommands (logs, down, ...) go through `cli`."""
+        return self.cli(*self.run_flags, *args, timeout=timeout, **kw)
+
+    def cli(self, *args: str, timeout: float = 180, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=self.project,
+                              env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout, **kw)
+
+    def popen(self, *args: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "launcher", *self.run_flags, *args], cwd=self.project,
+                                env=self.env, **kw)
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATAPOOL_ROOT", "EXPERIMENT", "CHECKPOINT_DIR", "LAUNCH_DATAPOOL", "AWS_PROFILE",
+                        "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")}
+    env.update(LAUNCHER_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p))
+    return env
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    server = start_moto(tmp_path_factory.mktemp("moto"))
+    server.client().create_bucket(Bucket=BUCKET)
+    yield server
+    server.stop()
+
+
+def ssh_target(tmp_path: Path, sshd, moto, **ssh_overrides) -> Target:
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    node = tmp_path / "node"
+    node.mkdir(exist_ok=True)
+    ssh = {"host": sshd.target, "identity": str(sshd.identity), "known_hosts": str(sshd.known_hosts),
+           "python": sys.executable, "remote_dir": str(node), **ssh_overrides}
+    profile = tmp_path / "ssh.yaml"
+    profile.write_text(yaml.safe_dump({"backend": "ssh", "ssh": ssh}))
+    env = {**base_env(tmp_path), **MOTO_ENV}
+    flags = ["--profile", str(profile), "--datapool", f"s3://{BUCKET}/{tmp_path.name}", "--endpoint-url",
+             moto.endpoint, "--secret", "AWS_ACCESS_KEY_ID", "--secret", "AWS_SECRET_ACCESS_KEY",
+             "--push-interval", "1s"]
+    return Target("ssh", project, env, flags, moto)
+
+
+@pytest.fixture(params=BACKENDS)
+def target(request, tmp_path) -> Target:
+    if request.param == "local":
+        project = tmp_path / "project"
+        project.mkdir()
+        return Target("local", project, base_env(tmp_path))
+    return ssh_target(tmp_path, request.getfixturevalue("sshd"), request.getfixturevalue("moto"))
