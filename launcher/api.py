@@ -211,8 +211,8 @@ def status(job_id: str) -> tuple[str, int | None]:
         state, code = state_from_result(result), result.get("exit_code")
     else:
         state, code, why = backend.status(handle)
-        if state == "lost" and why:
-            _save_reason(rec.id, why)
+        if state not in ACTIVE and why:
+            _save_reason(rec.id, why)  # e.g. a setup failure whose result never reached the store
     if state not in ACTIVE:
         Registry().finish(rec.id, state, code)
         return Registry().get(rec.id).state, Registry().get(rec.id).exit_code

@@ -65,7 +65,7 @@ fail() {
     # No Python to report with: the result stays on the node (the ssh backend reads it from there).
     tail -n 20 "$STATE/step.err" 2>/dev/null | tr '"\\\n\t' "'/  " > "$STATE/step.tail"
     printf '{"job_id": "%s", "exit_code": 1, "reason": "setup_failed", "error": "setup failed at step %s: %s"}\n' \
-      "$JOB_ID" "$step" "$(cat "$STATE/step.tail")" > "$STATE/result.json"
+      "$JOB_ID" "'$step'" "$(cat "$STATE/step.tail")" > "$STATE/result.json"
   fi
   teardown
   exit 1

@@ -1,0 +1,60 @@
+"""Each backend's rendered request, kept as a golden file and reviewed in diffs (`--dry-run` is what users see).
+
+Regenerate after an intended change:  UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/backends/test_golden.py
+Volatile values (job id, times, this machine's paths, the snapshot's hash) are replaced by placeholders.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from launcher.job import Job
+from launcher.planner import make_plan
+
+GOLDEN = Path(__file__).parent / "golden"
+
+JOBS = {
+    "local": dict(backend="local", max_runtime="2h", env={"WANDB_MODE": "offline"}, secrets=["HF_TOKEN"],
+                  experiment="golden", gpu="A10G", cpus=8),
+    "ssh": dict(backend="ssh", max_runtime="6h", env={"WANDB_MODE": "offline"}, secrets=["HF_TOKEN"],
+                experiment="golden", gpu="H100:8", datapool="s3://team-bucket/pool",
+                ssh={"host": "ubuntu@gpu-box:2222", "identity": "~/.ssh/gpu-box.pem"}),
+}
+
+
+def render(backend: str, project: Path) -> str:
+    (project / "train.py").write_text("print('hi')\n")
+    job = Job(script="train.py", args=["--config", "c.yaml"], workdir=str(project), **JOBS[backend])
+    plan = make_plan(job)
+    text = plan.to_yaml()
+    subs = {plan.job_id: "JOB-ID", str(project.resolve()): "/PROJECT", sys.executable: "/PYTHON",
+            os.environ["LAUNCHER_HOME"]: "/LAUNCHER_HOME"}
+    if plan.snapshot:
+        subs[plan.snapshot["sha256"]] = "SNAPSHOT-SHA"
+        subs[f"size: {plan.snapshot['size']}"] = "size: SNAPSHOT-BYTES"
+        subs[f"files: {plan.snapshot['files']}"] = "files: SNAPSHOT-FILES"
+        subs[f"bytes: {plan.snapshot['size']}\n"] = "bytes: SNAPSHOT-BYTES\n"
+    spec = plan.spec
+    subs[repr(spec.deadline_at)] = "DEADLINE-AT"
+    subs[str(int(spec.deadman_at))] = "DEADMAN-AT"
+    subs[plan.to_dict()["deadline"]] = "DEADLINE-ISO"
+    for old, new in sorted(subs.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.parametrize("backend", sorted(JOBS))
+def test_rendered_request_matches_golden(backend, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAUNCHER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DATAPOOL_ROOT", raising=False)
+    project = tmp_path / "project"
+    project.mkdir()
+    text = render(backend, project)
+    path = GOLDEN / f"{backend}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}: run with UPDATE_GOLDEN=1 and review it"
+    assert text == path.read_text(), f"{backend} request changed; if intended: UPDATE_GOLDEN=1 and review the diff"

@@ -1,0 +1,101 @@
+"""What only the ssh backend does: host-key checking, secrets over SFTP, a setup failure on the box, and a cancel
+that reaches the node through the store alone. The shared scenarios are in test_contract.py."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from launcher.jobstore import JobStore
+from launcher.registry import Registry
+
+from ..sshd import write_wrong_known_hosts
+from .conftest import ssh_target
+from .test_contract import SLOW, wait_for
+
+SHOW_SECRET = """
+import os
+print("secret length", len(os.environ["MY_TOKEN"]), flush=True)
+"""
+
+
+def no_jobs(t) -> bool:
+    return t.cli("jobs").stdout.startswith("no jobs yet")
+
+
+def test_unknown_host_key_is_refused_before_anything_starts(tmp_path, sshd, moto):
+    t = ssh_target(tmp_path, sshd, moto, known_hosts=str(tmp_path / "empty_known_hosts"))
+    (tmp_path / "empty_known_hosts").write_text("")
+    (t.project / "slow.py").write_text(SLOW)
+    out = t.launch("slow.py")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and f"ssh-keyscan -p {sshd.port} 127.0.0.1" in out.stderr
+    assert no_jobs(t) and not (tmp_path / "node" / "code").exists()
+
+
+def test_changed_host_key_is_refused(tmp_path, sshd, moto):
+    wrong = write_wrong_known_hosts(tmp_path / "wrong_known_hosts", sshd)
+    t = ssh_target(tmp_path, sshd, moto, known_hosts=str(wrong))
+    (t.project / "slow.py").write_text(SLOW)
+    out = t.launch("slow.py")
+    assert out.returncode == 2 and "ssh-keygen -R" in out.stderr, out.stderr
+    assert no_jobs(t)
+
+
+def test_remote_backend_needs_a_shared_store(tmp_path, sshd, moto):
+    t = ssh_target(tmp_path, sshd, moto)
+    (t.project / "slow.py").write_text(SLOW)
+    flags = [f for f in t.run_flags]
+    i = flags.index("--datapool")
+    for bad, words in ((f"file://{tmp_path}/pool", "cannot be reached"), (None, "needs a datapool store")):
+        argv = flags[:i] + ([ "--datapool", bad] if bad else []) + flags[i + 2:]
+        argv = [a for a in argv if a not in ("--endpoint-url", moto.endpoint)]
+        out = t.cli(*argv, "slow.py")
+        assert out.returncode == 2 and words in out.stderr, out.stderr
+    assert no_jobs(t)
+
+
+def test_secret_reaches_the_script_and_nothing_else(tmp_path, sshd, moto):
+    t = ssh_target(tmp_path, sshd, moto)
+    (t.project / "show.py").write_text(SHOW_SECRET)
+    value = "s3cr3t-value-" + "x" * 20
+    t.env["MY_TOKEN"] = value
+    dry = t.launch("--secret", "MY_TOKEN", "--dry-run", "show.py")
+    assert dry.returncode == 0 and value not in dry.stdout
+    out = t.launch("--secret", "MY_TOKEN", "show.py")
+    assert out.returncode == 0, out.stderr
+    assert f"secret length {len(value)}" in out.stdout
+    job_dir = next((tmp_path / "node" / "jobs").iterdir())
+    assert not (job_dir / "secrets.env").exists()  # read once by the bootstrap, then deleted
+    for f in job_dir.iterdir():
+        assert value not in f.read_text(errors="replace"), f
+    assert value not in json.dumps(Registry(Path(t.env["LAUNCHER_HOME"])).list()[0].handle)
+
+
+def test_setup_failure_is_reported_with_its_reason(tmp_path, sshd, moto):
+    t = ssh_target(tmp_path, sshd, moto, python="/nonexistent/python3")
+    (t.project / "slow.py").write_text(SLOW)
+    out = t.launch("slow.py")
+    assert out.returncode == 1, out.stderr
+    job_id = Registry(Path(t.env["LAUNCHER_HOME"])).list()[0].id
+    status = t.cli("status", job_id).stdout
+    assert status.startswith("failed") and "setup failed at step 'python'" in status, status
+    assert "/nonexistent/python3" in status
+
+
+def test_cancel_marker_in_the_store_alone_stops_the_job(tmp_path, sshd, moto):
+    """`launch down` from a machine that cannot reach the box still ends the job: the agent polls the store."""
+    t = ssh_target(tmp_path, sshd, moto)
+    (t.project / "slow.py").write_text(SLOW)
+    marker = tmp_path / "signal.txt"
+    job_id = t.launch("--detach", "--env", f"MARKER={marker}", "slow.py").stdout.strip()
+    assert wait_for(lambda: "started" in t.cli("logs", job_id).stdout)
+    store = JobStore(f"s3://contract/{tmp_path.name}", None, "default", job_id, endpoint_url=moto.endpoint)
+    import os
+
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    store.write("cancel-requested", str(time.time()).encode())
+    assert wait_for(lambda: store.exists("result.json"), timeout=60)
+    result = json.loads(store.read("result.json"))
+    assert result["reason"] == "cancelled" and marker.read_text() == "SIGTERM"
+    assert t.cli("status", job_id).stdout.startswith("cancelled")
