@@ -9,7 +9,8 @@ import click
 EXAMPLES = """
 Examples:
   launch runners/rl_run.py --config configs/rl/smoke.yaml --task tasks/smoke_task.py
-  launch --dry-run --gpu A100 runners/sft_run.py --config configs/sft/wordle.yaml
+  launch --dry-run --gpu A100 runners/sft_run.py --config configs/sft/wordle.yaml --task tasks/wordle_task.py
+  launch --backend ssh --host ubuntu@gpu-box --datapool s3://bucket/pool runners/sft_run.py --config c.yaml
   launch --detach --max-runtime 2h --env WANDB_MODE=offline runners/sft_run.py --config c.yaml
   launch jobs;  launch logs JOB -f;  launch down JOB;  launch down --expired
   launch sync up --experiment demo --datapool s3://bucket/pool

@@ -22,8 +22,9 @@ VENV_BIN = Path(sys.executable).parent
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # The rules for what is not run here, each explicit:
-# - needs a cloud, an account or a remote box: an s3:// store, another backend, an S3 endpoint, an ssh host;
-CLOUD = re.compile(r"s3://|--endpoint-url|--host\b|(?:^|\s)(?:--backend|-b)[ =](?!local\b)")
+# - needs a cloud, an account or a remote box: an s3:// store, another backend, an S3 endpoint, an ssh host
+#   (and the box's host key);
+CLOUD = re.compile(r"s3://|--endpoint-url|--host\b|^ssh-keyscan\b|(?:^|\s)(?:--backend|-b)[ =](?!local\b)")
 # - the setup line made the venv this test runs in, and the test command is this suite;
 SELF = ("bash scripts/setup.sh", "bash scripts/test.sh")
 # - activating the venv is what this test's PATH already does.
