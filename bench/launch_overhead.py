@@ -17,8 +17,10 @@ The bare ssh peer uses the system `ssh` client against the same sshd.
 
 One unmeasured warm-up round first: it creates the job registry and, for ssh, uploads the code snapshot once (a
 later job with the same tree reuses it), so the table is the steady state of a user's second launch.
-Prints the median wall time of each command over N runs, the overhead (median minus the peer's median) and
-the ratio to the peer.
+Prints the median wall time of each command over N runs, the overhead (median minus the peer's median), the
+ratio to the peer, and the median CPU time (user + system) of the processes this machine waited for: on a shared
+machine wall time swings with the load, CPU time much less. For the ssh rows that CPU is this side only (the
+node's processes run under sshd, not under us).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import datetime
 import importlib.util
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -53,9 +56,11 @@ def _load(name: str):
 
 def base_env(tmp: Path) -> dict[str, str]:
     """Like the contract tests: nothing from this shell that would redirect the datapool or the store."""
+    # PYTHONDONTWRITEBYTECODE goes too: with it set, every launch would compile launcher's modules afresh
+    # (an installed launcher has its bytecode cached; the warm-up round writes it here).
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATAPOOL_ROOT", "EXPERIMENT", "CHECKPOINT_DIR", "LAUNCH_DATAPOOL", "AWS_PROFILE",
-                        "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")}
+                        "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "PYTHONDONTWRITEBYTECODE")}
     env.update(LAUNCHER_HOME=str(tmp / "home"),
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p))
     return env
@@ -65,20 +70,29 @@ class Case:
     def __init__(self, name: str, argv: list[str], cwd: Path, env: dict[str, str], peer: str | None = None):
         self.name, self.argv, self.cwd, self.env, self.peer = name, argv, cwd, env, peer
         self.times: list[float] = []
+        self.cpu: list[float] = []
 
-    def once(self) -> float:
+    def once(self) -> tuple[float, float]:
+        """(wall s, CPU s): CPU is user + system of the processes this one waited for, down the tree (for local:
+        client, agent and script; for ssh: only this machine's client side, the node's work runs under sshd)."""
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         p = subprocess.run(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
         elapsed = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if p.returncode != 0:
             sys.exit(f"{self.name} failed (exit {p.returncode}):\n$ {shlex.join(self.argv)}\n"
                      f"{p.stdout.decode(errors='replace')}{p.stderr.decode(errors='replace')}")
-        return elapsed
+        return elapsed, (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
 
     @property
     def median(self) -> float:
         return statistics.median(self.times)
+
+    @property
+    def median_cpu(self) -> float:
+        return statistics.median(self.cpu)
 
 
 def local_cases(tmp: Path) -> list[Case]:
@@ -119,17 +133,21 @@ def table(cases: list[Case], markdown: bool) -> str:
     rows = []
     for c in cases:
         if c.peer is None:
-            rows.append((c.name, f"{c.median:.3f}", "-", "1.00 (peer)"))
+            rows.append((c.name, f"{c.median:.3f}", "-", "1.00 (peer)", f"{c.median_cpu:.3f}"))
         else:
             peer = by_name[c.peer]
-            rows.append((c.name, f"{c.median:.3f}", f"+{c.median - peer.median:.3f}", f"{c.median / peer.median:.2f}"))
-    head = ("case", "median s", "overhead s", "x peer")
+            rows.append((c.name, f"{c.median:.3f}", f"+{c.median - peer.median:.3f}", f"{c.median / peer.median:.2f}",
+                         f"{c.median_cpu:.3f}"))
+    head = ("case", "median s", "overhead s", "x peer", "median CPU s (this side)")
     if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|"]
+        lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|---:|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
-    w = [max(len(r[i]) for r in (head, *rows)) for i in range(4)]
-    fmt = lambda r: "  ".join(r[0].ljust(w[0]) if i == 0 else r[i].rjust(w[i]) for i in range(4)).rstrip()  # noqa: E731
+    w = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+
+    def fmt(r: tuple[str, ...]) -> str:
+        return "  ".join(r[i].ljust(w[i]) if i == 0 else r[i].rjust(w[i]) for i in range(len(r))).rstrip()
+
     return "\n".join([fmt(head), fmt(tuple("-" * n for n in w)), *map(fmt, rows)])
 
 
@@ -155,7 +173,9 @@ def main() -> None:
                 case.once()
             for _ in range(ns.runs):
                 for case in cases:
-                    case.times.append(case.once())
+                    wall, cpu = case.once()
+                    case.times.append(wall)
+                    case.cpu.append(cpu)
         finally:
             if moto is not None:
                 moto.stop()

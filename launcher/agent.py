@@ -23,9 +23,12 @@ import threading
 import time
 from pathlib import Path
 
+from .fastmodels import without_plugins
 from .layout import create_layout, default_checkpoint_dir, job_report_dir
 from .proc import ProcRef, write_ref
-from .spec import CANCEL_MARKER, CANCEL_POLL_S, AgentSpec
+
+with without_plugins():
+    from .spec import CANCEL_MARKER, CANCEL_POLL_S, AgentSpec
 
 # Runs beside the agent in its own session: blocks on a pipe whose write end only the agent holds. EOF without the
 # agent's all-clear byte means the agent died, so the script's group goes too (PR_SET_PDEATHSIG reaches only the
@@ -144,8 +147,6 @@ class Agent:
         return env
 
     def run(self) -> int:
-        from .datapool.node import NodeDatapool
-
         started = time.time()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
@@ -155,9 +156,11 @@ class Agent:
             self.report_dir.mkdir(parents=True, exist_ok=True)
             log = open(self.report_dir / "log.txt", "ab")
         except OSError as exc:
-            # No datapool, no log: the state dir still gets the result, so status can say why.
-            return self._finish(None, 1, started, f"datapool {self.root} not writable: {exc}", "setup_failed")
-        pool = NodeDatapool(self.spec.store_url, self.root, self.experiment, float(self.spec.push_interval))
+            # No datapool, no log: stderr (agent.log when detached) and the state dir's result say why.
+            error = f"datapool {self.root} not writable: {exc}"
+            sys.stderr.write(f"[launcher] error: {error}\n")
+            return self._finish(None, 1, started, error, "setup_failed")
+        pool = node_datapool(self.spec, self.root)
         env = self.env()
         with log:
             try:
@@ -269,8 +272,10 @@ class Agent:
                 pass
             now = time.time()
             if self.stop_at is not None and self.reason is None and now >= self.stop_at:
-                log.write(f"[launcher] max runtime reached (deadline {self.spec.deadline_at:.0f}): "
-                          "stopping the script\n".encode())
+                with lock:  # the tees write the same log
+                    log.write(f"[launcher] max runtime reached (deadline {self.spec.deadline_at:.0f}): "
+                              "stopping the script\n".encode())
+                    log.flush()
                 self.stop("timeout")
             if self.kill_at is not None and now >= self.kill_at:
                 _signal_group(proc.pid, signal.SIGKILL)
@@ -334,11 +339,26 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
+class _RootIsTheStore:
+    """No store to sync with: the datapool root on this machine is the store (and the sync engine stays unloaded)."""
+
+    def pull_inputs(self) -> None: ...
+    def start_pushing(self, paths) -> None: ...
+    def final_push(self) -> None: ...
+    def push_file(self, path) -> None: ...
+
+
+def node_datapool(spec: AgentSpec, root: Path):
+    if spec.store_url is None:
+        return _RootIsTheStore()
+    from .datapool.node import NodeDatapool
+
+    return NodeDatapool(spec.store_url, root, spec.experiment, float(spec.push_interval))
+
+
 def report_setup_failure(spec: AgentSpec, step: str, stderr_file: Path | None) -> int:
     """The node bootstrap failed before the agent could run: write result.json (setup_failed, the step, the last
     stderr lines) where status looks for it, the store included."""
-    from .datapool.node import NodeDatapool
-
     agent = Agent(spec)
     tail = ""
     if stderr_file is not None:
@@ -350,7 +370,7 @@ def report_setup_failure(spec: AgentSpec, step: str, stderr_file: Path | None) -
     pool = None
     try:
         agent.report_dir.mkdir(parents=True, exist_ok=True)
-        pool = NodeDatapool(spec.store_url, agent.root, spec.experiment, float(spec.push_interval))
+        pool = node_datapool(spec, agent.root)
     except OSError:
         pass
     agent._finish(pool, 1, time.time(), error, "setup_failed")

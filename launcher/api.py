@@ -99,7 +99,7 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
     try:
         handle_data.update(backend.start(p, detach=detach))
     except BaseException as exc:
-        # Whatever started is the backend's to tear down; the record says why.
+        # start raised before the job ran (a failed upload, a refused command): the record says why.
         registry.update(p.job_id, handle=handle_data)
         registry.finish(p.job_id, "failed", None)
         _save_reason(p.job_id, f"start failed: {exc}")
@@ -141,6 +141,8 @@ def _jobstore(handle: Handle):
     from .jobstore import JobStore
 
     ref = handle.data.get("store") or {}
+    if not ref.get("store_url") and not ref.get("local_root"):
+        return None  # a record from before jobs had a store reference
     return JobStore(ref.get("store_url"), ref.get("local_root"), ref.get("experiment", "default"), handle.job_id,
                     endpoint_url=ref.get("endpoint_url"))
 
@@ -149,6 +151,8 @@ def _read_result(handle: Handle) -> dict | None:
     import json
 
     js = _jobstore(handle)
+    if js is None:
+        return None
     try:
         data = js.read("result.json")
     except Exception:  # noqa: BLE001 - an unreachable store leaves the backend's own view to answer
@@ -167,6 +171,8 @@ def _request_cancel(handle: Handle) -> None:
     from .spec import CANCEL_MARKER
 
     js = _jobstore(handle)
+    if js is None:
+        return
     try:
         js.write(CANCEL_MARKER, f"{time.time()}\n".encode())
     except Exception as exc:  # noqa: BLE001 - the backend's own kill still follows
@@ -231,6 +237,8 @@ def tail_store_log(handle: Handle, follow: bool, poll: float = 1.0):
     """The store's copy of log.txt from the start; with follow, new bytes as the agent pushes them, until the
     result is there (then the rest)."""
     js = _jobstore(handle)
+    if js is None:
+        return
     offset = 0
     try:
         while True:
@@ -269,8 +277,8 @@ def down_expired(now: float | None = None) -> list[str]:
         swept = launcher_home() / "jobs" / rec.id / "swept"
         if rec.state == "lost" and swept.exists():
             continue
-        if rec.state in ACTIVE and status(rec.id)[0] not in ACTIVE:
-            continue  # it ended by itself just now
+        if rec.state in ACTIVE and status(rec.id)[0] not in (*ACTIVE, "lost"):
+            continue  # it ended by itself just now (a lost one still has leftovers to reap)
         _, backend, handle = _handle(rec.id)
         if rec.state in ACTIVE:
             _request_cancel(handle)

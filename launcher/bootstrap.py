@@ -81,6 +81,7 @@ setsid bash -c '
   same "$4" "$5" && kill -TERM -- "-$4"
   sleep 10
   same "$4" "$5" && kill -KILL -- "-$4"
+  read -r apid astart < "$2/agent.pid" 2>/dev/null && same "$apid" "$astart" && kill -KILL "$apid"
   read -r spid sstart < "$2/script.pid" 2>/dev/null && same "$spid" "$sstart" && kill -KILL -- "-$spid"
 ' deadman "$DEADMAN_AT" "$PWD/$STATE" "$TEARDOWN" "$BOOT" "$BOOT_START" > /dev/null 2>&1 < /dev/null &
 DEADMAN=$!

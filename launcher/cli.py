@@ -108,8 +108,11 @@ def _parse_env(items) -> dict[str, str]:
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 def run(script, script_args, profile, detach, dry_run, env, secrets, host, identity, **options):
     """Run SCRIPT (the default command: `launch SCRIPT` = `launch run SCRIPT`)."""
-    from . import api
-    from .job import build_job
+    from .fastmodels import without_plugins
+
+    with without_plugins():
+        from . import api
+        from .job import build_job
     from .profile import load_profile, merge
 
     base = load_profile(profile) if profile else {}

@@ -22,6 +22,11 @@ LAYOUT_DIRS = (
 
 DEFAULT_EXPERIMENT = "default"
 
+# What the agent pulls from the store before the script and pushes after it (folders of the experiment).
+# data/tokenized/ is an output too: a tokenize job on a node must bring its shards home.
+PULLED = ("data/", "model/base/")
+PUSHED = ("model/", "data/tokenized/", "reports/")
+
 
 def datapool_root(env: dict | None = None) -> Path:
     env = os.environ if env is None else env

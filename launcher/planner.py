@@ -12,9 +12,9 @@ from urllib.parse import urlparse
 
 from .backends import get_backend
 from .backends.base import Backend
-from .datapool.node import INPUTS, OUTPUTS
 from .errors import UserError
 from .job import Job
+from .layout import PULLED, PUSHED
 from .plan import Plan, new_job_id
 from .spec import SPEC_VERSION, AgentSpec, deadline_for
 from .units import format_duration
@@ -106,8 +106,8 @@ def make_plan(job: Job, *, snapshot=None) -> Plan:
         datapool={
             "root": paths.datapool_root,
             "store": store,
-            "pull": [f"{exp}/{p}" for p in INPUTS] if store else [],
-            "push": [f"{exp}/{p}" for p in OUTPUTS] if store else [],
+            "pull": [f"{exp}/{p}" for p in PULLED] if store else [],
+            "push": [f"{exp}/{p}" for p in PUSHED] if store else [],
         },
         notes=notes,
         snapshot_file=str(snapshot.path) if snap and snapshot.path.exists() else None,

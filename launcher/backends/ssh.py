@@ -52,8 +52,9 @@ class SshBackend(Backend):
     def check(self, job: Job) -> list[str]:
         notes = []
         if job.terminate_after:
-            notes.append("--terminate-after on ssh: the client waits for the end; the job's processes end, "
-                         "the box stays yours")
+            notes.append("--terminate-after on ssh: the job's processes end with it; the box stays yours")
+        if job.keep_on_failure:
+            notes.append("--keep-on-failure on ssh: the box is never torn down; its job dir keeps the logs")
         return notes
 
     def node_paths(self, job: Job, job_id: str, snapshot_sha: str | None) -> NodePaths:
@@ -158,15 +159,20 @@ class SshBackend(Backend):
             body = f'cat {log} 2>/dev/null || cat "$S/setup.log" 2>/dev/null; true'
         else:
             # Wait for the log (the node may still be setting up), then follow it until the agent is gone.
-            body = (f'while [ ! -f {log} ] && [ ! -f "$S/result.json" ]; do sleep 0.3; done; '
-                    f'[ -f {log} ] || {{ cat "$S/setup.log"; exit 0; }}; '
+            boot_pid, boot_start = d["boot"]
+            body = (f'while [ ! -f {log} ] && [ ! -f "$S/result.json" ] && same {boot_pid} {boot_start}; '
+                    f'do sleep 0.3; done; '
+                    f'[ -f {log} ] || {{ cat "$S/setup.log" 2>/dev/null; exit 0; }}; '
                     f'read -r p s < "$S/agent.pid" 2>/dev/null; '
                     f'if same "$p" "$s"; then exec tail -c +1 -F --pid="$p" {log} 2>/dev/null; else cat {log}; fi')
-        return self._stream(handle, body)
+        try:
+            client = self._client(handle.data["ssh"])
+        except Exception:  # noqa: BLE001 - the box is unreachable: the caller tails the store's copy instead
+            return None
+        return self._stream(client, handle, body)
 
-    def _stream(self, handle: Handle, body: str) -> Iterator[bytes]:
+    def _stream(self, client, handle: Handle, body: str) -> Iterator[bytes]:
         d = handle.data
-        client = self._client(d["ssh"])
         try:
             yield from client.stream(f"cd {_base(d['base'])} && S={shlex.quote(d['state'])} && {_SAME}{body}",
                                      check=False)

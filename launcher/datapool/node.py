@@ -11,13 +11,12 @@ import sys
 import threading
 from pathlib import Path
 
+from ..layout import PULLED, PUSHED
 from .local import LocalStore
 from .stores import open_store
 from .sync import sync
 
-INPUTS = ("data/", "model/base/")
-# data/tokenized/ is an output too: a tokenize job on a node must bring its shards home.
-OUTPUTS = ("model/", "data/tokenized/", "reports/")
+INPUTS, OUTPUTS = PULLED, PUSHED
 # Work in progress that must never be pushed: dot-folders (tokenize builds `.<name>.tmp-<pid>/` and renames it
 # when done) and transformers' `tmp-checkpoint-N/` (renamed to `checkpoint-N/` once complete).
 IN_PROGRESS = (".*", "*/.*", "tmp-checkpoint-*", "*/tmp-checkpoint-*")

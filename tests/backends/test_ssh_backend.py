@@ -11,7 +11,8 @@ from launcher.registry import Registry
 
 from ..sshd import write_wrong_known_hosts
 from .conftest import ssh_target
-from .test_contract import SLOW, wait_for
+from ..motoserver import free_port
+from .test_contract import SLOW, TICKS, wait_for
 
 SHOW_SECRET = """
 import os
@@ -99,3 +100,36 @@ def test_cancel_marker_in_the_store_alone_stops_the_job(tmp_path, sshd, moto):
     result = json.loads(store.read("result.json"))
     assert result["reason"] == "cancelled" and marker.read_text() == "SIGTERM"
     assert t.cli("status", job_id).stdout.startswith("cancelled")
+
+
+def test_store_answers_when_the_box_is_unreachable(tmp_path, sshd, moto):
+    """status and logs read the store first: a finished job is known even when the box cannot be reached."""
+    t = ssh_target(tmp_path, sshd, moto)
+    (t.project / "ticks.py").write_text(TICKS)
+    job_id = t.launch("--detach", "ticks.py").stdout.strip()
+    store = JobStore(f"s3://contract/{tmp_path.name}", None, "default", job_id, endpoint_url=moto.endpoint)
+    import os
+
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    assert wait_for(lambda: store.exists("result.json"), timeout=60)
+    reg = Registry(Path(t.env["LAUNCHER_HOME"]))
+    handle = reg.get(job_id).handle
+    handle["ssh"]["host"] = f"root@127.0.0.1:{free_port()}"  # nothing listens there now
+    reg.update(job_id, handle=handle)
+    assert t.cli("status", job_id).stdout.startswith("succeeded")
+    logs = t.cli("logs", job_id)
+    assert logs.returncode == 0 and "tick 7" in logs.stdout, logs.stderr
+
+
+def test_an_unchanged_tree_is_uploaded_once(tmp_path, sshd, moto):
+    t = ssh_target(tmp_path, sshd, moto)
+    (t.project / "ticks.py").write_text(TICKS)
+    assert t.launch("ticks.py").returncode == 0
+    (tar,) = (tmp_path / "node" / "code").glob("*.tar.gz")
+    first = tar.stat()
+    assert t.launch("ticks.py").returncode == 0
+    assert list((tmp_path / "node" / "code").glob("*.tar.gz")) == [tar]
+    assert (tar.stat().st_ino, tar.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)  # not sent again
+    (t.project / "ticks.py").write_text(TICKS + "\n# changed\n")
+    assert t.launch("ticks.py").returncode == 0
+    assert len(list((tmp_path / "node" / "code").glob("*.tar.gz"))) == 2
