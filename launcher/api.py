@@ -92,8 +92,7 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
     _check_secrets(p.job)
     _probe_store(p)
     backend.preflight(p)
-    registry = Registry()
-    registry.check_writable()
+    registry = Registry()  # add() below refuses an unusable registry (exit 2, the file named) before start
     handle_data = {"store": _jobstore_ref(p), "grace_period": p.job.grace_period}
     registry.add(p.job_id, p.job.run_name, backend.name, p.deadline_at, handle_data, state="submitting")
     try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -142,7 +143,10 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, host, ident
     run = api.launch(job, detach=detach, on_start=started)
     if not detach:
         click.echo(f"[launcher] job {run.job_id} {run.state} (exit code {run.exit_code})", err=True)
-        sys.exit(run.exit_code)
+        # Nothing is left to clean up: skip the interpreter's teardown of pydantic & co (~0.05-0.1 s a launch).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(run.exit_code)
 
 
 @cli.command()

@@ -73,6 +73,8 @@ class Registry:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=30000")
+            # WAL + NORMAL: a crash can lose the last commit, never corrupt the file; saves an fsync per call.
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
         except BaseException:
             conn.close()

@@ -16,6 +16,7 @@ Time: one absolute `deadline_at` (epoch seconds) is computed once, at plan time.
 from __future__ import annotations
 
 import json
+import math
 
 from pydantic import BaseModel, ConfigDict
 
@@ -76,4 +77,5 @@ def deadline_for(created: float, max_runtime: int | None, grace_period: int) -> 
     """The job's one absolute deadline: the script may run max_runtime, then gets its grace and the push reserve."""
     if max_runtime is None:
         return None
-    return round(created + max_runtime + grace_period + PUSH_RESERVE_S, 3)
+    # Whole seconds: the same width in every rendered request (golden files), and no one needs the fraction.
+    return float(math.ceil(created + max_runtime + grace_period + PUSH_RESERVE_S))

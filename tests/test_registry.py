@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,7 @@ def _unprivileged_prefix() -> list[str]:
 
 _CHECK = """
 import sys
+import time
 from pathlib import Path
 from launcher.errors import UserError
 from launcher.registry import Registry
@@ -208,3 +210,17 @@ def test_read_only_registry_is_a_user_error(tmp_path, launcher_env, case):
         db = sqlite3.connect(home / "jobs.db")
         assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
         db.close()
+
+
+@pytest.mark.parametrize("breakage", [_garbage, _a_directory], ids=["garbage", "directory"])
+def test_launch_with_an_unusable_registry_starts_nothing(launch, launcher_env, project, breakage):
+    """The one launch path checks the registry before the backend starts anything."""
+    home = Path(launcher_env["LAUNCHER_HOME"])
+    breakage(home)
+    marker = project / "ran.txt"
+    (project / "touch.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    for args in ([], ["--detach"]):
+        r = launch(*args, "touch.py")
+        _one_error_line(r, str(home / "jobs.db"))
+    time.sleep(1)  # a detached agent, had one started, would have run by now
+    assert not marker.exists() and not (project / "datapool").exists()
