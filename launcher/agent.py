@@ -3,11 +3,12 @@
     python -m launcher.agent --spec /path/to/spec.json
     python -m launcher.agent --spec spec.json --setup-failed STEP --stderr-file FILE   (the node bootstrap's report)
 
-The spec is a launcher.spec.AgentSpec. It lays out the experiment's datapool, pulls inputs, runs the script under the env contract with its output teed
-into reports/jobs/<job_id>/log.txt, pushes checkpoints while it runs, forwards SIGTERM/SIGINT (grace period, then
-SIGKILL), stops the script at the spec's stop time (deadline_at less grace and push reserve), polls the store for
-the cancel marker, pushes outputs, and writes result.json last. Its exit code is the script's. If the agent itself
-dies (SIGKILL, OOM), a watchdog process kills the script's whole process group, grandchildren included.
+The spec is a launcher.spec.AgentSpec. The agent lays out the experiment's datapool, pulls inputs, runs the script
+under the env contract with its output teed into reports/jobs/<job_id>/log.txt, pushes checkpoints while it runs,
+forwards SIGTERM/SIGINT (grace period, then SIGKILL), stops the script at the spec's stop time (deadline_at less
+grace and push reserve), polls the store for the cancel marker, pushes outputs, and writes result.json last. Its
+exit code is the script's. If the agent itself dies (SIGKILL, OOM), a watchdog process kills the script's whole
+process group, grandchildren included.
 
 Secrets never pass through the spec file: they arrive in the agent's environment and are inherited by the script.
 """

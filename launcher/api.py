@@ -1,8 +1,8 @@
 """The Python API and the one launch path every backend goes through. `from launcher import Job, launch`.
 
-    launch(job) = validate -> plan (pure) -> secrets exist here -> probe the store -> backend preflight
-                  -> registry record (submitting) -> code snapshot to where the node reads it -> backend.start
-                  -> registry record (running) -> [foreground: stream output until the result]
+    launch(job) = validate -> code snapshot (remote) -> plan (pure) -> secrets exist here -> probe the store
+                  -> backend preflight -> registry record (submitting) -> backend.start (the snapshot goes to
+                  where the node reads it) -> registry record (running) -> [foreground: stream until the result]
 
 status reads result.json from the store first and the backend's own state second; down writes the cancel
 marker into the store (the agent polls it), then uses the backend's kill. So client and node never need a
@@ -241,7 +241,7 @@ def tail_store_log(handle: Handle, follow: bool, poll: float = 1.0):
     offset = 0
     try:
         while True:
-            done = not follow or _read_result(handle) is not None or status(handle.job_id)[0] not in ACTIVE
+            done = not follow or status(handle.job_id)[0] not in ACTIVE  # status reads the store's result first
             data = js.read("log.txt", offset)
             if data:
                 offset += len(data)
@@ -258,7 +258,14 @@ def down(job_id: str) -> str:
     rec, backend, handle = _handle(job_id)
     if rec.state in ACTIVE:
         _request_cancel(handle)
-    backend.cancel(handle)
+    try:
+        backend.cancel(handle)
+    except Exception as exc:  # noqa: BLE001 - e.g. the box is unreachable: the marker in the store still works
+        if rec.state not in ACTIVE or not backend.capabilities.remote:
+            raise
+        sys.stderr.write(f"[launcher] warning: {exc}; the cancel marker is in the store: the agent stops the job "
+                         "when it next looks (within 5 s)\n")
+        return status(rec.id)[0]
     state, code = status(rec.id)
     if state in ACTIVE:
         Registry().finish(rec.id, "cancelled", code)

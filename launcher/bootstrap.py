@@ -112,9 +112,18 @@ with open(tar, "rb") as f:
         h.update(block)
 if h.hexdigest() != sha:
     sys.exit(f"snapshot {tar}: sha256 {h.hexdigest()} is not the expected {sha}; nothing unpacked")
-tmp = tempfile.mkdtemp(dir=dest, prefix=f".{sha}.")
 with tarfile.open(tar) as t:
-    t.extractall(tmp, filter="data")
+    members = t.getmembers()
+    for m in members:  # our own guard: Pythons before 3.11.4 have no tarfile data filter
+        link = os.path.normpath(os.path.join(os.path.dirname(m.name), m.linkname)) if m.issym() else ""
+        if (m.name.startswith("/") or ".." in m.name.split("/") or not (m.isreg() or m.isdir() or m.issym())
+                or link.startswith(("/", "..")) or (m.issym() and m.linkname.startswith("/"))):
+            sys.exit(f"snapshot {tar}: unsafe member {m.name!r}; nothing unpacked")
+    tmp = tempfile.mkdtemp(dir=dest, prefix=f".{sha}.")
+    if hasattr(tarfile, "data_filter"):
+        t.extractall(tmp, members=members, filter="data")
+    else:
+        t.extractall(tmp, members=members)
 os.rename(tmp, os.path.join(dest, sha))
 LAUNCHER_UNPACK_EOF
   elif [ -n "$SNAPSHOT_URL" ]; then

@@ -41,8 +41,12 @@ class SshTarget(BaseModel):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
-        if not v.strip() or any(c.isspace() for c in v):
-            raise ValueError(f"bad ssh host {v!r}: use [user@]host[:port], e.g. ubuntu@gpu-box:22")
+        from .sshclient import parse_target  # plain parsing: paramiko is imported only to connect
+
+        try:
+            parse_target(v)
+        except UserError as e:
+            raise ValueError(_err(e)) from None
         return v
 
     @field_validator("remote_dir")
@@ -196,8 +200,6 @@ class Job(BaseModel):
 
     @model_validator(mode="after")
     def _backend_fields(self) -> "Job":
-        if self.spot and self.backend == "local":
-            raise ValueError("--spot needs a cloud backend (ec2, k8s, modal); drop --spot for --backend local")
         if self.backend == "ssh" and self.ssh is None:
             raise ValueError("--backend ssh needs a box: pass --host [user@]host[:port] (or an ssh: section "
                              "in the profile)")

@@ -28,7 +28,8 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
     """Refuse what the backend cannot do at all; name in the plan what it will not enforce."""
     caps, name, notes = backend.capabilities, backend.name, []
     if job.spot and not caps.spot:
-        raise UserError(f"--spot is not available on --backend {name}; drop --spot or use ec2, k8s or modal")
+        raise UserError(f"--spot needs a cloud backend (ec2, k8s, modal): --backend {name} has no spot capacity; "
+                        "drop --spot")
     if job.num_nodes > caps.max_nodes:
         raise UserError(f"--num-nodes {job.num_nodes}: --backend {name} runs at most {caps.max_nodes} node(s)")
     if job.gpu:

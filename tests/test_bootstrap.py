@@ -291,3 +291,31 @@ def test_dead_man_switch_powers_off_a_cloud_node(node, tmp_path):
     assert n.teardown_calls() == ["shutdown -h now"]
     assert "reached" in n.setup_log() and "teardown:" not in n.setup_log(), n.setup_log()
     assert n.proc.poll() is None  # the bootstrap itself never got to its teardown
+
+
+def test_unsafe_snapshot_member_is_refused_before_anything_is_unpacked(node, tmp_path):
+    """A tarball whose hash checks out can still hold `../x`: the bootstrap's own guard refuses it on any Python
+    (tarfile's data filter exists only from 3.11.4 on)."""
+    import dataclasses
+    import hashlib
+    import io
+    import tarfile
+
+    n = node("hello.py", HELLO)
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as t:
+        data = b"owned\n"
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    sha = hashlib.sha256(evil.read_bytes()).hexdigest()
+    n.snap = dataclasses.replace(n.snap, sha256=sha, path=evil)
+    n.spec = n.spec.model_copy(update={"workdir": f"code/{sha}"})
+    n.place_snapshot()
+    n.start()
+    rc, out = n.finish()
+    assert rc == 1, out
+    result = json.loads(n.store_result().read_text())
+    assert result["reason"] == "setup_failed" and "unsafe member '../escaped.txt'" in result["error"], result
+    assert not (n.base / "escaped.txt").exists() and not (n.base / "code" / sha).exists()
+    assert n.teardown_calls() == ["shutdown -h now"]

@@ -16,6 +16,7 @@ deadline instead of powering the box off.
 """
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Iterator
@@ -108,8 +109,6 @@ class SshBackend(Backend):
             if client.stat_size(tar) != plan.snapshot["size"]:
                 client.put(Path(plan.snapshot_file), tar)
             if plan.job.secrets:
-                import os
-
                 lines = "".join(f"{name}={shlex.quote(os.environ[name])}\n" for name in plan.job.secrets)
                 client.put_bytes(lines.encode(), f"{base}/{state}/secrets.env", mode=0o600)
             client.put_bytes(plan.request["bootstrap"].encode(), f"{base}/{state}/bootstrap.sh", mode=0o755)

@@ -22,7 +22,7 @@ def test_what_a_backend_cannot_do_is_refused(launch, project):
     (project / "hello.py").write_text(HELLO)
     cases = [
         (["--spot"], "--spot needs a cloud backend"),
-        (["--backend", "ssh", "--host", "gpu-box", "--spot", "--datapool", "s3://b/p"], "--spot is not available"),
+        (["--backend", "ssh", "--host", "gpu-box", "--spot", "--datapool", "s3://b/p"], "--backend ssh has no spot capacity"),
     ]
     for args, words in cases:
         out = launch(*args, "hello.py")
