@@ -120,7 +120,7 @@ def wait(job_id: str, backend, handle: Handle) -> int:
         return None if state in ACTIVE else (state, code)
 
     try:
-        backend.wait(handle, final)
+        backend.wait(handle, final, logs(job_id, follow=True))
     except KeyboardInterrupt:
         sys.stderr.write("\n[launcher] cancelling (Ctrl-C again to kill)\n")
         _request_cancel(handle)
@@ -266,17 +266,35 @@ def down(job_id: str) -> str:
         sys.stderr.write(f"[launcher] warning: {exc}; the cancel marker is in the store: the agent stops the job "
                          "when it next looks (within 5 s)\n")
         return status(rec.id)[0]
-    state, code = status(rec.id)
-    if state in ACTIVE:
-        Registry().finish(rec.id, "cancelled", code)
+    if rec.state in ACTIVE:
+        # The agent's result says how it ended; without one, it ended because we ended it.
+        result = _read_result(handle)
+        if result is not None:
+            Registry().finish(rec.id, state_from_result(result), result.get("exit_code"))
+        else:
+            state, code, _ = backend.status(handle)
+            Registry().finish(rec.id, state if state not in (*ACTIVE, "lost") else "cancelled", code)
     return Registry().get(rec.id).state
 
 
-def down_expired(now: float | None = None) -> list[str]:
+def down_expired(now: float | None = None, *, backend: str | None = None, region: str | None = None,
+                 dry_run: bool = False) -> list[str]:
     """The sweeper: end every job that outlived its deadline, running or lost (a lost job's leftovers may still
-    hold a GPU). Each lost job is reaped once."""
+    hold a GPU). Each lost job is reaped once. With `backend`, also ask that backend for whatever it holds past a
+    deadline that this machine's registry does not know of (another laptop's job, a lost registry)."""
     now = now or time.time()
     ended = []
+    if backend is not None:
+        b = get_backend(backend)
+        if not hasattr(b, "sweep"):
+            raise UserError(f"--backend {backend} keeps nothing outside this machine's registry; "
+                            "`launch down --expired` alone sweeps it")
+        ended += b.sweep(now, region=region, dry_run=dry_run)
+        if dry_run:
+            return ended
+    elif dry_run:
+        return [r.id for r in Registry().list(1_000_000) if r.deadline is not None and r.deadline < now
+                and (r.state in ACTIVE or r.state == "lost")]
     for rec in Registry().list(1_000_000):
         if rec.deadline is None or rec.deadline >= now or not (rec.state in ACTIVE or rec.state == "lost"):
             continue

@@ -5,7 +5,8 @@ backend's detached command). Rendered here from the AgentSpec; shown in full by 
        independent of the agent: power off the node (cloud) or kill the job's processes (a box you own)
     2. python: the named interpreter, else the image's python3 if it has launcher's dependencies, else a venv
        cached by the hash of the project's lock (images/requirements.lock)
-    3. the code snapshot: verify its sha256, unpack it once per hash
+    3. the code snapshot (already on the node, or fetched from a presigned URL): verify its sha256, unpack it once
+       per hash
     4. run the agent; wait; disarm the switch; tear down
 A failing step still writes result.json (reason setup_failed, the step, its last stderr lines) through the agent's
 `--setup-failed` report, into the store when Python is there, else on the node; then tears down.
@@ -28,7 +29,6 @@ PYTHON_WANTED=@@PYTHON@@
 SNAPSHOT_SHA=@@SHA@@
 SNAPSHOT_TAR=@@TAR@@
 SNAPSHOT_URL=@@URL@@
-ENDPOINT_URL=@@ENDPOINT@@
 DEADMAN_AT=@@DEADMAN_AT@@
 TEARDOWN=@@TEARDOWN@@
 LOCK=@@LOCK@@
@@ -101,9 +101,19 @@ fi
 # 3. the code snapshot, verified before it is unpacked
 log "snapshot $SNAPSHOT_SHA"
 if [ ! -d "$CODE" ]; then
+  # Any python3 unpacks (stdlib only); launcher's dependencies are not needed yet.
+  UNPACK_PY=${PY:-$(command -v python3)}
+  [ -n "$UNPACK_PY" ] || { echo "no python3 on this node" > "$STATE/step.err"; fail snapshot; }
+  if [ -z "$SNAPSHOT_TAR" ] && [ -n "$SNAPSHOT_URL" ]; then
+    # A presigned GET: the node needs no credentials and no AWS tools for its code.
+    SNAPSHOT_TAR="code/$SNAPSHOT_SHA.tar.gz"
+    PYTHONPATH= "$UNPACK_PY" -c 'import shutil, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=120) as r, open(sys.argv[2], "wb") as f:
+    shutil.copyfileobj(r, f, 1 << 20)' "$SNAPSHOT_URL" "$SNAPSHOT_TAR.part" 2> "$STATE/step.err" \
+      && mv "$SNAPSHOT_TAR.part" "$SNAPSHOT_TAR" || fail snapshot
+  fi
   if [ -n "$SNAPSHOT_TAR" ]; then
-    [ -n "$PY" ] || { echo "no python to unpack with" > "$STATE/step.err"; fail snapshot; }
-    PYTHONPATH= "$PY" - "$SNAPSHOT_TAR" "$SNAPSHOT_SHA" code 2> "$STATE/step.err" > /dev/null <<'LAUNCHER_UNPACK_EOF' || fail snapshot
+    PYTHONPATH= "$UNPACK_PY" - "$SNAPSHOT_TAR" "$SNAPSHOT_SHA" code 2> "$STATE/step.err" > /dev/null <<'LAUNCHER_UNPACK_EOF' || fail snapshot
 import hashlib, os, sys, tarfile, tempfile
 tar, sha, dest = sys.argv[1:4]
 h = hashlib.sha256()
@@ -126,10 +136,6 @@ with tarfile.open(tar) as t:
         t.extractall(tmp, members=members)
 os.rename(tmp, os.path.join(dest, sha))
 LAUNCHER_UNPACK_EOF
-  elif [ -n "$SNAPSHOT_URL" ]; then
-    [ -n "$PY" ] || { echo "no python with launcher to fetch the snapshot" > "$STATE/step.err"; fail snapshot; }
-    "$PY" -m launcher.snapshot fetch "$SNAPSHOT_URL" "$SNAPSHOT_SHA" code ${ENDPOINT_URL:+--endpoint-url "$ENDPOINT_URL"} \
-      > /dev/null 2> "$STATE/step.err" || fail snapshot
   else
     echo "no snapshot source" > "$STATE/step.err"; fail snapshot
   fi
@@ -169,7 +175,7 @@ def render(spec: AgentSpec, *, base: str, snapshot_sha: str, snapshot_tar: str =
     q = shlex.quote
     values = {
         "JOB_ID": spec.job_id, "JOB_ID_Q": q(spec.job_id), "BASE": base, "PYTHON": q(python), "SHA": q(snapshot_sha),
-        "TAR": q(snapshot_tar), "URL": q(snapshot_url), "ENDPOINT": q(spec.endpoint_url or ""),
+        "TAR": q(snapshot_tar), "URL": q(snapshot_url),
         "DEADMAN_AT": str(int(spec.deadman_at) if spec.deadman_at else 4102444800),  # no deadline: 2100-01-01
         "TEARDOWN": teardown, "LOCK": q(LOCK), "SPEC_JSON": spec.to_json(),
     }

@@ -94,6 +94,13 @@ def _parse_env(items) -> dict[str, str]:
               help="S3-compatible endpoint for an s3:// --datapool (default: $AWS_ENDPOINT_URL, else AWS)")
 @click.option("--host", default=None, metavar="[USER@]HOST[:PORT]", help="--backend ssh: the box to run on")
 @click.option("--identity", "-i", default=None, metavar="FILE", help="--backend ssh: private key file")
+@click.option("--region", default=None, help="--backend ec2: AWS region")
+@click.option("--zone", default=None, help="--backend ec2: pin one availability zone")
+@click.option("--instance-type", default=None, help="--backend ec2: instance type (default: picked from --gpu)")
+@click.option("--ami", default=None, metavar="AMI", help="--backend ec2: ami-... or an SSM parameter name")
+@click.option("--key-name", default=None, help="--backend ec2: EC2 key pair, for SSH to the node")
+@click.option("--key-path", default=None, metavar="FILE", help="--backend ec2: private key of --key-name")
+@click.option("--security-group", default=None, metavar="ID", help="--backend ec2: security group id")
 @click.option("--name", default=None, help="run name (default: the script's name)")
 @click.option("--max-runtime", default=None, metavar="DURATION", help="stop the script after this long, e.g. 90m, 2h")
 @click.option("--grace-period", default=None, metavar="DURATION", help="SIGTERM-to-SIGKILL grace (default 30s)")
@@ -107,7 +114,8 @@ def _parse_env(items) -> dict[str, str]:
 @click.option("--dry-run", is_flag=True, help="print the plan (exact request, datapool, price) and touch nothing")
 @click.argument("script")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def run(script, script_args, profile, detach, dry_run, env, secrets, host, identity, **options):
+def run(script, script_args, profile, detach, dry_run, env, secrets, host, identity, region, zone, instance_type, ami,
+        key_name, key_path, security_group, **options):
     """Run SCRIPT (the default command: `launch SCRIPT` = `launch run SCRIPT`)."""
     from .fastmodels import without_plugins
 
@@ -122,6 +130,12 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, host, ident
         ssh = dict(base.get("ssh") or {}) if isinstance(base.get("ssh"), dict) else {}
         ssh.update({k: v for k, v in (("host", host), ("identity", identity)) if v})
         fields["ssh"] = ssh
+    ec2_flags = {"region": region, "zone": zone, "instance_type": instance_type, "ami": ami, "key_name": key_name,
+                 "key_path": key_path, "security_group": security_group}
+    if any(ec2_flags.values()):
+        ec2 = dict(base.get("ec2") or {}) if isinstance(base.get("ec2"), dict) else {}
+        ec2.update({k: v for k, v in ec2_flags.items() if v})
+        fields["ec2"] = ec2
     fields["script"] = script
     fields["args"] = list(script_args) or base.get("args", [])
     job = build_job(f"profile {profile}" if profile else "launch", **fields)
@@ -232,7 +246,11 @@ def logs(job_id, follow):
 @cli.command()
 @click.argument("job_id", metavar="JOB", required=False)
 @click.option("--expired", is_flag=True, help="end every job that outlived its deadline (the sweeper)")
-def down(job_id, expired):
+@click.option("--backend", "-b", default=None,
+              help="with --expired: also end what this backend holds past a deadline that no registry here knows")
+@click.option("--region", default=None, help="with --expired --backend ec2: the region to sweep")
+@click.option("--dry-run", is_flag=True, help="with --expired: list what would be ended; end nothing")
+def down(job_id, expired, backend, region, dry_run):
     """Stop a job and tear down everything it holds."""
     from . import api
     from .errors import UserError
@@ -240,9 +258,12 @@ def down(job_id, expired):
     if bool(job_id) == bool(expired):
         raise UserError("give either a JOB id or --expired, e.g. `launch down rl-run-3fa9c1`")
     if expired:
-        ended = api.down_expired()
+        ended = api.down_expired(backend=backend, region=region, dry_run=dry_run)
         click.echo("\n".join(ended) if ended else "no expired jobs")
         return
+    if backend or region or dry_run:
+        raise UserError("--backend, --region and --dry-run go with --expired, e.g. `launch down --expired "
+                        "--backend ec2 --region us-east-1`")
     click.echo(f"{job_id}: {api.down(job_id)}")
 
 

@@ -57,6 +57,55 @@ class SshTarget(BaseModel):
         return v
 
 
+class Ec2Options(BaseModel):
+    """The `ec2:` section of a profile (`--region`, `--zone`, `--instance-type`, `--ami`, ... on the command line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: str | None = Field(None, description="AWS region (default: $AWS_REGION, your AWS profile's, us-east-1)")
+    zone: str | None = Field(None, description="pin one availability zone, e.g. us-east-1b (default: try each)")
+    instance_type: str | None = Field(None, description="override the instance type picked from --gpu")
+    ami: str | None = Field(None, description="ami-... or an SSM parameter name holding one (default: the public "
+                                              "Deep Learning Base GPU AMI, plain Ubuntu for CPU types)")
+    python: str = Field("", description="interpreter on the AMI that has launcher's dependencies "
+                                        "(default: the image's python3, else a venv from images/requirements.lock)")
+    subnet: str | None = Field(None, description="subnet id (default: the zone's default subnet)")
+    security_group: str | None = Field(None, description="security group id (default: one with no inbound rule, "
+                                                         "made once per region)")
+    instance_profile: str | None = Field(None, description="IAM instance profile the node runs as (its store access)")
+    key_name: str | None = Field(None, description="EC2 key pair for SSH access (default: none, no inbound port)")
+    key_path: str | None = Field(None, description="private key file of --key-name")
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", v):
+            raise ValueError(f"bad region {v!r}: e.g. us-east-1, eu-west-2")
+        return v
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d[a-z]", v):
+            raise ValueError(f"bad availability zone {v!r}: e.g. us-east-1b")
+        return v
+
+    @field_validator("ami")
+    @classmethod
+    def _ami(cls, v: str | None) -> str | None:
+        if v is not None and not (re.fullmatch(r"ami-[0-9a-f]{8,17}", v) or re.fullmatch(r"/[\w./-]+", v)):
+            raise ValueError(f"bad AMI {v!r}: an image id (ami-0123456789abcdef0) or an SSM parameter name "
+                             "(/aws/service/...)")
+        return v
+
+    @field_validator("instance_type")
+    @classmethod
+    def _itype(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9-]+", v):
+            raise ValueError(f"bad instance type {v!r}: e.g. g5.xlarge")
+        return v
+
+
 class Job(BaseModel):
     """A script plus everything needed to run it somewhere and tear it down afterwards."""
 
@@ -84,6 +133,7 @@ class Job(BaseModel):
     num_nodes: int = Field(1, description="machines; only 1 for now")
     workdir: str = Field(".", description="project root whose files travel with the job")
     ssh: SshTarget | None = Field(None, description="the box for --backend ssh: host, identity, python, remote_dir")
+    ec2: Ec2Options | None = Field(None, description="--backend ec2: region, zone, instance type, AMI, network")
 
     @field_validator("script")
     @classmethod
@@ -205,6 +255,9 @@ class Job(BaseModel):
                              "in the profile)")
         if self.ssh is not None and self.backend != "ssh":
             raise ValueError(f"--host / ssh: only apply to --backend ssh, not {self.backend}; add --backend ssh")
+        if self.ec2 is not None and self.backend != "ec2":
+            raise ValueError(f"--region / --instance-type / ec2: only apply to --backend ec2, not {self.backend}; "
+                             "add --backend ec2")
         if self.endpoint_url and not (self.datapool or "").startswith("s3://"):
             raise ValueError("--endpoint-url applies to an s3:// datapool; pass --datapool s3://bucket/prefix too")
         return self

@@ -58,3 +58,29 @@ def start_moto(log_dir: Path) -> MotoServer:
 
 MOTO_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def start_moto_with(log_dir: Path, command=None, env: dict[str, str] | None = None,
+                    log_name: str = "moto.log") -> MotoServer:
+    """Like start_moto, but the caller picks the server command (`command(port) -> argv`) and extra env.
+
+    For servers that wrap moto's WSGI app (tests/ec2/ice_server.py) or need moto settings, which moto reads from
+    the environment once, at import, so they must be in the process's env from the start.
+    """
+    port = free_port()
+    argv = command(port) if command else [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    log = Path(log_dir) / log_name
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(400):
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            return MotoServer(endpoint, log, proc)
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto server exited: {log.read_text()}")
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"moto server did not start: {log.read_text()}")

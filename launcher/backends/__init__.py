@@ -9,9 +9,10 @@ from ..errors import UserError, did_you_mean
 BACKENDS: dict[str, str] = {
     "local": "launcher.backends.local:LocalBackend",
     "ssh": "launcher.backends.ssh:SshBackend",
+    "ec2": "launcher.backends.ec2:Ec2Backend",
 }
 # Named in the design but not built yet: a clear message beats "unknown backend".
-PLANNED = ("modal", "ec2", "k8s")
+PLANNED = ("modal", "k8s")
 
 
 def check_backend(name: str) -> None:

@@ -103,13 +103,12 @@ class Backend(ABC):
     def interrupt(self, handle: Handle) -> None:
         """Ctrl-C in the foreground: ask the agent to stop soon (the cancel marker is already written)."""
 
-    def wait(self, handle: Handle, final_state) -> None:
-        """Foreground: block until `final_state()` says the job ended, printing its output as it comes."""
+    def wait(self, handle: Handle, final_state, output: Iterator[bytes]) -> None:
+        """Foreground: block until `final_state()` says the job ended, printing `output` (the job's log, followed:
+        the backend's stream or the store's copy) as it comes."""
         out = sys.stdout.buffer
-        stream = self.logs(handle, follow=True)
-        if stream is not None:
-            for chunk in stream:
-                out.write(chunk)
-                out.flush()
+        for chunk in output:
+            out.write(chunk)
+            out.flush()
         while final_state() is None:
             time.sleep(0.5)

@@ -66,7 +66,7 @@ class LocalBackend(Backend):
         self._pid = pid
         return {"pid": pid, "state_dir": str(state_dir)}
 
-    def wait(self, handle: Handle, final_state) -> None:
+    def wait(self, handle: Handle, final_state, output) -> None:
         # The agent shares our terminal: its output is already on screen; just wait for it.
         pid = getattr(self, "_pid", None)
         if pid is not None:

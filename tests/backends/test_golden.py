@@ -5,6 +5,7 @@ Volatile values (job id, times, this machine's paths, the snapshot's hash) are r
 """
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ JOBS = {
     "ssh": dict(backend="ssh", max_runtime="6h", env={"WANDB_MODE": "offline"}, secrets=["HF_TOKEN"],
                 experiment="golden", gpu="H100:8", datapool="s3://team-bucket/pool",
                 ssh={"host": "ubuntu@gpu-box:2222", "identity": "~/.ssh/gpu-box.pem"}),
+    "ec2": dict(backend="ec2", max_runtime="6h", env={"WANDB_MODE": "offline"}, experiment="golden", gpu="A10G",
+                spot=True, disk="200Gi", datapool="s3://team-bucket/pool", ec2={"region": "us-east-1"}),
 }
 
 
@@ -37,6 +40,7 @@ def render(backend: str, project: Path) -> str:
         subs[f"size: {plan.snapshot['size']}"] = "size: SNAPSHOT-BYTES"
         subs[f"files: {plan.snapshot['files']}"] = "files: SNAPSHOT-FILES"
         subs[f"bytes: {plan.snapshot['size']}\n"] = "bytes: SNAPSHOT-BYTES\n"
+    subs[f"Value: {getpass.getuser()}\n"] = "Value: OWNER\n"  # the launcher:owner tag
     spec = plan.spec
     subs[repr(spec.deadline_at)] = "DEADLINE-AT"
     subs[str(int(spec.deadman_at))] = "DEADMAN-AT"

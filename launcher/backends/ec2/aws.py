@@ -1,0 +1,232 @@
+"""The EC2 backend's calls to AWS (boto3, imported here only). Each function does one thing the backend needs.
+
+RunInstances goes out with botocore's retries off (`total_max_attempts=1`): botocore would otherwise repeat a
+500 (InsufficientInstanceCapacity is one) five times in the same zone; we handle it ourselves by moving on.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from ...errors import UserError
+
+# Capacity: try the next zone. Quota: nothing another zone fixes; say which quota and how to raise it.
+CAPACITY_ERRORS = ("InsufficientInstanceCapacity", "Unsupported", "InsufficientCapacity")
+QUOTA_ERRORS = ("VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "InstanceLimitExceeded")
+# The vCPU quota codes (Service Quotas, service code ec2) by instance family letter.
+QUOTA_CODES = {
+    "g": ("L-DB2E81BA", "Running On-Demand G and VT instances"),
+    "p": ("L-417A185B", "Running On-Demand P instances"),
+    "std": ("L-1216C47A", "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances"),
+}
+SPOT_QUOTA_CODES = {
+    "g": ("L-3819A6DF", "All G and VT Spot Instance Requests"),
+    "p": ("L-7212CCBC", "All P Spot Instance Requests"),
+    "std": ("L-34B43A08", "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests"),
+}
+LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
+SG_NAME = "launcher-no-ingress"
+
+
+def region_of(job) -> str:
+    if job.ec2 and job.ec2.region:
+        return job.ec2.region
+    env = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if env:
+        return env
+    import botocore.session
+
+    return botocore.session.Session().get_config_variable("region") or "us-east-1"
+
+
+def client(service: str, region: str, *, retries: bool = True):
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    cfg = botocore.config.Config(retries={"total_max_attempts": 1} if not retries else {"mode": "standard"},
+                                 connect_timeout=10, read_timeout=60)
+    try:
+        return boto3.session.Session().client(service, region_name=region, config=cfg)
+    except botocore.exceptions.NoRegionError:
+        raise UserError("no AWS region: pass --region or set AWS_REGION") from None
+
+
+def error_code(exc) -> str:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+def check_credentials(region: str) -> None:
+    import botocore.exceptions
+
+    try:
+        client("sts", region).get_caller_identity()
+    except botocore.exceptions.NoCredentialsError:
+        raise UserError("no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                        "(the ec2 backend starts instances in your account)") from None
+    except botocore.exceptions.ClientError as exc:
+        raise UserError(f"AWS refused your credentials ({error_code(exc)}): check AWS_PROFILE / the keys") from None
+
+
+def resolve_ami(ssm, source: str) -> str:
+    """An SSM parameter name -> the image id it holds; an image id stays as it is."""
+    if not source.startswith("/"):
+        return source
+    import botocore.exceptions
+
+    try:
+        return ssm.get_parameter(Name=source)["Parameter"]["Value"]
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) == "ParameterNotFound":
+            raise UserError(f"AMI parameter {source} does not exist in this region: pass --ami ami-... or an "
+                            "SSM parameter name that exists") from None
+        raise
+
+
+def no_ingress_group(ec2, vpc_id: str | None = None) -> str:
+    """The security group with no inbound rule at all, made once per region (VPC) and tagged as ours."""
+    filters = [{"Name": "group-name", "Values": [SG_NAME]}]
+    if vpc_id:
+        filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+    found = ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
+    if found:
+        return found[0]["GroupId"]
+    kwargs = {"GroupName": SG_NAME, "Description": "launcher jobs: no inbound traffic; logs and results go through S3",
+              "TagSpecifications": [{"ResourceType": "security-group",
+                                     "Tags": [{"Key": "launcher:owner", "Value": "launcher"}]}]}
+    if vpc_id:
+        kwargs["VpcId"] = vpc_id
+    group = ec2.create_security_group(**kwargs)["GroupId"]
+    # A new group allows all egress and no ingress: exactly what the node needs (S3, package mirrors).
+    return group
+
+
+def presign_snapshot(store_url: str, key: str, expires_s: int, endpoint_url: str | None, region: str) -> str:
+    from urllib.parse import urlparse
+
+    import boto3
+
+    url = urlparse(store_url)
+    prefix = url.path.strip("/")
+    s3 = boto3.session.Session().client("s3", region_name=region, endpoint_url=endpoint_url)
+    return s3.generate_presigned_url("get_object", Params={"Bucket": url.netloc,
+                                                           "Key": f"{prefix}/{key}" if prefix else key},
+                                     ExpiresIn=max(60, min(expires_s, 7 * 24 * 3600)))
+
+
+def zones(ec2, pinned: str | None) -> list[str]:
+    if pinned:
+        return [pinned]
+    out = ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["available"]}])
+    return sorted(z["ZoneName"] for z in out["AvailabilityZones"] if z.get("ZoneType", "availability-zone")
+                  == "availability-zone")
+
+
+def quota_message(code: str, itype: str, spot: bool, region: str) -> str:
+    family = itype[:1] if itype[:1] in ("g", "p") else "std"
+    qcode, qname = (SPOT_QUOTA_CODES if spot else QUOTA_CODES)[family]
+    return (f"{code}: your account's vCPU quota '{qname}' ({qcode}) in {region} is too low for {itype}; raise it: "
+            f"aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {qcode} "
+            f"--desired-value N --region {region}")
+
+
+def run_instance(ec2, request: dict, zone_list: list[str], *, spot: bool, region: str) -> tuple[str, str]:
+    """RunInstances, zone after zone while capacity is short. Returns (instance id, zone). After any error the
+    instances this request may have started (found by its ClientToken) are terminated before raising."""
+    import botocore.exceptions
+
+    tried = []
+    for zone in zone_list:
+        req = dict(request)
+        if "SubnetId" not in req:
+            req["Placement"] = {**req.get("Placement", {}), "AvailabilityZone": zone}
+        try:
+            out = ec2.run_instances(**req)
+            inst = out["Instances"][0]
+            return inst["InstanceId"], inst.get("Placement", {}).get("AvailabilityZone", zone)
+        except botocore.exceptions.ClientError as exc:
+            code = error_code(exc)
+            terminate_by_token(ec2, request["ClientToken"])
+            if code in CAPACITY_ERRORS:
+                tried.append(f"{zone} ({code})")
+                continue
+            if code in QUOTA_ERRORS:
+                raise UserError(quota_message(code, request["InstanceType"], spot, region)) from None
+            if code.startswith(("InvalidAMIID", "InvalidKeyPair", "InvalidParameterValue", "InvalidSubnet",
+                                "InvalidGroup", "UnauthorizedOperation", "InvalidInstanceType")):
+                msg = exc.response.get("Error", {}).get("Message", "")
+                raise UserError(f"EC2 refused the request: {code}: {msg}") from None
+            raise
+        except BaseException:
+            terminate_by_token(ec2, request["ClientToken"])
+            raise
+    raise UserError(f"no capacity for {request['InstanceType']} in {region}: tried {', '.join(tried)}; try later, "
+                    "another region (--region), another GPU type, or --spot / on-demand the other way")
+
+
+def terminate_by_token(ec2, token: str) -> list[str]:
+    """Whatever a failed or interrupted RunInstances may have started: find it by token and job tag, end it."""
+    ids = set()
+    for filters in ([{"Name": "client-token", "Values": [token]}], [{"Name": "tag:launcher:job", "Values": [token]}]):
+        try:
+            for r in ec2.describe_instances(Filters=filters)["Reservations"]:
+                ids.update(i["InstanceId"] for i in r["Instances"] if i["State"]["Name"] in LIVE_STATES)
+        except Exception:  # noqa: BLE001 - best effort here; the sweeper is the layer that never gives up
+            pass
+    if ids:
+        terminate(ec2, sorted(ids))
+    return sorted(ids)
+
+
+def terminate(ec2, ids: list[str]) -> None:
+    import botocore.exceptions
+
+    try:
+        ec2.terminate_instances(InstanceIds=ids)
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) != "InvalidInstanceID.NotFound":  # already gone counts as done
+            raise
+
+
+def describe(ec2, instance_id: str) -> dict | None:
+    import botocore.exceptions
+
+    try:
+        res = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) == "InvalidInstanceID.NotFound":
+            return None
+        raise
+    return res[0]["Instances"][0] if res and res[0]["Instances"] else None
+
+
+def expired(ec2, now: float) -> list[dict]:
+    """Every instance launcher tagged whose deadline has passed, in any state but terminated."""
+    out = []
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "tag-key", "Values": ["launcher:deadline"]},
+                 {"Name": "instance-state-name", "Values": list(LIVE_STATES)}])
+    for page in pages:
+        for r in page["Reservations"]:
+            for inst in r["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+                try:
+                    deadline = float(tags["launcher:deadline"])
+                except (KeyError, ValueError):
+                    continue
+                if deadline < now:
+                    out.append({"id": inst["InstanceId"], "job": tags.get("launcher:job"),
+                                "state": inst["State"]["Name"], "deadline": deadline})
+    return out
+
+
+def wait_terminated(ec2, instance_id: str, timeout: float = 600) -> str:
+    end = time.time() + timeout
+    state = "unknown"
+    while time.time() < end:
+        inst = describe(ec2, instance_id)
+        state = inst["State"]["Name"] if inst else "terminated"
+        if state == "terminated":
+            return state
+        time.sleep(2)
+    return state

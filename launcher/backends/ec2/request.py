@@ -1,0 +1,84 @@
+"""RunInstances for a job, rendered from the plan: pure (no network), so `--dry-run` shows exactly what is sent.
+
+Values only known at submit are named placeholders here and filled in by aws.py: the image id behind an SSM
+parameter (`resolve:ssm:NAME`), the security group made once per region (`<launcher-no-ingress>`), and the
+presigned URL the node fetches the code snapshot from (`<presigned GET ...>`).
+"""
+from __future__ import annotations
+
+import getpass
+import math
+
+from ... import bootstrap
+from ...errors import UserError
+from ...plan import Plan
+from . import catalog
+
+NODE_BASE = "/opt/launcher-node"
+USER_DATA_LIMIT = 16 * 1024  # EC2 refuses more (before base64)
+SG_PLACEHOLDER = "<launcher-no-ingress>"
+
+
+def snapshot_placeholder(sha: str) -> str:
+    return f"<presigned GET code/{sha}.tar.gz, valid until the deadline>"
+
+
+def tags(plan: Plan) -> list[dict]:
+    """What the sweeper finds every leak by: the job, its deadline (epoch seconds) and who started it."""
+    return [
+        {"Key": "Name", "Value": f"launcher-{plan.job_id}"},
+        {"Key": "launcher:job", "Value": plan.job_id},
+        {"Key": "launcher:deadline", "Value": str(int(plan.deadline_at))},
+        {"Key": "launcher:owner", "Value": getpass.getuser()},
+    ]
+
+
+def user_data(plan: Plan, snapshot_url: str) -> str:
+    ec2 = plan.job.ec2
+    return bootstrap.render(plan.spec, base=NODE_BASE, snapshot_sha=plan.snapshot["sha256"],
+                            snapshot_url=snapshot_url, python=ec2.python if ec2 else "", teardown="poweroff")
+
+
+def run_instances(plan: Plan, itype: str, *, image_id: str | None = None, security_group: str | None = None,
+                  snapshot_url: str | None = None) -> dict:
+    """The RunInstances parameters. With the submit-time values left out, the placeholders stand in."""
+    job, ec2 = plan.job, plan.job.ec2
+    ami = image_id or catalog.ami_source(job, itype)
+    if ami.startswith("/"):
+        ami = f"resolve:ssm:{ami}"
+    script = user_data(plan, snapshot_url or snapshot_placeholder(plan.snapshot["sha256"]))
+    if len(script.encode()) > USER_DATA_LIMIT:
+        raise UserError(f"the node bootstrap is {len(script.encode())} bytes, over EC2's 16 KB user-data limit: "
+                        "shorten --env values or the script's arguments")
+    disk_gb = math.ceil(job.disk_bytes / 1024**3) if job.disk else catalog.DEFAULT_DISK_GB
+    req: dict = {
+        "ImageId": ami,
+        "InstanceType": itype,
+        "MinCount": 1,
+        "MaxCount": 1,
+        # Idempotent retries: EC2 starts one instance per token, however often the call is repeated.
+        "ClientToken": plan.job_id,
+        # Teardown layer 1: the node's own `shutdown` (agent done, dead-man switch) ends the billing for good.
+        "InstanceInitiatedShutdownBehavior": "terminate",
+        "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 2, "HttpEndpoint": "enabled",
+                            "InstanceMetadataTags": "enabled"},
+        "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {
+            "VolumeSize": disk_gb, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True}}],
+        "TagSpecifications": [{"ResourceType": kind, "Tags": tags(plan)}
+                              for kind in ("instance", "volume", *(["spot-instances-request"] if job.spot else []))],
+        "SecurityGroupIds": [(ec2.security_group if ec2 and ec2.security_group else None)
+                             or security_group or SG_PLACEHOLDER],
+        "UserData": script,
+    }
+    if job.spot:
+        req["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
+            "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
+    if ec2 and ec2.zone:
+        req["Placement"] = {"AvailabilityZone": ec2.zone}
+    if ec2 and ec2.subnet:
+        req["SubnetId"] = ec2.subnet
+    if ec2 and ec2.instance_profile:
+        req["IamInstanceProfile"] = {"Name": ec2.instance_profile}
+    if ec2 and ec2.key_name:
+        req["KeyName"] = ec2.key_name
+    return req

@@ -1,0 +1,37 @@
+"""Each test module under tests/ec2 that asks for it gets its own EC2 endpoint: moto in a process on 127.0.0.1, with
+AMI / instance type / key pair validation on and capacity errors on demand (see ec2moto.py, ice_server.py).
+
+moto state (instances, parameters) is shared by the tests of a module, as on a real account: tag or name what a
+test creates, or call ec2_moto.reset(). Capacity rules and the RunInstances call log are per test.
+"""
+from __future__ import annotations
+
+import pytest
+
+from .ec2moto import EC2Moto, start_ec2_moto, without_aws
+
+
+@pytest.fixture(scope="module")
+def ec2_moto(tmp_path_factory) -> EC2Moto:
+    server = start_ec2_moto(tmp_path_factory.mktemp("ec2moto"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _capacity_per_test(request):
+    # Only for tests that use the server: asking for it here would start one for pure tests too.
+    if "ec2_moto" not in request.fixturenames:
+        yield
+        return
+    server = request.getfixturevalue("ec2_moto")
+    server.clear_rules()
+    server.clear_calls()
+    yield
+    server.clear_rules()
+
+
+@pytest.fixture
+def ec2_env(launcher_env, ec2_moto, tmp_path) -> dict[str, str]:
+    """A full environment for `launch` subprocesses (tests/conftest.py's launcher_env) whose only AWS is ec2_moto."""
+    return {**without_aws(launcher_env), **ec2_moto.aws_env(tmp_path)}

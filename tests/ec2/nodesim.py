@@ -1,0 +1,114 @@
+"""The node simulator: plays the EC2 hosts behind a moto server, so a rendered RunInstances is proven to run the job.
+
+Every instance launcher starts gets its own user-data executed here, as cloud-init would at boot (bash, as root,
+in its own session), with one change: the node's base dir moves from /opt/launcher-node into a temp dir. `shutdown`,
+`poweroff` and `halt` are stubs that terminate the instance through the EC2 API, which is what
+InstanceInitiatedShutdownBehavior=terminate makes of a shutdown. An instance terminated from outside (launch down,
+the sweeper) has its processes killed, as a real host would lose them.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from launcher.backends.ec2.request import NODE_BASE
+from launcher.proc import ProcRef
+
+STUB = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$SIM_DIR/teardown.log"
+exec {python} -c 'import os, boto3
+boto3.client("ec2", region_name=os.environ["SIM_REGION"], endpoint_url=os.environ["SIM_ENDPOINT"]).terminate_instances(
+    InstanceIds=[os.environ["SIM_INSTANCE"]])'
+"""
+
+
+class NodeSimulator:
+    def __init__(self, endpoint: str, region: str, workdir: Path, env: dict[str, str]):
+        import boto3
+
+        self.endpoint, self.region, self.workdir = endpoint, region, Path(workdir)
+        self.env = {**env, "AWS_ENDPOINT_URL": endpoint}  # the instance role's stand-in: the test's credentials
+        self.ec2 = boto3.client("ec2", region_name=region, endpoint_url=endpoint,
+                                aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+        self.procs: dict[str, subprocess.Popen | None] = {}
+        self.stubs = self.workdir / "stubs"
+        self.stubs.mkdir(parents=True, exist_ok=True)
+        for name in ("shutdown", "poweroff", "halt"):
+            (self.stubs / name).write_text(STUB.format(python=shlex.quote(sys.executable)))
+            (self.stubs / name).chmod(0o755)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="node-simulator", daemon=True)
+
+    def __enter__(self) -> "NodeSimulator":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for iid, proc in list(self.procs.items()):
+            if proc is not None:
+                self._power_off(iid)
+
+    def node_dir(self, instance_id: str) -> Path:
+        return self.workdir / instance_id
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.3):
+            try:
+                reservations = self.ec2.describe_instances(
+                    Filters=[{"Name": "tag-key", "Values": ["launcher:job"]}])["Reservations"]
+            except Exception:  # noqa: BLE001 - the server is going away at the end of the module
+                continue
+            for r in reservations:
+                for inst in r["Instances"]:
+                    iid, state = inst["InstanceId"], inst["State"]["Name"]
+                    if state in ("pending", "running") and iid not in self.procs:
+                        self.procs[iid] = self._boot(iid)
+                    elif state in ("shutting-down", "terminated") and self.procs.get(iid) is not None:
+                        self._power_off(iid)
+
+    def _power_off(self, instance_id: str) -> None:
+        """Everything the host ran goes: the bootstrap's group (agent included; its watchdog takes the script) and
+        the dead-man switch, which runs in its own session."""
+        _killpg(self.procs[instance_id])
+        for pidfile in self.node_dir(instance_id).glob("base/jobs/*/*.pid"):
+            ref = ProcRef.load(pidfile)
+            if ref is not None:
+                ref.signal_group(signal.SIGKILL)
+
+    def _boot(self, instance_id: str) -> subprocess.Popen | None:
+        raw = self.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        if "Value" not in raw["UserData"]:
+            return None  # not one of launcher's (a test's stand-in for a leak): a host that boots nothing
+        script = base64.b64decode(raw["UserData"]["Value"]).decode()
+        node = self.node_dir(instance_id)
+        node.mkdir(parents=True, exist_ok=True)
+        line = f"BASE={NODE_BASE}\n"
+        assert script.count(line) == 1, "user-data no longer sets BASE as the simulator expects"
+        script = script.replace(line, f"BASE={shlex.quote(str(node / 'base'))}\n")
+        (node / "user-data.sh").write_text(script)
+        env = {**self.env, "PATH": f"{self.stubs}:{self.env.get('PATH', '/usr/bin:/bin')}", "SIM_DIR": str(node),
+               "SIM_INSTANCE": instance_id, "SIM_REGION": self.region, "SIM_ENDPOINT": self.endpoint}
+        log = open(node / "console.log", "wb")
+        try:
+            return subprocess.Popen(["bash", str(node / "user-data.sh")], env=env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
+
+
+def _killpg(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait(10)
