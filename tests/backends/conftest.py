@@ -1,7 +1,8 @@
 """One `Target` per backend, so the same contract scenarios run against each (tests/backends/test_contract.py).
 
 local: the agent as a subprocess here. ssh: a real OpenSSH sshd on 127.0.0.1 (this machine is the node), the
-datapool store on a moto S3 server, the store credentials passed as --secret like a user would.
+datapool store on a moto S3 server, the store credentials passed as --secret like a user would. ec2: boto3
+against a moto server (EC2, SSM, S3), each instance's user-data run here by the node simulator.
 """
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ..ec2.ec2moto import GPU_AMI_PARAM, seed_ami_parameter, start_ec2_moto, without_aws
+from ..ec2.nodesim import NodeSimulator
 from ..motoserver import MOTO_ENV, start_moto
 from ..sshd import start_sshd
 
 REPO = Path(__file__).resolve().parents[2]
-BACKENDS = ["local", "ssh"]
+BACKENDS = ["local", "ssh", "ec2"]
 BUCKET = "contract"
 
 
@@ -83,10 +86,38 @@ def ssh_target(tmp_path: Path, sshd, moto, **ssh_overrides) -> Target:
     return Target("ssh", project, env, flags, moto)
 
 
+@pytest.fixture(scope="module")
+def ec2_cloud(tmp_path_factory):
+    """An EC2 account on moto (bucket, AMI parameter) and its hosts: the node simulator runs each instance's
+    user-data on this machine."""
+    server = start_ec2_moto(tmp_path_factory.mktemp("ec2moto"))
+    server.client("s3").create_bucket(Bucket=BUCKET)
+    seed_ami_parameter(server.client("ec2"), server.client("ssm"))
+    hosts = tmp_path_factory.mktemp("hosts")
+    env = {**without_aws(os.environ), **server.aws_env(hosts)}
+    with NodeSimulator(server.endpoint, server.region, hosts, env):
+        yield server
+    server.stop()
+
+
+def ec2_target(tmp_path: Path, server) -> Target:
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    profile = tmp_path / "ec2.yaml"
+    profile.write_text(yaml.safe_dump({"backend": "ec2", "ec2": {"region": server.region, "ami": GPU_AMI_PARAM,
+                                                                 "python": sys.executable}}))
+    env = {**without_aws(base_env(tmp_path)), **server.aws_env(tmp_path)}
+    flags = ["--profile", str(profile), "--gpu", "A10G", "--datapool", f"s3://{BUCKET}/{tmp_path.name}",
+             "--endpoint-url", server.endpoint, "--push-interval", "1s"]
+    return Target("ec2", project, env, flags, server)
+
+
 @pytest.fixture(params=BACKENDS)
 def target(request, tmp_path) -> Target:
     if request.param == "local":
         project = tmp_path / "project"
         project.mkdir()
         return Target("local", project, base_env(tmp_path))
+    if request.param == "ec2":
+        return ec2_target(tmp_path, request.getfixturevalue("ec2_cloud"))
     return ssh_target(tmp_path, request.getfixturevalue("sshd"), request.getfixturevalue("moto"))

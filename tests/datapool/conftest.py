@@ -38,13 +38,25 @@ class Moto:
         urllib.request.urlopen(req, timeout=10).read()
         self.mark()
 
+    def _settled_size(self) -> int:
+        """The log's size once the server has written the lines of the requests already answered: it logs each
+        line after its response, so on a busy machine a line can trail the response by more than a moment."""
+        size, stable = self.log_path.stat().st_size, 0
+        for _ in range(60):
+            time.sleep(0.05)
+            now = self.log_path.stat().st_size
+            stable = stable + 1 if now == size else 0
+            size = now
+            if stable >= 3:
+                break
+        return size
+
     def mark(self) -> None:
         """Requests before this call are not counted by requests()."""
-        time.sleep(0.05)  # let the server flush the log line of the last request
-        self._mark = self.log_path.stat().st_size
+        self._mark = self._settled_size()
 
     def requests(self) -> list[tuple[str, str, int]]:
-        time.sleep(0.05)
+        self._settled_size()
         with open(self.log_path, "rb") as f:
             f.seek(self._mark)
             text = f.read().decode("utf-8", "replace")
