@@ -31,6 +31,7 @@ class Run:
     plan: Plan
     handle: Handle
     exit_code: int | None = None
+    teardown: str | None = None  # --terminate-after: what the backend confirmed (instance gone, runtime, cost)
 
     @property
     def state(self) -> str:
@@ -79,6 +80,8 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
     """
     from .planner import make_plan
 
+    if detach and job.terminate_after:
+        raise UserError("--terminate-after waits for the end to tear down: drop --detach (or --terminate-after)")
     backend = get_backend(job.backend)
     snapshot = None
     if backend.capabilities.remote:
@@ -109,6 +112,8 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
         on_start(run)
     if not detach:
         run.exit_code = wait(p.job_id, backend, run.handle)
+        if p.job.terminate_after and hasattr(backend, "confirm_teardown"):
+            run.teardown = backend.confirm_teardown(run.handle)
     return run
 
 

@@ -31,6 +31,7 @@ SNAPSHOT_TAR=@@TAR@@
 SNAPSHOT_URL=@@URL@@
 DEADMAN_AT=@@DEADMAN_AT@@
 TEARDOWN=@@TEARDOWN@@
+KEEP_ON_FAILURE=@@KEEP@@
 LOCK=@@LOCK@@
 
 mkdir -p "$BASE" && cd "$BASE" || exit 1
@@ -48,6 +49,12 @@ cat > "$STATE/spec.json" <<'LAUNCHER_SPEC_EOF'
 log() { echo "[bootstrap $(date -u +%H:%M:%S)] $*" >> "$STATE/setup.log"; }
 
 teardown() {
+  local rc=${1:-0}
+  if [ "$rc" != 0 ] && [ "$KEEP_ON_FAILURE" = 1 ]; then
+    # --keep-on-failure: the node stays for debugging; the dead-man switch still ends it at the deadline.
+    log "job failed ($rc): kept for debugging until the dead-man switch at $DEADMAN_AT; end it sooner: launch down $JOB_ID"
+    return
+  fi
   log "teardown: $TEARDOWN"
   [ -n "${DEADMAN:-}" ] && kill -- "-$DEADMAN" 2>/dev/null
   if [ "$TEARDOWN" = poweroff ]; then
@@ -67,7 +74,7 @@ fail() {
     printf '{"job_id": "%s", "exit_code": 1, "reason": "setup_failed", "error": "setup failed at step %s: %s"}\n' \
       "$JOB_ID" "'$step'" "$(cat "$STATE/step.tail")" > "$STATE/result.json"
   fi
-  teardown
+  teardown 1
   exit 1
 }
 
@@ -162,13 +169,13 @@ echo "$AGENT $(sed -E 's/^.*\) //' /proc/$AGENT/stat | cut -d' ' -f20)" > "$STAT
 wait "$AGENT"
 RC=$?
 log "agent exited $RC"
-teardown
+teardown "$RC"
 exit "$RC"
 """
 
 
 def render(spec: AgentSpec, *, base: str, snapshot_sha: str, snapshot_tar: str = "", snapshot_url: str = "",
-           python: str = "", teardown: str = "poweroff") -> str:
+           python: str = "", teardown: str = "poweroff", keep_on_failure: bool = False) -> str:
     """`base` is a shell word (it may use $HOME); everything else is quoted. teardown: poweroff | none."""
     if teardown not in ("poweroff", "none"):
         raise ValueError(f"teardown must be poweroff or none, not {teardown!r}")
@@ -177,7 +184,7 @@ def render(spec: AgentSpec, *, base: str, snapshot_sha: str, snapshot_tar: str =
         "JOB_ID": spec.job_id, "JOB_ID_Q": q(spec.job_id), "BASE": base, "PYTHON": q(python), "SHA": q(snapshot_sha),
         "TAR": q(snapshot_tar), "URL": q(snapshot_url),
         "DEADMAN_AT": str(int(spec.deadman_at) if spec.deadman_at else 4102444800),  # no deadline: 2100-01-01
-        "TEARDOWN": teardown, "LOCK": q(LOCK), "SPEC_JSON": spec.to_json(),
+        "TEARDOWN": teardown, "KEEP": "1" if keep_on_failure else "0", "LOCK": q(LOCK), "SPEC_JSON": spec.to_json(),
     }
     # @@NAME@@ placeholders: the script is full of shell and Python braces that str.format would trip on.
     return re.sub(r"@@([A-Z_]+)@@", lambda m: values[m[1]], TEMPLATE)

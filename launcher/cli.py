@@ -157,6 +157,8 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, host, ident
     run = api.launch(job, detach=detach, on_start=started)
     if not detach:
         click.echo(f"[launcher] job {run.job_id} {run.state} (exit code {run.exit_code})", err=True)
+        if run.teardown:
+            click.echo(f"[launcher] {run.teardown}", err=True)
         # Nothing is left to clean up: skip the interpreter's teardown of pydantic & co (~0.05-0.1 s a launch).
         sys.stdout.flush()
         sys.stderr.flush()

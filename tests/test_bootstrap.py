@@ -111,10 +111,11 @@ class Node:
         shutil.copyfile(self.snap.path, dest)
         return dest
 
-    def start(self, *, python: str = sys.executable, teardown: str = "poweroff") -> subprocess.Popen:
+    def start(self, *, python: str = sys.executable, teardown: str = "poweroff",
+              keep_on_failure: bool = False) -> subprocess.Popen:
         script = bootstrap.render(self.spec, base=shlex.quote(str(self.base)), snapshot_sha=self.snap.sha256,
                                   snapshot_tar=f"code/{self.snap.sha256}.tar.gz", python=python,
-                                  teardown=teardown)
+                                  teardown=teardown, keep_on_failure=keep_on_failure)
         path = self.tmp / "bootstrap.sh"
         path.write_text(script)
         env = {k: v for k, v in os.environ.items()
@@ -319,3 +320,19 @@ def test_unsafe_snapshot_member_is_refused_before_anything_is_unpacked(node, tmp
     assert result["reason"] == "setup_failed" and "unsafe member '../escaped.txt'" in result["error"], result
     assert not (n.base / "escaped.txt").exists() and not (n.base / "code" / sha).exists()
     assert n.teardown_calls() == ["shutdown -h now"]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_failed_job_tears_down_unless_kept_for_debugging(node, keep):
+    n = node("fail.py", "import sys\nprint('failing', flush=True)\nsys.exit(3)\n")
+    n.place_snapshot()
+    n.start(keep_on_failure=keep)
+    rc, out = n.finish()
+    assert rc == 3, out + n.setup_log()
+    assert json.loads(n.store_result().read_text())["exit_code"] == 3
+    if keep:
+        assert n.teardown_calls() == [] and "kept for debugging" in n.setup_log()
+        deadman = ProcRef.load(n.state / "deadman.pid")
+        assert deadman is not None and deadman.alive()  # the deadline still ends it
+    else:
+        assert n.teardown_calls() == ["shutdown -h now"]

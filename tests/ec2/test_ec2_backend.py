@@ -192,3 +192,13 @@ def test_sweeper_finds_tagged_instances_no_registry_knows(ec2_launch, ec2_moto):
     assert state[leaked["InstanceId"]] in ("shutting-down", "terminated")
     assert state[fresh["InstanceId"]] not in ("shutting-down", "terminated")
     ec2.terminate_instances(InstanceIds=[fresh["InstanceId"]])
+
+
+def test_terminate_after_confirms_the_instance_is_gone_and_prints_the_cost(ec2_launch, project):
+    (project / "work.py").write_text(WORK)
+    out = ec2_launch("--terminate-after", "work.py")
+    assert out.returncode == 0, out.stderr
+    line = [ln for ln in out.stderr.splitlines() if ln.startswith("[launcher] instance ")]
+    assert line and " terminated; ran " in line[0] and "at $1.006/h on-demand" in line[0], out.stderr
+    refused = ec2_launch("--terminate-after", "--detach", "work.py")
+    assert refused.returncode == 2 and "drop --detach" in refused.stderr

@@ -26,6 +26,10 @@ class Ec2Backend(Backend):
                             "instance role (ec2: instance_profile) for AWS access, or --backend ssh for now")
         if job.cpus or job.memory:
             notes.append(f"--cpus / --memory pick nothing on ec2: the instance type {itype} decides them")
+        if job.keep_on_failure:
+            notes.append("--keep-on-failure: a node whose job fails stays up (and billed) until its dead-man switch "
+                         "at the deadline; end it sooner with `launch down JOB`; reach it with SSM Session Manager "
+                         "(if its instance role allows) or SSH with --key-name")
         if job.ec2 and job.ec2.key_name:
             notes.append("--key-name: the node gets the key pair, but logs still come through S3 (no inbound "
                          "port is opened)")
@@ -98,6 +102,23 @@ class Ec2Backend(Backend):
                     return
                 time.sleep(3)
         aws.terminate(ec2, [d["instance"]])
+
+    def confirm_teardown(self, handle: Handle) -> str:
+        """--terminate-after: the job is over; make sure the instance is gone and say what it cost."""
+        d = handle.data
+        ec2 = aws.client("ec2", d["region"])
+        inst = aws.describe(ec2, d["instance"])
+        state = aws.wait_terminated(ec2, d["instance"], timeout=120)
+        if state != "terminated":  # the node did not end itself in time: layer 3 does it
+            aws.terminate(ec2, [d["instance"]])
+            state = aws.wait_terminated(ec2, d["instance"], timeout=300)
+        line = f"instance {d['instance']} {state}"
+        if inst is not None and inst.get("LaunchTime"):
+            hours = max(0.0, time.time() - inst["LaunchTime"].timestamp()) / 3600
+            hourly = catalog.usd_per_hour(d["instance_type"])
+            line += f"; ran {hours * 60:.0f} min" + (f", about ${hourly * hours:.2f} at ${hourly}/h on-demand"
+                                                      if hourly else "")
+        return line
 
     def sweep(self, now: float, *, region: str | None = None, dry_run: bool = False) -> list[str]:
         """Teardown layer 4, registry or not: every tagged instance past its deadline, in any live state."""

@@ -36,7 +36,8 @@ def tags(plan: Plan) -> list[dict]:
 def user_data(plan: Plan, snapshot_url: str) -> str:
     ec2 = plan.job.ec2
     return bootstrap.render(plan.spec, base=NODE_BASE, snapshot_sha=plan.snapshot["sha256"],
-                            snapshot_url=snapshot_url, python=ec2.python if ec2 else "", teardown="poweroff")
+                            snapshot_url=snapshot_url, python=ec2.python if ec2 else "", teardown="poweroff",
+                            keep_on_failure=plan.job.keep_on_failure)
 
 
 def run_instances(plan: Plan, itype: str, *, image_id: str | None = None, security_group: str | None = None,
