@@ -311,7 +311,7 @@ def down_expired(now: float | None = None, *, backend: str | None = None, region
         _, backend, handle = _handle(rec.id)
         if rec.state in ACTIVE:
             _request_cancel(handle)
-        backend.cancel(handle)
+        backend.cancel(handle, grace=0.0)  # the deadline already held the grace period and the push reserve
         if rec.state in ACTIVE and status(rec.id)[0] in ACTIVE:
             Registry().finish(rec.id, "cancelled", None)
         swept.parent.mkdir(parents=True, exist_ok=True)

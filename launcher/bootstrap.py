@@ -29,6 +29,7 @@ PYTHON_WANTED=@@PYTHON@@
 SNAPSHOT_SHA=@@SHA@@
 SNAPSHOT_TAR=@@TAR@@
 SNAPSHOT_URL=@@URL@@
+RESULT_URL=@@RESULT_URL@@
 DEADMAN_AT=@@DEADMAN_AT@@
 TEARDOWN=@@TEARDOWN@@
 KEEP_ON_FAILURE=@@KEEP@@
@@ -73,6 +74,18 @@ fail() {
     tail -n 20 "$STATE/step.err" 2>/dev/null | tr '"\\\n\t' "'/  " > "$STATE/step.tail"
     printf '{"job_id": "%s", "exit_code": 1, "reason": "setup_failed", "error": "setup failed at step %s: %s"}\n' \
       "$JOB_ID" "'$step'" "$(cat "$STATE/step.tail")" > "$STATE/result.json"
+    if [ -n "$RESULT_URL" ]; then
+      # A presigned PUT made at submit: the store learns of the failure without credentials or Python deps.
+      if command -v python3 > /dev/null; then
+        python3 -c 'import sys, urllib.request
+urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=open(sys.argv[2], "rb").read(), method="PUT",
+                       headers={"Content-Type": "application/json"}), timeout=60)' \
+          "$RESULT_URL" "$STATE/result.json" >> "$STATE/setup.log" 2>&1
+      else
+        curl -fsS -X PUT -H "Content-Type: application/json" --data-binary @"$STATE/result.json" "$RESULT_URL" \
+          >> "$STATE/setup.log" 2>&1
+      fi
+    fi
   fi
   teardown 1
   exit 1
@@ -96,7 +109,7 @@ echo "$DEADMAN $(sed -E 's/^.*\) //' /proc/$DEADMAN/stat | cut -d' ' -f20)" > "$
 
 # 2. python with launcher's dependencies
 log "python"
-deps_ok() { "$1" -c 'import pydantic, yaml' 2> "$STATE/step.err"; }
+deps_ok() { "$1" -c 'import @@DEPS@@' 2> "$STATE/step.err"; }
 if [ -n "$PYTHON_WANTED" ]; then
   command -v "$PYTHON_WANTED" > /dev/null 2> "$STATE/step.err" || { echo "no interpreter $PYTHON_WANTED on this node" > "$STATE/step.err"; fail python; }
   PY=$(command -v "$PYTHON_WANTED")
@@ -175,14 +188,16 @@ exit "$RC"
 
 
 def render(spec: AgentSpec, *, base: str, snapshot_sha: str, snapshot_tar: str = "", snapshot_url: str = "",
-           python: str = "", teardown: str = "poweroff", keep_on_failure: bool = False) -> str:
+           python: str = "", teardown: str = "poweroff", keep_on_failure: bool = False, result_url: str = "") -> str:
     """`base` is a shell word (it may use $HOME); everything else is quoted. teardown: poweroff | none."""
     if teardown not in ("poweroff", "none"):
         raise ValueError(f"teardown must be poweroff or none, not {teardown!r}")
     q = shlex.quote
     values = {
         "JOB_ID": spec.job_id, "JOB_ID_Q": q(spec.job_id), "BASE": base, "PYTHON": q(python), "SHA": q(snapshot_sha),
-        "TAR": q(snapshot_tar), "URL": q(snapshot_url),
+        "TAR": q(snapshot_tar), "URL": q(snapshot_url), "RESULT_URL": q(result_url),
+        # botocore: an s3 store on a node without keys in its environment signs with the instance role's.
+        "DEPS": "pydantic, yaml" + (", botocore" if (spec.store_url or "").startswith("s3://") else ""),
         "DEADMAN_AT": str(int(spec.deadman_at) if spec.deadman_at else 4102444800),  # no deadline: 2100-01-01
         "TEARDOWN": teardown, "KEEP": "1" if keep_on_failure else "0", "LOCK": q(LOCK), "SPEC_JSON": spec.to_json(),
     }

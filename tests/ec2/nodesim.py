@@ -38,6 +38,7 @@ class NodeSimulator:
                                 aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
                                 aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
         self.procs: dict[str, subprocess.Popen | None] = {}
+        self.hang: set[str] = set()  # job names whose hosts never boot (a node stuck before its user-data runs)
         self.stubs = self.workdir / "stubs"
         self.stubs.mkdir(parents=True, exist_ok=True)
         for name in ("shutdown", "poweroff", "halt"):
@@ -71,7 +72,9 @@ class NodeSimulator:
                 for inst in r["Instances"]:
                     iid, state = inst["InstanceId"], inst["State"]["Name"]
                     if state in ("pending", "running") and iid not in self.procs:
-                        self.procs[iid] = self._boot(iid)
+                        job = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}.get("launcher:job", "")
+                        hung = any(job.startswith(name) for name in self.hang)
+                        self.procs[iid] = None if hung else self._boot(iid)
                     elif state in ("shutting-down", "terminated") and self.procs.get(iid) is not None:
                         self._power_off(iid)
 

@@ -202,3 +202,46 @@ def test_terminate_after_confirms_the_instance_is_gone_and_prints_the_cost(ec2_l
     assert line and " terminated; ran " in line[0] and "at $1.006/h on-demand" in line[0], out.stderr
     refused = ec2_launch("--terminate-after", "--detach", "work.py")
     assert refused.returncode == 2 and "drop --detach" in refused.stderr
+
+
+def test_client_killed_and_node_hung_the_sweeper_ends_it_after_the_deadline(ec2_launch, ec2_moto, ec2_env, cloud,
+                                                                           project, monkeypatch):
+    """The worst case: nobody watches and the node never runs its user-data (so no agent, no dead-man switch).
+    Only the tags are left, and after the deadline `launch down --expired --backend ec2` ends it."""
+    from launcher import api
+
+    cloud.hang.add("stuck")
+    (project / "stuck.py").write_text(WORK)
+    client = ec2_launch("--max-runtime", "1m", "stuck.py", popen=True, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE)
+    assert client.stderr.readline().startswith(b"[launcher] job stuck-")  # submitted: the instance exists
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    rec, inst = _instance(ec2_moto, ec2_env["LAUNCHER_HOME"])
+    assert inst["State"]["Name"] in ("pending", "running")
+    for k in [k for k in ec2_env if k.startswith("AWS_") or k == "LAUNCHER_HOME"]:
+        monkeypatch.setenv(k, ec2_env[k])
+    assert api.down_expired(now=rec.deadline - 1, backend="ec2", region="us-east-1") == []  # not yet
+    swept = api.down_expired(now=rec.deadline + 1, backend="ec2", region="us-east-1", dry_run=False)
+    assert any(inst["InstanceId"] in line for line in swept), swept
+    live = ec2_moto.client("ec2").describe_instances(Filters=[
+        {"Name": "tag:launcher:job", "Values": [rec.id]},
+        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+    assert live["Reservations"] == []
+
+
+def test_setup_failure_reaches_the_store_and_the_node_terminates(ec2_launch, ec2_moto, ec2_env, project, tmp_path):
+    """No Python with launcher's dependencies on the node: the bootstrap reports through a presigned PUT (no
+    credentials, no AWS tools needed), then shuts the node down."""
+    (project / "work.py").write_text(WORK)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump({"backend": "ec2", "ec2": {"region": "us-east-1", "ami": GPU_AMI_PARAM,
+                                                                "python": "/nonexistent/python3"}}))
+    out = ec2_launch("--profile", str(broken), "work.py")
+    assert out.returncode == 1, out.stderr
+    rec, _ = _instance(ec2_moto, ec2_env["LAUNCHER_HOME"])
+    result = _s3_json(ec2_moto, f"{ec2_launch.prefix}/experiments/default/reports/jobs/{rec.id}/result.json")
+    assert result["reason"] == "setup_failed" and "step 'python'" in result["error"], result
+    status = ec2_launch("status", rec.id).stdout
+    assert status.startswith("failed") and "/nonexistent/python3" in status, status
+    assert _wait(lambda: _instance(ec2_moto, ec2_env["LAUNCHER_HOME"])[1]["State"]["Name"] == "terminated")

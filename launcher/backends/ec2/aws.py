@@ -31,6 +31,11 @@ SG_NAME = "launcher-no-ingress"
 def region_of(job) -> str:
     if job.ec2 and job.ec2.region:
         return job.ec2.region
+    return default_region()
+
+
+def default_region() -> str:
+    """$AWS_REGION, $AWS_DEFAULT_REGION, the AWS profile's region, else us-east-1 (as botocore resolves it)."""
     env = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if env:
         return env
@@ -83,6 +88,15 @@ def resolve_ami(ssm, source: str) -> str:
         raise
 
 
+def vpc_of_subnet(ec2, subnet: str) -> str:
+    import botocore.exceptions
+
+    try:
+        return ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["VpcId"]
+    except botocore.exceptions.ClientError as exc:
+        raise UserError(f"subnet {subnet}: {error_code(exc)}; check ec2: subnet (or --region)") from None
+
+
 def no_ingress_group(ec2, vpc_id: str | None = None) -> str:
     """The security group with no inbound rule at all, made once per region (VPC) and tagged as ours."""
     filters = [{"Name": "group-name", "Values": [SG_NAME]}]
@@ -101,7 +115,8 @@ def no_ingress_group(ec2, vpc_id: str | None = None) -> str:
     return group
 
 
-def presign_snapshot(store_url: str, key: str, expires_s: int, endpoint_url: str | None, region: str) -> str:
+def presign(method: str, store_url: str, key: str, expires_s: int, endpoint_url: str | None, region: str) -> str:
+    """A URL that lets the node GET (its code) or PUT (a setup failure's result) one object, without credentials."""
     from urllib.parse import urlparse
 
     import boto3
@@ -109,8 +124,7 @@ def presign_snapshot(store_url: str, key: str, expires_s: int, endpoint_url: str
     url = urlparse(store_url)
     prefix = url.path.strip("/")
     s3 = boto3.session.Session().client("s3", region_name=region, endpoint_url=endpoint_url)
-    return s3.generate_presigned_url("get_object", Params={"Bucket": url.netloc,
-                                                           "Key": f"{prefix}/{key}" if prefix else key},
+    return s3.generate_presigned_url(method, Params={"Bucket": url.netloc, "Key": f"{prefix}/{key}" if prefix else key},
                                      ExpiresIn=max(60, min(expires_s, 7 * 24 * 3600)))
 
 

@@ -24,8 +24,12 @@ class Ec2Backend(Backend):
         if job.secrets:
             raise UserError("--secret on ec2 is not built yet: values must not travel in user-data; use the "
                             "instance role (ec2: instance_profile) for AWS access, or --backend ssh for now")
-        if job.cpus or job.memory:
-            notes.append(f"--cpus / --memory pick nothing on ec2: the instance type {itype} decides them")
+        if job.memory or (job.cpus and (job.gpu or (job.ec2 and job.ec2.instance_type))):
+            notes.append(f"--cpus / --memory: the instance type {itype} decides them (only a CPU-only job "
+                         "picks its type by --cpus)")
+        if job.ec2 and job.ec2.key_path:
+            notes.append("--key-path: kept for SSH access; live logs over SSH are not built yet, they come "
+                         "through S3")
         if job.keep_on_failure:
             notes.append("--keep-on-failure: a node whose job fails stays up (and billed) until its dead-man switch "
                          "at the deadline; end it sooner with `launch down JOB`; reach it with SSM Session Manager "
@@ -58,16 +62,25 @@ class Ec2Backend(Backend):
         ec2 = aws.client("ec2", region, retries=False)
         image = aws.resolve_ami(aws.client("ssm", region), catalog.ami_source(job, itype))
         group = (job.ec2.security_group if job.ec2 and job.ec2.security_group else None) \
-            or aws.no_ingress_group(aws.client("ec2", region))
+            or aws.no_ingress_group(aws.client("ec2", region),
+                                    aws.vpc_of_subnet(aws.client("ec2", region), job.ec2.subnet)
+                                    if job.ec2 and job.ec2.subnet else None)
         # The code goes to the store once per content hash; the node fetches it by a presigned URL.
         snap = Snapshot(plan.snapshot["sha256"], plan.snapshot["size"], plan.snapshot["files"],
                         Path(plan.snapshot_file))
         upload(snap, job.datapool, endpoint_url=job.endpoint_url)
-        url = aws.presign_snapshot(job.datapool, snap.key, int(plan.deadline_at - time.time()) + 3600,
-                                   job.endpoint_url, region)
-        req = request.run_instances(plan, itype, image_id=image, security_group=group, snapshot_url=url)
-        instance, zone = aws.run_instance(ec2, req, aws.zones(aws.client("ec2", region), job.ec2.zone
-                                                              if job.ec2 else None), spot=job.spot, region=region)
+        valid = int(plan.deadline_at - time.time()) + 3600
+        url = aws.presign("get_object", job.datapool, snap.key, valid, job.endpoint_url, region)
+        result_url = aws.presign("put_object", job.datapool,
+                                 f"experiments/{job.experiment}/reports/jobs/{plan.job_id}/result.json", valid,
+                                 job.endpoint_url, region)
+        req = request.run_instances(plan, itype, image_id=image, security_group=group, snapshot_url=url,
+                                    result_url=result_url)
+        if job.ec2 and job.ec2.subnet:
+            zone_list = [f"the zone of {job.ec2.subnet}"]  # a subnet lives in one zone: nowhere to move to
+        else:
+            zone_list = aws.zones(aws.client("ec2", region), job.ec2.zone if job.ec2 else None)
+        instance, zone = aws.run_instance(ec2, req, zone_list, spot=job.spot, region=region)
         return {"region": region, "instance": instance, "zone": zone, "instance_type": itype, "spot": job.spot}
 
     def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
@@ -122,9 +135,7 @@ class Ec2Backend(Backend):
 
     def sweep(self, now: float, *, region: str | None = None, dry_run: bool = False) -> list[str]:
         """Teardown layer 4, registry or not: every tagged instance past its deadline, in any live state."""
-        import os
-
-        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        region = region or aws.default_region()
         ec2 = aws.client("ec2", region)
         found = aws.expired(ec2, now)
         if found and not dry_run:

@@ -2,7 +2,7 @@
 
 Values only known at submit are named placeholders here and filled in by aws.py: the image id behind an SSM
 parameter (`resolve:ssm:NAME`), the security group made once per region (`<launcher-no-ingress>`), and the
-presigned URL the node fetches the code snapshot from (`<presigned GET ...>`).
+presigned URLs the node fetches the code snapshot from and reports a setup failure to (`<presigned ...>`).
 """
 from __future__ import annotations
 
@@ -33,21 +33,26 @@ def tags(plan: Plan) -> list[dict]:
     ]
 
 
-def user_data(plan: Plan, snapshot_url: str) -> str:
+def result_placeholder(job_id: str) -> str:
+    return f"<presigned PUT reports/jobs/{job_id}/result.json, for a setup failure>"
+
+
+def user_data(plan: Plan, snapshot_url: str, result_url: str) -> str:
     ec2 = plan.job.ec2
     return bootstrap.render(plan.spec, base=NODE_BASE, snapshot_sha=plan.snapshot["sha256"],
                             snapshot_url=snapshot_url, python=ec2.python if ec2 else "", teardown="poweroff",
-                            keep_on_failure=plan.job.keep_on_failure)
+                            keep_on_failure=plan.job.keep_on_failure, result_url=result_url)
 
 
 def run_instances(plan: Plan, itype: str, *, image_id: str | None = None, security_group: str | None = None,
-                  snapshot_url: str | None = None) -> dict:
+                  snapshot_url: str | None = None, result_url: str | None = None) -> dict:
     """The RunInstances parameters. With the submit-time values left out, the placeholders stand in."""
     job, ec2 = plan.job, plan.job.ec2
     ami = image_id or catalog.ami_source(job, itype)
     if ami.startswith("/"):
         ami = f"resolve:ssm:{ami}"
-    script = user_data(plan, snapshot_url or snapshot_placeholder(plan.snapshot["sha256"]))
+    script = user_data(plan, snapshot_url or snapshot_placeholder(plan.snapshot["sha256"]),
+                       result_url or result_placeholder(plan.job_id))
     if len(script.encode()) > USER_DATA_LIMIT:
         raise UserError(f"the node bootstrap is {len(script.encode())} bytes, over EC2's 16 KB user-data limit: "
                         "shorten --env values or the script's arguments")
