@@ -272,14 +272,18 @@ def down(job_id: str) -> str:
                          "when it next looks (within 5 s)\n")
         return status(rec.id)[0]
     if rec.state in ACTIVE:
-        # The agent's result says how it ended; without one, it ended because we ended it.
-        result = _read_result(handle)
-        if result is not None:
-            Registry().finish(rec.id, state_from_result(result), result.get("exit_code"))
-        else:
-            state, code, _ = backend.status(handle)
-            Registry().finish(rec.id, state if state not in (*ACTIVE, "lost") else "cancelled", code)
+        _record_cancelled(rec.id, backend, handle)
     return Registry().get(rec.id).state
+
+
+def _record_cancelled(job_id: str, backend, handle: Handle) -> None:
+    """After we ended a job: the agent's result says how it ended; without one, it ended because we ended it."""
+    result = _read_result(handle)
+    if result is not None:
+        Registry().finish(job_id, state_from_result(result), result.get("exit_code"))
+        return
+    state, code, _ = backend.status(handle)
+    Registry().finish(job_id, state if state not in (*ACTIVE, "lost") else "cancelled", code)
 
 
 def down_expired(now: float | None = None, *, backend: str | None = None, region: str | None = None,
@@ -312,8 +316,8 @@ def down_expired(now: float | None = None, *, backend: str | None = None, region
         if rec.state in ACTIVE:
             _request_cancel(handle)
         backend.cancel(handle, grace=0.0)  # the deadline already held the grace period and the push reserve
-        if rec.state in ACTIVE and status(rec.id)[0] in ACTIVE:
-            Registry().finish(rec.id, "cancelled", None)
+        if Registry().get(rec.id).state in ACTIVE:
+            _record_cancelled(rec.id, backend, handle)
         swept.parent.mkdir(parents=True, exist_ok=True)
         swept.touch()
         ended.append(rec.id)

@@ -23,7 +23,7 @@ def script(project):
 @pytest.mark.parametrize("args,expect", [
     (["missing.py"], "script not found: missing.py"),
     (["--backend", "lokal", "train.py"], "unknown backend 'lokal' (did you mean 'local'?)"),
-    (["--backend", "ec2", "train.py"], "backend 'ec2' is not built yet"),
+    (["--backend", "modal", "train.py"], "backend 'modal' is not built yet"),
     (["--gpu", "A1000", "train.py"], "unknown GPU 'A1000'"),
     (["--gpu", "H100:16", "train.py"], "impossible GPU count 16"),
     (["--env", "NOEQUALS", "train.py"], "bad --env 'NOEQUALS': use KEY=VALUE"),

@@ -37,7 +37,7 @@ def test_job_fields_and_defaults():
 @pytest.mark.parametrize("fields,expect", [
     ({"gpu": "A1000"}, "field 'gpu': unknown GPU 'A1000'"),
     ({"backend": "lokal"}, "unknown backend 'lokal' (did you mean 'local'?)"),
-    ({"backend": "ec2"}, "backend 'ec2' is not built yet"),
+    ({"backend": "k8s"}, "backend 'k8s' is not built yet"),
     ({"max_runtime": "2 hours"}, "bad max-runtime"),
     ({"env": {"1BAD": "x"}}, "bad env name '1BAD'"),
     ({"env": {"EXPERIMENT": "x"}}, "EXPERIMENT is set by launch"),

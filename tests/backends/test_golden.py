@@ -44,6 +44,7 @@ def render(backend: str, project: Path) -> str:
     spec = plan.spec
     subs[repr(spec.deadline_at)] = "DEADLINE-AT"
     subs[str(int(spec.deadman_at))] = "DEADMAN-AT"
+    subs[str(int(spec.deadline_at))] = "DEADLINE-EPOCH"  # the launcher:deadline tag
     subs[plan.to_dict()["deadline"]] = "DEADLINE-ISO"
     for old, new in sorted(subs.items(), key=lambda kv: -len(kv[0])):
         text = text.replace(old, new)
