@@ -59,12 +59,12 @@ class Ec2Backend(Backend):
         job = plan.job
         region = aws.region_of(job)
         itype = plan.request["RunInstances"]["InstanceType"]
-        ec2 = aws.client("ec2", region, retries=False)
+        ec2 = aws.client("ec2", region)
+        launcher_ec2 = aws.client("ec2", region, retries=False)  # RunInstances only: we handle its errors ourselves
         image = aws.resolve_ami(aws.client("ssm", region), catalog.ami_source(job, itype))
+        subnet = job.ec2.subnet if job.ec2 else None
         group = (job.ec2.security_group if job.ec2 and job.ec2.security_group else None) \
-            or aws.no_ingress_group(aws.client("ec2", region),
-                                    aws.vpc_of_subnet(aws.client("ec2", region), job.ec2.subnet)
-                                    if job.ec2 and job.ec2.subnet else None)
+            or aws.no_ingress_group(ec2, aws.vpc_of_subnet(ec2, subnet) if subnet else None)
         # The code goes to the store once per content hash; the node fetches it by a presigned URL.
         snap = Snapshot(plan.snapshot["sha256"], plan.snapshot["size"], plan.snapshot["files"],
                         Path(plan.snapshot_file))
@@ -76,11 +76,11 @@ class Ec2Backend(Backend):
                                  job.endpoint_url, region)
         req = request.run_instances(plan, itype, image_id=image, security_group=group, snapshot_url=url,
                                     result_url=result_url)
-        if job.ec2 and job.ec2.subnet:
-            zone_list = [f"the zone of {job.ec2.subnet}"]  # a subnet lives in one zone: nowhere to move to
+        if subnet:
+            zone_list = [f"the zone of {subnet}"]  # a subnet lives in one zone: nowhere to move to
         else:
-            zone_list = aws.zones(aws.client("ec2", region), job.ec2.zone if job.ec2 else None)
-        instance, zone = aws.run_instance(ec2, req, zone_list, spot=job.spot, region=region)
+            zone_list = aws.zones(ec2, job.ec2.zone if job.ec2 else None)
+        instance, zone = aws.run_instance(launcher_ec2, req, zone_list, spot=job.spot, region=region)
         return {"region": region, "instance": instance, "zone": zone, "instance_type": itype, "spot": job.spot}
 
     def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
