@@ -33,17 +33,12 @@ with without_plugins():
 
 # Runs beside the agent in its own session: blocks on a pipe whose write end only the agent holds. EOF without the
 # agent's all-clear byte means the agent died, so the script's group goes too (PR_SET_PDEATHSIG reaches only the
-# script's own process, not its children). Stdlib only, no launcher import: it must start whatever the sys.path.
+# script's own process, not its children), if $1 is still the process that started at $2. A shell, not Python:
+# it starts in a millisecond, beside a script that is starting too (POSIX sh: dash's kill takes no `--`).
 WATCHDOG = """
-import os, signal, sys
-pid, start = int(sys.argv[1]), sys.argv[2]
-if sys.stdin.buffer.read(1) != b"x":
-    try:
-        stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        if stat[19] == start:
-            os.killpg(pid, signal.SIGKILL)
-    except (OSError, IndexError, ProcessLookupError, PermissionError):
-        pass
+read -r ok
+[ "$ok" = x ] && exit 0
+[ "$(sed -E 's/^.*\\) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f20)" = "$2" ] && kill -KILL "-$1"
 """
 
 
@@ -265,12 +260,10 @@ class Agent:
         for t in tees:
             t.start()
         pool.start_pushing([Path(env["CHECKPOINT_DIR"]), self.exp_dir / "reports"])
+        exited = _exit_waiter(proc)
         while True:
-            try:
-                proc.wait(timeout=0.2)
+            if exited(0.2):
                 break
-            except subprocess.TimeoutExpired:
-                pass
             now = time.time()
             if self.stop_at is not None and self.reason is None and now >= self.stop_at:
                 with lock:  # the tees write the same log
@@ -298,7 +291,7 @@ class Agent:
             return None
         r, w = os.pipe()
         try:
-            subprocess.Popen([sys.executable, "-S", "-c", WATCHDOG, str(ref.pid), str(ref.start)], stdin=r,
+            subprocess.Popen(["sh", "-c", WATCHDOG, "watchdog", str(ref.pid), str(ref.start)], stdin=r,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError:
             os.close(w)
@@ -320,6 +313,33 @@ class Agent:
             except (OSError, ValueError):
                 continue
         return out
+
+
+def _exit_waiter(proc):
+    """`exited(timeout)`: True once the script has ended, waiting at most `timeout`. A pidfd wakes us the moment it
+    ends; without one (not Linux 5.3+), Popen.wait polls with sleeps of up to 50 ms."""
+    import select
+    import subprocess
+
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        fd = None
+
+    def exited(timeout: float) -> bool:
+        if fd is not None:
+            select.select([fd], [], [], timeout)
+            done = proc.poll() is not None
+            if done:
+                os.close(fd)
+            return done
+        try:
+            proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    return exited
 
 
 def _die_with_parent() -> None:
@@ -360,6 +380,8 @@ def node_datapool(spec: AgentSpec, root: Path):
 def report_setup_failure(spec: AgentSpec, step: str, stderr_file: Path | None) -> int:
     """The node bootstrap failed before the agent could run: write result.json (setup_failed, the step, the last
     stderr lines) where status looks for it, the store included."""
+    if spec.endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = spec.endpoint_url
     agent = Agent(spec)
     tail = ""
     if stderr_file is not None:
@@ -385,10 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stderr-file", type=Path, help="with --setup-failed: the failing step's stderr")
     ns = parser.parse_args(argv)
     spec = AgentSpec.from_json(Path(ns.spec).read_text())
-    if spec.endpoint_url:
-        os.environ["AWS_ENDPOINT_URL"] = spec.endpoint_url  # the store's transport and the script's boto3 alike
     if ns.setup_failed:
         return report_setup_failure(spec, ns.setup_failed, ns.stderr_file)
+    return run(spec)
+
+
+def run(spec: AgentSpec) -> int:
+    """The agent for `spec` in this process (the local backend's forked agent starts here, spec in hand)."""
+    if spec.endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = spec.endpoint_url  # the store's transport and the script's boto3 alike
     return Agent(spec).run()
 
 

@@ -51,7 +51,7 @@ class LocalBackend(Backend):
         # Detached, the agent's own output (its errors before the log exists) goes to agent.log, not nowhere.
         log = state_dir / nodectl.AGENT_LOG if detach else None
         if threading.active_count() == 1 and hasattr(os, "fork"):
-            pid = _fork_agent(plan.request["argv"][-1], plan.request["cwd"], log)
+            pid = _fork_agent(plan.spec, plan.request["cwd"], log)
         else:  # a threaded host (a notebook using the Python API) must not fork: a fresh interpreter it is
             out = open(log, "ab") if log else None
             try:
@@ -102,7 +102,7 @@ class LocalBackend(Backend):
         nodectl.cancel(Path(handle.data["state_dir"]), grace)
 
 
-def _fork_agent(spec_path: str, cwd: str, log: Path | None) -> int:
+def _fork_agent(spec, cwd: str, log: Path | None) -> int:
     """The agent as a fork of this process: the same code as `python -m launcher.agent --spec`, without a second
     interpreter start and a second import of pydantic (about a third of a second of every local launch). The child
     gets its own session, like the spawned agent, so it outlives us and the terminal's Ctrl-C reaches it only
@@ -123,9 +123,9 @@ def _fork_agent(spec_path: str, cwd: str, log: Path | None) -> int:
             os.dup2(out, 1)
             os.dup2(out, 2)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        from ..agent import main
+        from ..agent import run
 
-        code = main(["--spec", spec_path])
+        code = run(spec)  # the spec in hand: the same one written to spec.json, no need to read it back
     except BaseException:  # noqa: BLE001 - whatever happens, the child never returns into the client's code
         import traceback
 
