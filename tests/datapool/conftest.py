@@ -56,8 +56,11 @@ class Moto:
         """Requests before this call are not counted by requests()."""
         self._mark = self._settled_size()
 
-    def requests(self) -> list[tuple[str, str, int]]:
-        self._settled_size()
+    def requests(self, settle: bool = True) -> list[tuple[str, str, int]]:
+        """Every request since mark(). settle=False reads the log as it is now: for polling a transfer in flight,
+        where the log never settles."""
+        if settle:
+            self._settled_size()
         with open(self.log_path, "rb") as f:
             f.seek(self._mark)
             # Some werkzeug versions colour the line of a 206 or 304 (ANSI codes around the request): drop them.

@@ -109,7 +109,8 @@ def test_sigkill_mid_upload_then_rerun_converges(s3, aws_env, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "launcher", "sync", *args], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert _wait_for(lambda: sum(1 for m, _, _ in s3.requests() if m == "PUT") >= 20), "sync never started"
+        assert _wait_for(lambda: sum(1 for m, _, _ in s3.requests(settle=False) if m == "PUT") >= 20), \
+            "sync never started"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(30)
