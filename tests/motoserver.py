@@ -38,22 +38,7 @@ class MotoServer:
 
 
 def start_moto(log_dir: Path) -> MotoServer:
-    port = free_port()
-    log = Path(log_dir) / "moto.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-            return MotoServer(endpoint, log, proc)
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto server exited: {log.read_text()}")
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("moto server did not start")
+    return start_moto_with(log_dir)
 
 
 MOTO_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -22,6 +21,8 @@ import pytest
 
 from launcher.errors import UserError
 from launcher.snapshot import IgnoreRules, Snapshot, SnapshotError, build, fetch, unpack, upload
+
+from .motoserver import start_moto_with
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT = ".launcher-agent/"
@@ -446,33 +447,9 @@ class Moto:
 
 @pytest.fixture(scope="module")
 def moto_server(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("moto") / "access.log"
-    fh = open(log, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(400):
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"moto server exited: {log.read_text()}")
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("moto server did not start")
-        yield Moto(endpoint, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        fh.close()
+    server = start_moto_with(tmp_path_factory.mktemp("moto"), log_name="access.log")
+    yield Moto(server.endpoint, server.log_path)
+    server.stop()
 
 
 @pytest.fixture

@@ -5,11 +5,7 @@ whether it ran in this process or in a `launch sync` subprocess.
 """
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -17,15 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from ..motoserver import start_moto_with
+
 BUCKET = "pool-bucket"  # same as helpers.BUCKET
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _LINE = re.compile(r'"(GET|PUT|POST|DELETE|HEAD) (\S+) HTTP/[\d.]+" (\d+)')
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -84,33 +76,11 @@ class Moto:
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def moto_server(tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "access.log"
-    fh = open(log, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"moto server exited: {log.read_text()}")
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("moto server did not start")
-        yield Moto(endpoint, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        fh.close()
+    server = start_moto_with(tmp_path_factory.mktemp("moto"), log_name="access.log")
+    yield Moto(server.endpoint, server.log_path)
+    server.stop()
 
 
 @pytest.fixture
