@@ -7,14 +7,11 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tarfile
-import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -415,40 +412,13 @@ def test_import_is_light(launcher_env):
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-# --- S3 on a real moto server (the pattern of tests/datapool/conftest.py)
+# --- S3 on a real moto server (tests/motoserver.py)
 
 BUCKET = "snap-bucket"
-_LINE = re.compile(r'"(GET|PUT|POST|DELETE|HEAD) (\S+) HTTP/[\d.]+" (\d+)')
-
-
-@dataclass
-class Moto:
-    endpoint: str
-    log_path: Path
-    mark_at: int = 0
-
-    def mark(self) -> None:
-        time.sleep(0.05)  # let the server flush the log line of the last request
-        self.mark_at = self.log_path.stat().st_size
-
-    def requests(self) -> list[tuple[str, str]]:
-        time.sleep(0.05)
-        with open(self.log_path, "rb") as f:
-            f.seek(self.mark_at)
-            text = f.read().decode("utf-8", "replace")
-        return [(m[1], m[2]) for m in _LINE.finditer(text) if "/moto-api/" not in m[2]]
-
-    def client(self):
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
-
-
 @pytest.fixture(scope="module")
 def moto_server(tmp_path_factory):
     server = start_moto_with(tmp_path_factory.mktemp("moto"), log_name="access.log")
-    yield Moto(server.endpoint, server.log_path)
+    yield server
     server.stop()
 
 
