@@ -225,7 +225,8 @@ def status(job_id: str) -> tuple[str, int | None]:
             _save_reason(rec.id, why)  # e.g. a setup failure whose result never reached the store
     if state not in ACTIVE:
         Registry().finish(rec.id, state, code)
-        return Registry().get(rec.id).state, Registry().get(rec.id).exit_code
+        final = Registry().get(rec.id)  # the first final state recorded wins (a concurrent `down`, say)
+        return final.state, final.exit_code
     return state, code
 
 
