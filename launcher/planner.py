@@ -100,7 +100,7 @@ def make_plan(job: Job, *, snapshot=None) -> Plan:
         args=job.args, env=job.env, secrets=job.secrets, experiment=job.experiment, workdir=paths.workdir,
         datapool_root=paths.datapool_root, store_url=store, endpoint_url=job.endpoint_url, state_dir=paths.state_dir,
         deadline_at=deadline_for(created, job.max_runtime, job.grace_period), grace_period=job.grace_period,
-        push_interval=job.push_interval, spot=job.spot,
+        push_interval=job.push_interval, spot=job.spot, attempt=1,
     )
     plan = Plan(
         backend=backend.name, job_id=job_id, job=job, created=created, spec=spec, snapshot=snap,

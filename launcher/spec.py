@@ -54,6 +54,8 @@ class AgentSpec(BaseModel):
     grace_period: int
     push_interval: int
     spot: bool
+    # 1 for the first run; a relaunch after a preemption (--max-restarts) counts up and resumes from the store.
+    attempt: int
 
     @property
     def stop_at(self) -> float | None:
