@@ -15,7 +15,8 @@ serves a whole test module; a missing or empty file means "pass everything throu
 The first rule whose matchers all hold answers the request; a matcher left out matches anything. "azs" matches
 Placement.AvailabilityZone or, failing that, the AZ of the request's subnet. "market" is "spot" or "on-demand".
 "times" (with an "id") caps how often a rule fires, counted in this process, for "capacity comes back later".
-"status" and "message" override the AWS-like defaults below.
+"status" and "message" override the AWS-like defaults below. A rule with "delay" (seconds) and no "code" holds
+the request that long, then lets moto answer it: a RunInstances in flight, for killing the client mid-call.
 
 Every RunInstances request is appended to CALLS.jsonl (what was asked, and which error it got, if any), so a test
 can assert which AZs / instance types a launcher tried, in order, including botocore's own retries.
@@ -30,6 +31,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -135,8 +137,10 @@ class CapacityMiddleware:
         req = describe_request(form, region_of(environ))
         with self.lock:
             rule = self._pick(req)
-            self._log({**req, "error": rule and rule["code"]})
-        if rule is None:
+            self._log({**req, "error": rule and rule.get("code")})
+        if rule is not None and rule.get("delay"):
+            time.sleep(float(rule["delay"]))
+        if rule is None or not rule.get("code"):
             return self.app(environ, start_response)
         return error_response(rule["code"], rule.get("message") or default_message(rule["code"], req),
                               int(rule.get("status") or STATUS.get(rule["code"], 400)), start_response)

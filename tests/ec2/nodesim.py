@@ -28,6 +28,56 @@ boto3.client("ec2", region_name=os.environ["SIM_REGION"], endpoint_url=os.enviro
 """
 
 
+# `systemctl restart ssh` on a simulated host (the bootstrap installed the job's host key in $SSHD_DIR): an sshd of
+# the host's own on 127.0.0.1 with that key, whose address goes into the hosts map the client reads
+# (LAUNCHER_EC2_SSH_HOSTS), as a tunnel would provide it.
+SSHD_STUB = """#!{python}
+import fcntl, json, os, socket, subprocess, time
+node, port = os.environ["SIM_DIR"], 0
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+cfg = os.path.join(node, "sshd_config")
+with open(cfg, "w") as f:
+    f.write(f\"\"\"ListenAddress 127.0.0.1
+Port {{port}}
+HostKey {{node}}/etc-ssh/ssh_host_ed25519_key
+PidFile {{node}}/sshd.pid
+AuthorizedKeysFile {{os.environ['SIM_AUTHORIZED_KEYS']}}
+StrictModes no
+UsePAM no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+SetEnv LAUNCHER_NODE_BASE={{node}}/base
+\"\"\")
+os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+log = open(os.path.join(node, "sshd.log"), "ab")
+proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", cfg], stdin=subprocess.DEVNULL, stdout=log,
+                        stderr=log, start_new_session=True)
+with open(os.path.join(node, "sshd.sim-pid"), "w") as f:
+    f.write(str(proc.pid))
+for _ in range(200):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+            if c.recv(8).startswith(b"SSH-"):
+                break
+    except OSError:
+        time.sleep(0.05)
+with open(os.environ["SIM_SSH_HOSTS"] + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        hosts = json.load(open(os.environ["SIM_SSH_HOSTS"]))
+    except (OSError, ValueError):
+        hosts = {{}}
+    hosts[os.environ["SIM_INSTANCE"]] = f"127.0.0.1:{{port}}"
+    tmp = os.environ["SIM_SSH_HOSTS"] + ".tmp"
+    json.dump(hosts, open(tmp, "w"))
+    os.replace(tmp, os.environ["SIM_SSH_HOSTS"])
+"""
+
+
 class NodeSimulator:
     def __init__(self, endpoint: str, region: str, workdir: Path, env: dict[str, str]):
         import boto3
@@ -39,8 +89,13 @@ class NodeSimulator:
                                 aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
         self.procs: dict[str, subprocess.Popen | None] = {}
         self.hang: set[str] = set()  # job names whose hosts never boot (a node stuck before its user-data runs)
+        # SSH into the hosts: the keys sshd accepts, and where their addresses are published for the client.
+        self.authorized_keys = self.workdir / "authorized_keys"
+        self.ssh_hosts = self.workdir / "ssh-hosts.json"
         self.stubs = self.workdir / "stubs"
         self.stubs.mkdir(parents=True, exist_ok=True)
+        (self.stubs / "systemctl").write_text(SSHD_STUB.format(python=sys.executable))
+        (self.stubs / "systemctl").chmod(0o755)
         for name in ("shutdown", "poweroff", "halt"):
             (self.stubs / name).write_text(STUB.format(python=shlex.quote(sys.executable)))
             (self.stubs / name).chmod(0o755)
@@ -78,10 +133,24 @@ class NodeSimulator:
                     elif state in ("shutting-down", "terminated") and self.procs.get(iid) is not None:
                         self._power_off(iid)
 
+    def preempt(self, instance_id: str) -> None:
+        """A spot interruption as the node sees it: the OS shuts down, so every process gets SIGTERM (the agent
+        pushes and records `preempted`); the shutdown then terminates the instance."""
+        for pidfile in self.node_dir(instance_id).glob("base/jobs/*/agent.pid"):
+            ref = ProcRef.load(pidfile)
+            if ref is not None:
+                ref.signal(signal.SIGTERM)
+
     def _power_off(self, instance_id: str) -> None:
         """Everything the host ran goes: the bootstrap's group (agent included; its watchdog takes the script) and
         the dead-man switch, which runs in its own session."""
         _killpg(self.procs[instance_id])
+        sshd = self.node_dir(instance_id) / "sshd.sim-pid"
+        if sshd.exists():
+            try:
+                os.killpg(int(sshd.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, ValueError):
+                pass
         for pidfile in self.node_dir(instance_id).glob("base/jobs/*/*.pid"):
             ref = ProcRef.load(pidfile)
             if ref is not None:
@@ -97,9 +166,12 @@ class NodeSimulator:
         line = f"BASE={NODE_BASE}\n"
         assert script.count(line) == 1, "user-data no longer sets BASE as the simulator expects"
         script = script.replace(line, f"BASE={shlex.quote(str(node / 'base'))}\n")
+        (node / "etc-ssh").mkdir(exist_ok=True)
+        script = script.replace("SSHD_DIR=/etc/ssh\n", f"SSHD_DIR={shlex.quote(str(node / 'etc-ssh'))}\n")
         (node / "user-data.sh").write_text(script)
         env = {**self.env, "PATH": f"{self.stubs}:{self.env.get('PATH', '/usr/bin:/bin')}", "SIM_DIR": str(node),
-               "SIM_INSTANCE": instance_id, "SIM_REGION": self.region, "SIM_ENDPOINT": self.endpoint}
+               "SIM_INSTANCE": instance_id, "SIM_REGION": self.region, "SIM_ENDPOINT": self.endpoint,
+               "SIM_AUTHORIZED_KEYS": str(self.authorized_keys), "SIM_SSH_HOSTS": str(self.ssh_hosts)}
         log = open(node / "console.log", "wb")
         try:
             return subprocess.Popen(["bash", str(node / "user-data.sh")], env=env, stdin=subprocess.DEVNULL,

@@ -2,7 +2,9 @@
 user-data really runs the job, the result and checkpoints land in S3, and the instance terminates itself."""
 from __future__ import annotations
 
+import base64
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -48,7 +50,6 @@ def cloud(ec2_moto, tmp_path_factory):
     ec2_moto.client("s3").create_bucket(Bucket=BUCKET)
     seed_ami_parameter(ec2_moto.client("ec2"), ec2_moto.client("ssm"))
     scratch = tmp_path_factory.mktemp("hosts")
-    import os
 
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **ec2_moto.aws_env(scratch)}
     with NodeSimulator(ec2_moto.endpoint, ec2_moto.region, scratch, env) as sim:
@@ -71,6 +72,7 @@ def ec2_launch(cloud, ec2_moto, ec2_env, project, tmp_path):
         return subprocess.run(argv, cwd=project, env=ec2_env, capture_output=True, text=True, timeout=180, **kw)
 
     run.prefix = tmp_path.name
+    run.flags = flags
     return run
 
 
@@ -144,6 +146,19 @@ def test_quota_error_names_the_quota_and_how_to_raise_it(ec2_launch, ec2_moto, p
     assert "L-DB2E81BA" in out.stderr and "request-service-quota-increase" in out.stderr
 
 
+def test_first_spot_request_without_the_service_linked_role_says_how_to_make_it(ec2_launch, ec2_moto, ec2_env,
+                                                                               project):
+    (project / "work.py").write_text(WORK)
+    ec2_moto.set_rules([{"code": "AuthFailure.ServiceLinkedRoleCreationNotPermitted", "status": 403, "market": "spot",
+                         "message": "The provided credentials do not have permission to create the service-linked "
+                                    "role for EC2 Spot Instances."}])
+    out = ec2_launch("--spot", "work.py")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "create-service-linked-role --aws-service-name spot.amazonaws.com" in out.stderr
+    rec = Registry(Path(ec2_env["LAUNCHER_HOME"])).list()[0]
+    assert rec.state == "failed" and "instance" not in rec.handle
+
+
 def test_down_cancels_and_the_instance_is_gone(ec2_launch, ec2_moto, ec2_env, project, tmp_path):
     (project / "slow.py").write_text(SLOW)
     marker = tmp_path / "marker.txt"
@@ -157,7 +172,7 @@ def test_down_cancels_and_the_instance_is_gone(ec2_launch, ec2_moto, ec2_env, pr
 
 def test_client_killed_mid_run_the_node_still_ends_itself(ec2_launch, ec2_moto, ec2_env, project, tmp_path):
     (project / "slow.py").write_text(SLOW)
-    client = ec2_launch("--max-runtime", "6s", "--grace-period", "2s", "--env", f"MARKER={tmp_path / 'm'}",
+    client = ec2_launch("--max-runtime", "15s", "--grace-period", "2s", "--env", f"MARKER={tmp_path / 'm'}",
                         "slow.py", popen=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert b"started" in client.stdout.readline()
     client.send_signal(signal.SIGKILL)
@@ -245,3 +260,234 @@ def test_setup_failure_reaches_the_store_and_the_node_terminates(ec2_launch, ec2
     status = ec2_launch("status", rec.id).stdout
     assert status.startswith("failed") and "/nonexistent/python3" in status, status
     assert _wait(lambda: _instance(ec2_moto, ec2_env["LAUNCHER_HOME"])[1]["State"]["Name"] == "terminated")
+
+
+# Resumable work: one file per finished step (a file written once settles and is pushed; one rewritten every
+# step never would be), and on start the newest step found in CHECKPOINT_DIR is where it goes on from.
+STEPS = """
+import os, time
+from pathlib import Path
+ckpt = Path(os.environ["CHECKPOINT_DIR"])
+ckpt.mkdir(parents=True, exist_ok=True)
+done = [int(p.stem.split("-")[1]) for p in ckpt.glob("step-*.txt")]
+start = max(done) + 1 if done else 0
+print(f"attempt {os.environ['LAUNCH_ATTEMPT']} starts at step {start}", flush=True)
+for i in range(start, 14):
+    (ckpt / f"step-{i}.txt").write_text(str(i))
+    time.sleep(0.5)
+print("all steps done", flush=True)
+"""
+
+
+def test_spot_preemption_relaunches_and_resumes_from_the_pushed_checkpoint(ec2_launch, ec2_moto, ec2_env, cloud,
+                                                                           project):
+    (project / "steps.py").write_text(STEPS)
+    out = ec2_launch("--detach", "--spot", "--max-restarts", "1", "steps.py")
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip()
+    rec = Registry(Path(ec2_env["LAUNCHER_HOME"])).get(job_id)
+    first = rec.handle["instance"]
+    s3 = ec2_moto.client("s3")
+    ckpts = f"{ec2_launch.prefix}/experiments/default/model/steps_checkpoints/"
+
+    def pushed_steps():
+        return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=ckpts).get("Contents", [])]
+
+    assert _wait(lambda: len(pushed_steps()) >= 3), "no checkpoint reached the store"
+    cloud.preempt(first)
+    # Whoever looks next relaunches it: same id, attempt 2, a new instance, the first one gone.
+    assert _wait(lambda: ec2_launch("status", job_id).stdout.startswith(("pending", "running", "succeeded")) and
+                 Registry(Path(ec2_env["LAUNCHER_HOME"])).get(job_id).handle.get("attempt") == 2, timeout=60)
+    assert _wait(lambda: ec2_launch("status", job_id).stdout.startswith("succeeded"), timeout=120)
+    status = ec2_launch("status", job_id).stdout
+    assert "attempt: 2 of at most 2" in status
+    rec = Registry(Path(ec2_env["LAUNCHER_HOME"])).get(job_id)
+    second = rec.handle["instance"]
+    assert second != first
+    states = {i["InstanceId"]: i["State"]["Name"] for r in ec2_moto.client("ec2").describe_instances(
+        Filters=[{"Name": "tag:launcher:job", "Values": [job_id]}])["Reservations"] for i in r["Instances"]}
+    assert set(states) == {first, second}
+    assert _wait(lambda: all(i["State"]["Name"] == "terminated" for r in ec2_moto.client("ec2").describe_instances(
+        InstanceIds=[first, second])["Reservations"] for i in r["Instances"]))
+    # The first attempt's result is kept beside the new one; the log goes on across attempts.
+    exp = f"{ec2_launch.prefix}/experiments/default/reports/jobs/{job_id}"
+    assert _s3_json(ec2_moto, f"{exp}/result.attempt-1.json")["reason"] == "preempted"
+    assert _s3_json(ec2_moto, f"{exp}/result.json")["reason"] == "exited"
+    log = ec2_launch("logs", job_id).stdout
+    assert "attempt 1 starts at step 0" in log
+    resumed = int(log.split("attempt 2 starts at step ")[1].split()[0])
+    assert resumed >= 3, log  # it went on from the checkpoints pushed before the preemption
+    assert "all steps done" in log
+
+
+def test_preempted_with_no_restarts_left_stays_preempted(ec2_launch, ec2_moto, ec2_env, cloud, project):
+    (project / "steps.py").write_text(STEPS)
+    job_id = ec2_launch("--detach", "--spot", "steps.py").stdout.strip()
+    rec = Registry(Path(ec2_env["LAUNCHER_HOME"])).get(job_id)
+    assert _wait(lambda: "starts at step" in ec2_launch("logs", job_id).stdout)
+    cloud.preempt(rec.handle["instance"])
+    assert _wait(lambda: ec2_launch("status", job_id).stdout.startswith("preempted"), timeout=60)
+    assert len(ec2_moto.client("ec2").describe_instances(
+        Filters=[{"Name": "tag:launcher:job", "Values": [job_id]}])["Reservations"]) == 1
+
+
+SECRET_CHECK = """
+import hashlib, os
+print("token sha", hashlib.sha256(os.environ["HF_TOKEN"].encode()).hexdigest()[:16], flush=True)
+"""
+
+
+def test_secret_reaches_the_node_through_ssm_and_nowhere_else(ec2_launch, ec2_moto, ec2_env, cloud, project):
+    import hashlib
+
+    value = "hf_s3cr3t-" + os.urandom(6).hex()
+    (project / "check.py").write_text(SECRET_CHECK)
+    env = {**ec2_env, "HF_TOKEN": value}
+    dry = subprocess.run([sys.executable, "-m", "launcher", "--dry-run", "--backend", "ec2", "--gpu", "A10G",
+                          "--datapool", f"s3://{BUCKET}/x", "--secret", "HF_TOKEN", "check.py"],
+                         cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert value not in dry.stdout and "/launcher/jobs/" in dry.stdout and "HF_TOKEN" in dry.stdout
+    out = subprocess.run([sys.executable, "-m", "launcher", *ec2_launch.flags, "--secret", "HF_TOKEN", "check.py"],
+                         cwd=project, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert f"token sha {hashlib.sha256(value.encode()).hexdigest()[:16]}" in out.stdout
+    assert value not in out.stdout + out.stderr
+    rec, inst = _instance(ec2_moto, ec2_env["LAUNCHER_HOME"])
+    user_data = ec2_moto.client("ec2").describe_instance_attribute(InstanceId=inst["InstanceId"],
+                                                                   Attribute="userData")["UserData"]["Value"]
+    assert value not in base64.b64decode(user_data).decode()
+    assert all(value not in t["Value"] for t in inst["Tags"])
+    # The job is over: its parameters are gone.
+    params = ec2_moto.client("ssm").get_parameters_by_path(Path=f"/launcher/jobs/{rec.id}", Recursive=True)
+    assert params["Parameters"] == []
+    # Nothing the node wrote keeps it (the 0600 file it was read into is deleted at once).
+    node_files = [p for p in cloud.node_dir(inst["InstanceId"]).rglob("*") if p.is_file()]
+    assert any(p.name == "setup.log" for p in node_files)
+    assert not any(value in p.read_text(errors="replace") for p in node_files)
+
+
+def test_sweeper_deletes_secret_parameters_a_lost_client_left(ec2_launch, ec2_moto):
+    ssm = ec2_moto.client("ssm")
+    for job, deadline in (("gone-aaaaaa", time.time() - 60), ("alive-bbbbbb", time.time() + 3600)):
+        ssm.put_parameter(Name=f"/launcher/jobs/{job}/HF_TOKEN", Value="x", Type="SecureString",
+                          Tags=[{"Key": "launcher:job", "Value": job},
+                                {"Key": "launcher:deadline", "Value": str(int(deadline))}])
+    dry = ec2_launch("down", "--expired", "--backend", "ec2", "--region", "us-east-1", "--dry-run").stdout
+    assert "(secrets of gone-aaaaaa)" in dry and "alive-bbbbbb" not in dry
+    assert ssm.get_parameters_by_path(Path="/launcher/jobs/gone-aaaaaa")["Parameters"]
+    ec2_launch("down", "--expired", "--backend", "ec2", "--region", "us-east-1")
+    assert ssm.get_parameters_by_path(Path="/launcher/jobs/gone-aaaaaa")["Parameters"] == []
+    assert ssm.get_parameters_by_path(Path="/launcher/jobs/alive-bbbbbb")["Parameters"]
+    ssm.delete_parameter(Name="/launcher/jobs/alive-bbbbbb/HF_TOKEN")
+
+
+def test_client_killed_inside_run_instances_the_sweeper_still_finds_it(ec2_launch, ec2_moto, ec2_env, cloud,
+                                                                       project, monkeypatch):
+    """The client dies while RunInstances is in flight: EC2 still starts the instance, and no handle ever names
+    it. The `submitting` record and the instance's tags are enough: status says lost, the sweeper ends it."""
+    from launcher import api
+
+    cloud.hang.add("inflight")  # its node never boots, so only the sweeper can end it
+    ec2_moto.set_rules([{"delay": 4}])
+    (project / "inflight.py").write_text(WORK)
+    client = ec2_launch("--max-runtime", "1m", "inflight.py", popen=True, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+    assert _wait(lambda: len(ec2_moto.run_instances_calls()) == 1, timeout=60)  # the request is in the air
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    ec2 = ec2_moto.client("ec2")
+    rec = Registry(Path(ec2_env["LAUNCHER_HOME"])).list()[0]
+    assert rec.state == "submitting" and "instance" not in rec.handle
+
+    def tagged():
+        res = ec2.describe_instances(Filters=[{"Name": "tag:launcher:job", "Values": [rec.id]}])["Reservations"]
+        return [i for r in res for i in r["Instances"]]
+
+    assert _wait(lambda: len(tagged()) == 1, timeout=30)  # EC2 went ahead without the client
+    for k in [k for k in ec2_env if k.startswith("AWS_") or k == "LAUNCHER_HOME"]:
+        monkeypatch.setenv(k, ec2_env[k])
+    assert api.status(rec.id)[0] == "running"  # found by its tag
+    swept = api.down_expired(now=rec.deadline + 1)  # this machine's registry alone is enough
+    assert swept == [rec.id]
+    assert _wait(lambda: all(i["State"]["Name"] in ("shutting-down", "terminated") for i in tagged()))
+    assert api.down_expired(now=rec.deadline + 1, backend="ec2", region="us-east-1", dry_run=True) == []
+
+
+LIVE = """
+import time
+for i in range(8):
+    print(f"live {i}", flush=True)
+    time.sleep(0.5)
+"""
+
+
+def test_key_pair_gives_live_logs_over_ssh_with_the_host_key_checked(ec2_launch, ec2_moto, ec2_env, cloud, project,
+                                                                     tmp_path):
+    from ..sshd import keygen
+
+    key = keygen(tmp_path / "id_ed25519")
+    cloud.authorized_keys.write_text(Path(f"{key}.pub").read_text())
+    ec2, ssm = ec2_moto.client("ec2"), ec2_moto.client("ssm")
+    key_name = f"me-{tmp_path.name[-10:]}"
+    ec2.import_key_pair(KeyName=key_name, PublicKeyMaterial=Path(f"{key}.pub").read_bytes())
+    profile = tmp_path / "ssh.yaml"
+    profile.write_text(yaml.safe_dump({"backend": "ec2", "ec2": {
+        "region": "us-east-1", "ami": GPU_AMI_PARAM, "python": sys.executable, "key_name": key_name,
+        "key_path": str(key), "ssh_user": "root", "ssh_from": "127.0.0.1/32"}}))
+    env = {**ec2_env, "LAUNCHER_EC2_SSH_HOSTS": str(cloud.ssh_hosts)}
+    (project / "live.py").write_text(LIVE)
+    flags = [f for f in ec2_launch.flags]
+    flags[flags.index("--profile") + 1] = str(profile)
+    flags[flags.index("--push-interval") + 1] = "10m"  # the store's copy comes only at the end
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=project, env=env, capture_output=True,
+                              text=True, timeout=180)
+
+    out = cli(*flags, "--detach", "live.py")
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip()
+    rec = Registry(Path(ec2_env["LAUNCHER_HOME"])).get(job_id)
+    iid = rec.handle["instance"]
+    # Port 22 is open to the one address named, in a group of the job's own; the host key waits in SSM.
+    group = ec2.describe_security_groups(GroupIds=[rec.handle["group"]])["SecurityGroups"][0]
+    assert group["GroupName"] == f"launcher-ssh-{job_id}"
+    assert [(p["FromPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in group["IpPermissions"]] == \
+        [(22, ["127.0.0.1/32"])]
+    assert ssm.get_parameter(Name=f"/launcher/hostkeys/{job_id}")["Parameter"]["Type"] == "SecureString"
+    assert _wait(lambda: cloud.ssh_hosts.exists() and iid in cloud.ssh_hosts.read_text(), timeout=60)
+    logs = cli("logs", job_id, "-f")
+    assert logs.returncode == 0, logs.stderr
+    assert all(f"live {i}" in logs.stdout for i in range(8)), logs.stdout
+    assert "Accepted publickey for root" in (cloud.node_dir(iid) / "sshd.log").read_text()  # it came over SSH
+    node_key = (cloud.node_dir(iid) / "etc-ssh" / "ssh_host_ed25519_key.pub").read_text().split()[1]
+    known = (Path(ec2_env["LAUNCHER_HOME"]) / "jobs" / job_id / "known_hosts").read_text()
+    assert known.split()[2] == node_key  # the key the client made is the one the node's sshd showed
+    assert _wait(lambda: cli("status", job_id).stdout.startswith("succeeded"), timeout=60)
+    # Over: the host key parameter is gone at once; the group once the instance has let go of it.
+    assert all(job_id not in p["Name"] for p in ssm.get_parameters_by_path(Path="/launcher/hostkeys")["Parameters"])
+    assert _wait(lambda: _instance(ec2_moto, ec2_env["LAUNCHER_HOME"])[1]["State"]["Name"] == "terminated")
+    swept = cli("down", "--expired", "--backend", "ec2", "--region", "us-east-1").stdout
+    groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"launcher-ssh-{job_id}"]}])
+    assert groups["SecurityGroups"] == [] or f"launcher-ssh-{job_id}" in swept
+
+
+def test_key_path_without_key_name_is_refused(ec2_launch, project, tmp_path):
+    (project / "work.py").write_text(WORK)
+    out = ec2_launch("--key-path", str(tmp_path / "k"), "work.py")
+    assert out.returncode == 2 and "--key-path needs --key-name" in out.stderr
+
+
+def test_sweeper_deletes_a_leftover_volume_past_its_deadline(ec2_launch, ec2_moto):
+    ec2 = ec2_moto.client("ec2")
+    vols = {}
+    for job, deadline in (("old-cccccc", time.time() - 60), ("new-dddddd", time.time() + 3600)):
+        vols[job] = ec2.create_volume(AvailabilityZone="us-east-1a", Size=8, TagSpecifications=[{
+            "ResourceType": "volume", "Tags": [{"Key": "launcher:job", "Value": job},
+                                               {"Key": "launcher:deadline", "Value": str(int(deadline))}]}])["VolumeId"]
+    swept = ec2_launch("down", "--expired", "--backend", "ec2", "--region", "us-east-1").stdout
+    assert vols["old-cccccc"] in swept and vols["new-dddddd"] not in swept
+    left = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    assert vols["old-cccccc"] not in left and vols["new-dddddd"] in left
+    ec2.delete_volume(VolumeId=vols["new-dddddd"])

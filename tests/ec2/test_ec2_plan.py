@@ -78,9 +78,7 @@ def test_run_instances_is_valid_for_botocore_and_holds_the_guarantees(dry):
     assert plan["price"]["worst_case_usd"] == round(1.006 * 6, 2) and plan["price"]["market"] == "spot"
 
 
-def test_secrets_and_unknown_fields_are_refused(dry):
-    out = dry("--secret", "HF_TOKEN")
-    assert out.returncode == 2 and "--secret on ec2" in out.stderr
+def test_bad_ec2_fields_are_refused(dry):
     out = dry("--zone", "us-east")
     assert out.returncode == 2 and "availability zone" in out.stderr
     out = dry("--ami", "ubuntu")

@@ -166,6 +166,11 @@ def run_instance(ec2, request: dict, zone_list: list[str], *, spot: bool, region
                 continue
             if code in QUOTA_ERRORS:
                 raise UserError(quota_message(code, request["InstanceType"], spot, region)) from None
+            if code == "AuthFailure.ServiceLinkedRoleCreationNotPermitted" or (
+                    spot and "AWSServiceRoleForEC2Spot" in exc.response.get("Error", {}).get("Message", "")):
+                raise UserError("the account's first spot request needs the service-linked role "
+                                "AWSServiceRoleForEC2Spot, and you may not create it; have an admin run once: "
+                                "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com") from None
             if code.startswith(("InvalidAMIID", "InvalidKeyPair", "InvalidParameterValue", "InvalidSubnet",
                                 "InvalidGroup", "UnauthorizedOperation", "InvalidInstanceType")):
                 msg = exc.response.get("Error", {}).get("Message", "")
@@ -190,6 +195,13 @@ def terminate_by_token(ec2, token: str) -> list[str]:
     if ids:
         terminate(ec2, sorted(ids))
     return sorted(ids)
+
+
+def tagged(ec2, job_id: str) -> list[str]:
+    """Instances carrying the job's tag, oldest launch first."""
+    res = ec2.describe_instances(Filters=[{"Name": "tag:launcher:job", "Values": [job_id]}])["Reservations"]
+    found = sorted((i["LaunchTime"], i["InstanceId"]) for r in res for i in r["Instances"])
+    return [iid for _, iid in found]
 
 
 def terminate(ec2, ids: list[str]) -> None:
@@ -244,3 +256,96 @@ def wait_terminated(ec2, instance_id: str, timeout: float = 600) -> str:
             return state
         time.sleep(2)
     return state
+
+
+from .request import SECRETS_ROOT, secrets_path  # noqa: E402 - the names live with the request that uses them
+
+
+def put_secrets(ssm, job_id: str, names: list[str], deadline: float) -> None:
+    """--secret values as SecureString parameters under /launcher/jobs/<job>/ (the node reads them with its
+    instance role; they never enter user-data, tags or a plan), tagged so the sweeper can delete them."""
+    import botocore.exceptions
+
+    tags = [{"Key": "launcher:job", "Value": job_id}, {"Key": "launcher:deadline", "Value": str(int(deadline))}]
+    for name in names:
+        if name not in os.environ:
+            # A relaunch from a terminal without the variable: the parameter from the first attempt serves.
+            try:
+                ssm.get_parameter(Name=f"{secrets_path(job_id)}/{name}")
+                continue
+            except botocore.exceptions.ClientError:
+                raise UserError(f"secret {name} is not set in your environment; export {name}=...") from None
+        try:
+            ssm.put_parameter(Name=f"{secrets_path(job_id)}/{name}", Value=os.environ[name], Type="SecureString",
+                              Tags=tags, Description=f"launcher job {job_id}: --secret {name}")
+        except botocore.exceptions.ClientError as exc:
+            code = error_code(exc)
+            if code == "ParameterAlreadyExists":  # a relaunch of the same job: the value is already there
+                continue
+            if code in ("AccessDeniedException", "UnauthorizedOperation"):
+                raise UserError(f"--secret {name}: AWS refused ssm:PutParameter on {secrets_path(job_id)}/ ({code}); "
+                                "add the SSM statement of docs/backends/ec2.md to your IAM policy") from None
+            raise
+
+
+def delete_secrets(ssm, job_id: str) -> int:
+    """Delete a job's secret parameters; none left is fine. Returns how many went."""
+    names = []
+    kw = {"Path": secrets_path(job_id), "Recursive": True}
+    while True:
+        page = ssm.get_parameters_by_path(**kw)
+        names += [p["Name"] for p in page["Parameters"]]
+        if not page.get("NextToken"):
+            break
+        kw["NextToken"] = page["NextToken"]
+    for i in range(0, len(names), 10):  # DeleteParameters takes at most 10
+        ssm.delete_parameters(Names=names[i:i + 10])
+    return len(names)
+
+
+def expired_params(ssm, now: float, root: str = SECRETS_ROOT) -> list[str]:
+    """Job ids whose parameters under `root` (secrets, host keys) outlived the job's deadline: their client never
+    cleaned up."""
+    import botocore.exceptions
+
+    jobs: dict[str, str] = {}
+    kw = {"Path": root, "Recursive": True}
+    while True:
+        page = ssm.get_parameters_by_path(**kw)
+        for p in page["Parameters"]:
+            jobs.setdefault(p["Name"][len(root) + 1:].split("/")[0], p["Name"])
+        if not page.get("NextToken"):
+            break
+        kw["NextToken"] = page["NextToken"]
+    out = []
+    for job_id, name in sorted(jobs.items()):
+        try:
+            tags = {t["Key"]: t["Value"] for t in
+                    ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=name).get("TagList", [])}
+            if float(tags["launcher:deadline"]) < now:
+                out.append(job_id)
+        except (KeyError, ValueError, botocore.exceptions.ClientError):
+            continue
+    return out
+
+
+def _expired_tagged(items, now: float) -> bool:
+    tags = {t["Key"]: t["Value"] for t in items.get("Tags", [])}
+    try:
+        return float(tags["launcher:deadline"]) < now
+    except (KeyError, ValueError):
+        return False
+
+
+def expired_groups(ec2, now: float) -> list[dict]:
+    """Security groups made for one job (launcher-ssh-<job>) past its deadline."""
+    found = ec2.describe_security_groups(Filters=[{"Name": "tag-key", "Values": ["launcher:deadline"]}])
+    return [g for g in found["SecurityGroups"] if _expired_tagged(g, now)]
+
+
+def expired_volumes(ec2, now: float) -> list[dict]:
+    """Detached volumes of a job past its deadline (a root volume is deleted with its instance; this catches
+    what survived anyway)."""
+    found = ec2.describe_volumes(Filters=[{"Name": "tag-key", "Values": ["launcher:deadline"]},
+                                          {"Name": "status", "Values": ["available"]}])
+    return [v for v in found["Volumes"] if _expired_tagged(v, now)]

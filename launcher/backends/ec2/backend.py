@@ -1,6 +1,7 @@
 """The ec2 backend: the launch path's verbs over EC2. Status, logs and cancel meet the node in the S3 store."""
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Iterator
@@ -10,7 +11,7 @@ from ...gpus import CATALOG
 from ...job import Job
 from ...plan import Plan
 from ..base import Backend, Capabilities, Handle, NodePaths
-from . import aws, catalog, request
+from . import aws, catalog, request, sshaccess
 
 
 class Ec2Backend(Backend):
@@ -22,21 +23,27 @@ class Ec2Backend(Backend):
         notes = []
         itype = catalog.instance_type(job)  # an impossible GPU count is refused here, with the valid counts
         if job.secrets:
-            raise UserError("--secret on ec2 is not built yet: values must not travel in user-data; use the "
-                            "instance role (ec2: instance_profile) for AWS access, or --backend ssh for now")
+            notes.append(f"--secret {', '.join(job.secrets)}: stored as SSM SecureString parameters under "
+                         f"{request.secrets_path('<job>')}/ for the node's instance role to read, deleted when the "
+                         "job ends (the sweeper deletes what a lost client left)")
         if job.memory or (job.cpus and (job.gpu or (job.ec2 and job.ec2.instance_type))):
             notes.append(f"--cpus / --memory: the instance type {itype} decides them (only a CPU-only job "
                          "picks its type by --cpus)")
-        if job.ec2 and job.ec2.key_path:
-            notes.append("--key-path: kept for SSH access; live logs over SSH are not built yet, they come "
-                         "through S3")
         if job.keep_on_failure:
             notes.append("--keep-on-failure: a node whose job fails stays up (and billed) until its dead-man switch "
                          "at the deadline; end it sooner with `launch down JOB`; reach it with SSM Session Manager "
                          "(if its instance role allows) or SSH with --key-name")
-        if job.ec2 and job.ec2.key_name:
-            notes.append("--key-name: the node gets the key pair, but logs still come through S3 (no inbound "
-                         "port is opened)")
+        ec2 = job.ec2
+        if ec2 and ec2.key_name and ec2.key_path:
+            notes.append(f"--key-name {ec2.key_name}: live `logs -f` over SSH as {ec2.ssh_user}, host key made here "
+                         "and checked; port 22 open to " + (ec2.ssh_from or "your public IP /32")
+                         + (f" in {ec2.security_group} as you set it up" if ec2.security_group else
+                            " only, in a security group of the job's own"))
+        elif ec2 and ec2.key_name:
+            notes.append("--key-name without --key-path: the node gets the key pair, but no port is opened and "
+                         "logs come through S3 (add --key-path for live logs over SSH)")
+        elif ec2 and ec2.key_path:
+            raise UserError("--key-path needs --key-name (the EC2 key pair whose private key it is)")
         return notes
 
     def node_paths(self, job: Job, job_id: str, snapshot_sha: str | None) -> NodePaths:
@@ -44,16 +51,30 @@ class Ec2Backend(Backend):
 
     def render(self, plan: Plan) -> dict:
         itype = catalog.instance_type(plan.job)
-        region = plan.job.ec2.region if plan.job.ec2 and plan.job.ec2.region else "<$AWS_REGION at submit>"
-        return {"region": region, "RunInstances": request.run_instances(plan, itype)}
+        region = plan.job.ec2.region if plan.job.ec2 and plan.job.ec2.region else request.REGION_PLACEHOLDER
+        out = {"region": region}
+        params = [f"{request.secrets_path(plan.job_id)}/{n}" for n in plan.job.secrets]
+        if request.ssh_enabled(plan):
+            params.append(f"{request.hostkey_param(plan.job_id)} (the node's SSH host key)")
+        if params:
+            out["SsmSecureStrings"] = params
+        out["RunInstances"] = request.run_instances(plan, itype, region=region)
+        return out
 
     def price(self, job: Job) -> dict:
         return catalog.price(job, catalog.instance_type(job))
 
+    def locator(self, plan: Plan) -> dict:
+        return {"region": aws.region_of(plan.job)}
+
     def preflight(self, plan: Plan) -> None:
         aws.check_credentials(aws.region_of(plan.job))
 
-    def start(self, plan: Plan, *, detach: bool) -> dict:
+    def restart(self, plan: Plan, previous: dict) -> dict:
+        """A relaunch after a preemption: capacity just went away in the last zone, so it is tried last."""
+        return self.start(plan, detach=True, avoid_zone=previous.get("zone"))
+
+    def start(self, plan: Plan, *, detach: bool, avoid_zone: str | None = None) -> dict:
         from ...snapshot import Snapshot, upload
 
         job = plan.job
@@ -63,8 +84,17 @@ class Ec2Backend(Backend):
         launcher_ec2 = aws.client("ec2", region, retries=False)  # RunInstances only: we handle its errors ourselves
         image = aws.resolve_ami(aws.client("ssm", region), catalog.ami_source(job, itype))
         subnet = job.ec2.subnet if job.ec2 else None
-        group = (job.ec2.security_group if job.ec2 and job.ec2.security_group else None) \
-            or aws.no_ingress_group(ec2, aws.vpc_of_subnet(ec2, subnet) if subnet else None)
+        vpc = aws.vpc_of_subnet(ec2, subnet) if subnet else None
+        ssh = request.ssh_enabled(plan)
+        ssm = aws.client("ssm", region)
+        own_group = None
+        if job.ec2 and job.ec2.security_group:
+            group = job.ec2.security_group
+        elif ssh:
+            own_group = group = sshaccess.ssh_group(ec2, plan.job_id, vpc, sshaccess.caller_cidr(job),
+                                                    request.tags(plan))
+        else:
+            group = aws.no_ingress_group(ec2, vpc)
         # The code goes to the store once per content hash; the node fetches it by a presigned URL.
         snap = Snapshot(plan.snapshot["sha256"], plan.snapshot["size"], plan.snapshot["files"],
                         Path(plan.snapshot_file))
@@ -74,20 +104,48 @@ class Ec2Backend(Backend):
         result_url = aws.presign("put_object", job.datapool,
                                  f"experiments/{job.experiment}/reports/jobs/{plan.job_id}/result.json", valid,
                                  job.endpoint_url, region)
-        req = request.run_instances(plan, itype, image_id=image, security_group=group, snapshot_url=url,
-                                    result_url=result_url)
+        host_pub = ""
+        if ssh:
+            host_private, host_pub = sshaccess.new_host_key()
+            sshaccess.put_host_key(ssm, plan.job_id, host_private, plan.deadline_at)
+        req = request.run_instances(plan, itype, region=region, image_id=image, security_group=group,
+                                    snapshot_url=url, result_url=result_url, hostkey_pub=host_pub)
         if subnet:
             zone_list = [f"the zone of {subnet}"]  # a subnet lives in one zone: nowhere to move to
         else:
             zone_list = aws.zones(ec2, job.ec2.zone if job.ec2 else None)
-        instance, zone = aws.run_instance(launcher_ec2, req, zone_list, spot=job.spot, region=region)
-        return {"region": region, "instance": instance, "zone": zone, "instance_type": itype, "spot": job.spot}
+            zone_list.sort(key=lambda z: z == avoid_zone)
+        if job.secrets:
+            aws.put_secrets(ssm, plan.job_id, job.secrets, plan.deadline_at)
+        data = {"region": region, "instance_type": itype, "spot": job.spot, "secrets": bool(job.secrets),
+                "group": own_group}
+        if ssh:
+            data["ssh"] = {"user": job.ec2.ssh_user, "identity": job.ec2.key_path, "host_key": host_pub,
+                           "experiment": job.experiment}
+        try:
+            instance, zone = aws.run_instance(launcher_ec2, req, zone_list, spot=job.spot, region=region)
+        except BaseException:
+            if plan.spec.attempt == 1:  # nothing runs: what was made for it goes too
+                self.release(Handle(plan.job_id, self.name, data))
+            raise
+        return {**data, "instance": instance, "zone": zone}
+
+    def _instance_id(self, ec2, handle: Handle) -> str | None:
+        """The handle's instance; for a record whose client died inside RunInstances, the one its tag names."""
+        if handle.data.get("instance"):
+            return handle.data["instance"]
+        found = aws.tagged(ec2, handle.job_id)
+        return found[-1] if found else None
 
     def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
         d = handle.data
-        inst = aws.describe(aws.client("ec2", d["region"]), d["instance"])
+        ec2 = aws.client("ec2", d["region"])
+        iid = self._instance_id(ec2, handle)
+        if iid is None:
+            return "lost", None, "the client stopped before RunInstances answered, and no instance of this job exists"
+        inst = aws.describe(ec2, iid)
         if inst is None:
-            return "lost", None, f"instance {d['instance']} is gone and left no result in the store"
+            return "lost", None, f"instance {iid} is gone and left no result in the store"
         state = inst["State"]["Name"]
         if state == "pending":
             return "pending", None, None
@@ -95,16 +153,54 @@ class Ec2Backend(Backend):
             return "running", None, None
         reason = (inst.get("StateReason") or {}).get("Message", "")
         if "Spot" in reason or "spot" in (inst.get("StateReason") or {}).get("Code", "").lower():
-            return "preempted", None, f"instance {d['instance']}: {reason}"
+            return "preempted", None, f"instance {iid}: {reason}"
         # shutting-down / terminated with no result.json: the node ended before the agent could report.
-        return "lost", None, f"instance {d['instance']} {state} without a result ({reason or 'no reason given'})"
+        return "lost", None, f"instance {iid} {state} without a result ({reason or 'no reason given'})"
 
     def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
-        return None  # the store's copy of log.txt (no inbound port to stream from)
+        """Live over SSH when the job has a key pair and the node answers with the host key made for it; else None:
+        the caller tails the store's copy of log.txt (no inbound port, or the node is still booting)."""
+        d = handle.data
+        if not d.get("ssh") or not d.get("instance"):
+            return None
+        inst = aws.describe(aws.client("ec2", d["region"]), d["instance"])
+        addr = sshaccess.address(inst) if inst and inst["State"]["Name"] == "running" else None
+        if not addr:
+            return None
+        from ...sshclient import SshClient
+
+        ssh = d["ssh"]
+        try:
+            client = SshClient(f"{ssh['user']}@{addr}", identity=ssh["identity"],
+                               known_hosts=sshaccess.known_hosts(handle.job_id, addr, ssh["host_key"])).connect()
+        except Exception:  # noqa: BLE001 - booting, or sshd not yet on our host key: the store has the log too
+            return None
+        log = shlex.quote(f"datapool/experiments/{ssh['experiment']}/reports/jobs/{handle.job_id}/log.txt")
+        state = shlex.quote(f"jobs/{handle.job_id}")
+        if follow:
+            # Wait (bounded) for the agent to open the log, then follow it until the agent is gone.
+            body = (f"for i in $(seq 3000); do [ -f {log} ] || [ -f $S/result.json ] && break; sleep 0.2; done; "
+                    f"[ -f {log} ] || {{ cat $S/setup.log 2>/dev/null; exit 0; }}; "
+                    f"read -r p s < $S/agent.pid 2>/dev/null; "
+                    f"if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then exec tail -c +1 -F -s 0.2 --pid=\"$p\" {log}; "
+                    f"else cat {log}; fi")
+        else:
+            body = f"cat {log} 2>/dev/null || cat $S/setup.log 2>/dev/null; true"
+        return self._stream(client, f'cd "${{LAUNCHER_NODE_BASE:-{request.NODE_BASE}}}" && S={state} && {body}')
+
+    @staticmethod
+    def _stream(client, command: str) -> Iterator[bytes]:
+        try:
+            yield from client.stream(command, check=False)
+        finally:
+            client.close()
 
     def cancel(self, handle: Handle, grace: float | None = None) -> None:
         d = handle.data
         ec2 = aws.client("ec2", d["region"])
+        if not d.get("instance"):  # the client died inside RunInstances: whatever carries the job's tag goes
+            aws.terminate_by_token(ec2, handle.job_id)
+            return
         if grace is None or grace > 0:
             # The cancel marker is in the store: give the agent its grace to push a last time, then terminate.
             grace = float(d.get("grace_period", 30)) if grace is None else grace
@@ -116,6 +212,18 @@ class Ec2Backend(Backend):
                 time.sleep(3)
         aws.terminate(ec2, [d["instance"]])
 
+    def release(self, handle: Handle) -> None:
+        """The job is over: its secret parameters, host key and own security group go (the instance is gone or
+        going by itself; a group it still holds is left to the sweeper)."""
+        d = handle.data
+        ssm = aws.client("ssm", d["region"])
+        if d.get("secrets"):
+            aws.delete_secrets(ssm, handle.job_id)
+        if d.get("ssh"):
+            sshaccess.delete_host_key(ssm, handle.job_id)
+        if d.get("group"):
+            sshaccess.delete_group(aws.client("ec2", d["region"]), d["group"])
+
     def confirm_teardown(self, handle: Handle) -> str:
         """--terminate-after: the job is over; make sure the instance is gone and say what it cost."""
         d = handle.data
@@ -125,6 +233,7 @@ class Ec2Backend(Backend):
         if state != "terminated":  # the node did not end itself in time: layer 3 does it
             aws.terminate(ec2, [d["instance"]])
             state = aws.wait_terminated(ec2, d["instance"], timeout=300)
+        self.release(handle)
         line = f"instance {d['instance']} {state}"
         if inst is not None and inst.get("LaunchTime"):
             hours = max(0.0, time.time() - inst["LaunchTime"].timestamp()) / 3600
@@ -140,4 +249,20 @@ class Ec2Backend(Backend):
         found = aws.expired(ec2, now)
         if found and not dry_run:
             aws.terminate(ec2, [f["id"] for f in found])
-        return [f"{f['id']} ({f['job']}, {f['state']})" for f in found]
+        ssm = aws.client("ssm", region)
+        ended = [f"{f['id']} ({f['job']}, {f['state']})" for f in found]
+        for root, what, delete in ((request.SECRETS_ROOT, "secrets", aws.delete_secrets),
+                                   (request.HOSTKEYS_ROOT, "ssh host key", sshaccess.delete_host_key)):
+            for job_id in aws.expired_params(ssm, now, root):
+                if not dry_run:
+                    delete(ssm, job_id)
+                ended.append(f"{root}/{job_id} ({what} of {job_id})")
+        for g in aws.expired_groups(ec2, now):
+            # Still held by an instance that is shutting down: the next sweep gets it.
+            if dry_run or sshaccess.delete_group(ec2, g["GroupId"]):
+                ended.append(f"{g['GroupId']} (security group {g['GroupName']})")
+        for v in aws.expired_volumes(ec2, now):
+            if not dry_run:
+                ec2.delete_volume(VolumeId=v["VolumeId"])
+            ended.append(f"{v['VolumeId']} (volume, {v['Size']} GiB)")
+        return ended
