@@ -1,0 +1,321 @@
+"""The k8s backend: the launch path's verbs over one batch/v1 Job. Results, logs and cancel meet the pods in the
+store (s3://) as on every remote backend; the Job's conditions and the pods' states say the rest: why a pod is
+stuck, a deadline hit, a node taken away."""
+from __future__ import annotations
+
+import base64
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+from ...errors import UserError
+from ...gpus import CATALOG
+from ...job import Job
+from ...plan import Plan
+from ..base import ACTIVE, Backend, Capabilities, Handle, NodePaths
+from . import request, stuck
+from .options import MAX_NODES, K8sOptions
+
+# A pvc:// datapool has no store the client reaches: the code snapshot travels in the ConfigMap (1 MiB in all).
+CONFIGMAP_SNAPSHOT_LIMIT = 700 * 1024
+
+
+def _opts(job: Job) -> K8sOptions:
+    return job.k8s or K8sOptions()
+
+
+def image_of(job: Job) -> str:
+    if _opts(job).image:
+        return _opts(job).image
+    from ... import images
+
+    try:
+        return images.default_image()
+    except FileNotFoundError:
+        raise UserError("no default image: images/requirements.lock is missing; pass --image REPO:TAG (an image with "
+                        "python3 and launcher's dependencies)") from None
+
+
+def _stuck_file(job_id: str) -> Path:
+    from ...registry import launcher_home
+
+    return launcher_home() / "jobs" / job_id / "k8s-stuck.txt"
+
+
+class K8sBackend(Backend):
+    name = "k8s"
+    capabilities = Capabilities(remote=True, gpus=tuple(CATALOG), spot=True, max_nodes=MAX_NODES,
+                                datapool_schemes=("s3", "pvc"), resources_enforced=True)
+
+    # -- plan (pure) ---------------------------------------------------------------------------------------------
+
+    def check(self, job: Job) -> list[str]:
+        notes = []
+        image_of(job)
+        if job.gpu:
+            request.gpu_label(job)  # a GPU with no known label value is refused here
+        if job.spot:
+            notes.append("--spot on k8s: launcher adds no spot node selector (schedule onto spot nodes with your "
+                         "cluster's own labels or taints); a pod whose node is taken away ends as preempted")
+        if job.num_nodes > 1 and not job.script.endswith(".py"):
+            notes.append(f"--num-nodes {job.num_nodes}: {job.script} is not a .py script, so it runs once per pod "
+                         "without torchrun (NODE_RANK, MASTER_ADDR, WORLD_SIZE are set)")
+        if job.keep_on_failure:
+            notes.append("--keep-on-failure: a stuck or failed Job and its pods stay for `kubectl describe` / "
+                         "`kubectl logs` until its TTL (k8s: ttl_after_finished) or `launch down JOB`")
+        if (job.datapool or "").startswith("pvc://"):
+            notes.append("pvc:// datapool: the claim is mounted at /datapool and nothing is synced; logs come from "
+                         "the pod and the result from the Job's state")
+        return notes
+
+    def node_paths(self, job: Job, job_id: str, snapshot_sha: str | None) -> NodePaths:
+        pvc = (job.datapool or "").startswith("pvc://")
+        return NodePaths(workdir=f"code/{snapshot_sha}", datapool_root=request.DATAPOOL_MOUNT if pvc else "datapool",
+                         state_dir=f"jobs/{job_id}")
+
+    def render(self, plan: Plan) -> dict:
+        request.check_names(plan.job_id)
+        if request.pvc_claim(plan) and plan.snapshot["size"] > CONFIGMAP_SNAPSHOT_LIMIT:
+            raise UserError(f"the code snapshot is {plan.snapshot['size'] // 1024} KB; with a pvc:// datapool it "
+                            f"travels in a ConfigMap (at most {CONFIGMAP_SNAPSHOT_LIMIT // 1024} KB): trim it with "
+                            ".launchignore, or use an s3:// datapool")
+        opts = _opts(plan.job)
+        docs = request.manifests(plan, image_of(plan.job))
+        return {"context": opts.context or "<the current context at submit>", "namespace": request.namespace_of(plan),
+                "manifests": request.to_yaml(docs)}
+
+    # -- submit --------------------------------------------------------------------------------------------------
+
+    def _where(self, job: Job, context: str | None = None):
+        from .kube import Kube
+
+        opts = _opts(job)
+        context = context or opts.context or Kube.current_context()
+        kube = Kube(context)
+        return kube, context, opts.namespace or Kube.namespace_of_context(context)
+
+    def secrets_elsewhere(self, job: Job) -> bool:
+        """With k8s: secret_name the values are in the cluster already (preflight checks the keys), not here."""
+        return bool(_opts(job).secret_name)
+
+    def preflight(self, plan: Plan) -> None:
+        job, opts = plan.job, _opts(plan.job)
+        kube, context, ns = self._where(job)
+        kube.check_access(ns)
+        if job.secrets and opts.secret_name:
+            keys = kube.secret_keys(ns, opts.secret_name)
+            if keys is None:
+                raise UserError(f"Secret {opts.secret_name} does not exist in namespace {ns}: create it (kubectl -n "
+                                f"{ns} create secret generic {opts.secret_name} --from-literal={job.secrets[0]}=...) "
+                                "or drop k8s: secret_name to make one from your environment")
+            missing = [s for s in job.secrets if s not in keys]
+            if missing:
+                raise UserError(f"Secret {opts.secret_name} in namespace {ns} has no key {missing[0]}: add it, or "
+                                f"drop --secret {missing[0]}")
+        claim = request.pvc_claim(plan)
+        if claim:
+            found = kube.claim(ns, claim[0])
+            if found is None:
+                raise UserError(f"unknown PersistentVolumeClaim {claim[0]} in namespace {ns} (context {context}): "
+                                f"create it, or fix --datapool pvc://CLAIM/path (`kubectl -n {ns} get pvc` lists them)")
+            modes = (found.get("spec") or {}).get("accessModes") or []
+            if job.num_nodes > 1 and "ReadWriteMany" not in modes:
+                raise UserError(f"PersistentVolumeClaim {claim[0]} is {', '.join(modes) or 'not ReadWriteMany'}: "
+                                f"{job.num_nodes} pods on different nodes need a ReadWriteMany claim")
+
+    def start(self, plan: Plan, *, detach: bool, context: str | None = None) -> dict:
+        job = plan.job
+        kube, context, ns = self._where(job, context)
+        image = image_of(job)
+        urls = self._code(plan)
+        values = None
+        if job.secrets and not _opts(job).secret_name:
+            values = {name: os.environ[name] for name in job.secrets}  # api checked they are set
+        job_doc = request.manifests(plan, image, namespace=ns, **urls)[0]
+        created = kube.create(ns, job_doc)
+        try:
+            for doc in request.manifests(plan, image, owner_uid=created["metadata"]["uid"], secret_values=values,
+                                         namespace=ns, **urls)[1:]:
+                kube.create(ns, doc)
+            kube.resume(ns, plan.job_id)
+        except BaseException:
+            kube.delete_job(ns, plan.job_id)
+            for doc in request.manifests(plan, image, namespace=ns)[1:]:
+                kube.delete(ns, doc["kind"], doc["metadata"]["name"])
+            raise
+        return {"context": context, "namespace": ns, "job": plan.job_id, "num_nodes": job.num_nodes,
+                "pending_timeout": _opts(job).pending_timeout, "keep_on_failure": job.keep_on_failure,
+                "created": time.time()}
+
+    def restart(self, plan: Plan, previous: dict) -> dict:
+        """A preempted job again, same id: the last attempt's Job and what it owned go first (the names are the
+        job id's), on the cluster it ran on."""
+        from .kube import Kube
+
+        kube, ns = Kube(previous["context"]), previous["namespace"]
+        kube.delete_job(ns, plan.job_id)
+        for doc in request.manifests(plan, image_of(plan.job), namespace=ns)[1:]:
+            kube.delete(ns, doc["kind"], doc["metadata"]["name"])
+        if not kube.wait_job_gone(ns, plan.job_id, 120):
+            raise UserError(f"Job {plan.job_id} in {ns} is still being deleted after 2 min; relaunch later")
+        _stuck_file(plan.job_id).unlink(missing_ok=True)
+        return self.start(plan, detach=True, context=previous["context"])
+
+    def _code(self, plan: Plan) -> dict:
+        """Where the pod gets its code: a presigned URL into the s3 store, or (pvc://) the ConfigMap itself."""
+        from ...snapshot import Snapshot, upload
+
+        job = plan.job
+        snap = Snapshot(plan.snapshot["sha256"], plan.snapshot["size"], plan.snapshot["files"],
+                        Path(plan.snapshot_file))
+        if request.pvc_claim(plan):
+            return {"snapshot_b64": base64.b64encode(snap.path.read_bytes()).decode()}
+        from ..ec2 import aws
+
+        region = aws.default_region()
+        upload(snap, job.datapool, endpoint_url=job.endpoint_url)
+        valid = int(plan.deadline_at - time.time()) + 3600
+        return {"snapshot_url": aws.presign("get_object", job.datapool, snap.key, valid, job.endpoint_url, region),
+                "result_url": aws.presign("put_object", job.datapool,
+                                          f"experiments/{job.experiment}/reports/jobs/{plan.job_id}/result.json",
+                                          valid, job.endpoint_url, region)}
+
+    # -- after submit --------------------------------------------------------------------------------------------
+
+    def _kube(self, handle: Handle):
+        from .kube import Kube
+
+        return Kube(handle.data["context"]), handle.data["namespace"], handle.data["job"]
+
+    def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
+        kube, ns, name = self._kube(handle)
+        job = kube.job(ns, name)
+        if job is None:
+            stuck_file = _stuck_file(handle.job_id)
+            if stuck_file.exists():
+                return "failed", None, stuck_file.read_text().strip()
+            return "lost", None, f"Job {name} in namespace {ns} is gone and left no result in the store"
+        pods = kube.pods(ns, name)
+        conditions = {c["type"]: c for c in (job.get("status") or {}).get("conditions") or []
+                      if c.get("status") == "True"}
+        if "Complete" in conditions:
+            return "succeeded", 0, None
+        failed = conditions.get("Failed")
+        if failed:
+            why = f"Job {name}: {failed.get('reason', 'Failed')}: {failed.get('message', '')}".rstrip(": ")
+            if failed.get("reason") == "DeadlineExceeded":
+                return "timeout", None, why
+            disruption = stuck.disrupted(pods)
+            if disruption:
+                return "preempted", None, disruption
+            return "failed", stuck.exit_code(pods), why
+        phases = {(p.get("status") or {}).get("phase", "Pending") for p in pods}
+        if phases - {"Pending"}:
+            return "running", None, None
+        created = job["metadata"].get("creationTimestamp")
+        why = stuck.diagnose(name, pods, kube.events(ns), now=time.time(),
+                             job_created=stuck._ts(created) if created else handle.data.get("created"),
+                             pending_timeout=float(handle.data.get("pending_timeout", 600)))
+        if why is None:
+            return "pending", None, None
+        if handle.data.get("keep_on_failure"):
+            why += f"; kept (--keep-on-failure): kubectl -n {ns} describe job {name}; launch down {handle.job_id}"
+        else:
+            why += f"; Job {name} deleted"
+        path = _stuck_file(handle.job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(why + "\n")  # the reason outlives the Job: a later look finds the Job gone
+        if not handle.data.get("keep_on_failure"):
+            kube.delete_job(ns, name)
+        return "failed", None, why
+
+    def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
+        if not follow and (handle.data.get("store") or {}).get("store_url"):
+            return None  # the store's copy, pushed every --push-interval: no cluster call for a look
+        kube, ns, name = self._kube(handle)
+        if kube.job(ns, name) is None:
+            return None  # the TTL took the Job and its pods: the store's copy of log.txt
+        pods = kube.pods(ns, name)
+        if not follow and pods and (pods[0].get("status") or {}).get("phase") != "Pending":
+            return self._pod_log(kube, ns, pods[0]["metadata"]["name"], follow=False)
+        if not follow:
+            return iter([b""]) if pods or kube.job(ns, name) else None
+        return self._follow(handle, kube, ns, name)
+
+    def _pod_log(self, kube, ns: str, pod: str, follow: bool) -> Iterator[bytes]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            resp = kube.log_stream(ns, pod, request.CONTAINER, follow)
+        except ApiException:
+            return
+        try:
+            yield from resp.stream(65536)
+        finally:
+            resp.release_conn()
+
+    def _follow(self, handle: Handle, kube, ns: str, name: str) -> Iterator[bytes]:
+        """Rank 0's pod output once it runs; until then, the job's state (a stuck pod ends the wait)."""
+        from ... import api
+
+        while True:
+            pods = kube.pods(ns, name)
+            if pods and (pods[0].get("status") or {}).get("phase") != "Pending":
+                yield from self._pod_log(kube, ns, pods[0]["metadata"]["name"], follow=True)
+                return
+            state = api.status(handle.job_id)[0]  # records a stuck pod's reason, once
+            if state not in ACTIVE:
+                yield f"[launcher] {handle.job_id} {state}: {api.reason(handle.job_id) or 'no reason given'}\n".encode()
+                return
+            time.sleep(1)
+
+    def cancel(self, handle: Handle, grace: float | None = None) -> None:
+        kube, ns, name = self._kube(handle)
+        if grace is None or grace > 0:
+            # The cancel marker is in the store: a running agent stops the script and pushes; then the Job goes.
+            grace = float(handle.data.get("grace_period", 30)) if grace is None else grace
+            end = time.time() + min(grace + 15, 120)
+            while time.time() < end:
+                job = kube.job(ns, name)
+                if job is None or any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                                      for c in (job.get("status") or {}).get("conditions") or []):
+                    break
+                if not any((p.get("status") or {}).get("phase") == "Running" for p in kube.pods(ns, name)):
+                    break  # nothing running reads the marker
+                time.sleep(1)
+        kube.delete_job(ns, name)
+
+    def confirm_teardown(self, handle: Handle) -> str:
+        kube, ns, name = self._kube(handle)
+        gone = not kube.delete_job(ns, name)
+        return f"Job {name} in {ns} " + ("already gone" if gone else "deleted (its pods and what it owns go with it)")
+
+    def sweep(self, now: float, *, region: str | None = None, dry_run: bool = False) -> list[str]:
+        """Every Job labelled launcher/job past its deadline annotation, in each namespace a job of ours used (as
+        this machine's registry knows them) and the current context's. Other clusters are never touched."""
+        from ...registry import Registry
+        from .kube import Kube
+
+        places = {(r.handle.get("context"), r.handle.get("namespace")) for r in Registry().list(1_000_000)
+                  if r.backend == self.name and r.handle.get("namespace")}
+        try:
+            current = Kube.current_context()
+            places.add((current, Kube.namespace_of_context(current)))
+        except UserError:
+            pass
+        ended = []
+        for context, ns in sorted(places, key=lambda p: (p[0] or "", p[1])):
+            kube = Kube(context)
+            for job in kube.jobs(ns):
+                meta = job["metadata"]
+                try:
+                    deadline = float((meta.get("annotations") or {})[request.DEADLINE_ANNOTATION])
+                except (KeyError, ValueError):
+                    continue
+                if deadline < now:
+                    if not dry_run:
+                        kube.delete_job(ns, meta["name"])
+                    ended.append(f"{meta['name']} ({context}/{ns})")
+        return ended
+

@@ -1,0 +1,210 @@
+"""The k8s backend's calls to the API server (the official `kubernetes` client, imported here only).
+
+Requests go through the client's `ApiClient` (kubeconfig, contexts, auth plugins, TLS, retries) by path, and objects
+come back as the API serves them: camelCase dicts, which is what stuck.py reads. The typed `CoreV1Api`/`BatchV1Api`
+classes are not used: importing them builds some 300 pydantic models, seconds of every `launch status` on a busy
+machine. Label selectors are sent, and the results are filtered here too: a Job's pods are found by our own label.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from ...errors import UserError
+from .request import JOB_LABEL
+
+RBAC_HINT = "see docs/backends/k8s.md for the Role the launcher needs"
+PATHS = {"Job": "/apis/batch/v1/namespaces/{ns}/jobs", "Pod": "/api/v1/namespaces/{ns}/pods",
+         "ConfigMap": "/api/v1/namespaces/{ns}/configmaps", "Secret": "/api/v1/namespaces/{ns}/secrets",
+         "Service": "/api/v1/namespaces/{ns}/services", "Event": "/api/v1/namespaces/{ns}/events",
+         "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims"}
+
+
+def _path(kind: str, ns: str, name: str | None = None, sub: str | None = None) -> str:
+    from urllib.parse import quote
+
+    path = PATHS[kind].format(ns=quote(ns, safe=""))
+    return path + (f"/{quote(name, safe='')}" if name else "") + (f"/{sub}" if sub else "")
+
+
+class Kube:
+    """One API client for one context; every call names its namespace."""
+
+    def __init__(self, context: str | None):
+        from kubernetes import client, config
+
+        self.context = context
+        cfg = client.Configuration()
+        try:
+            config.load_kube_config(context=context, client_configuration=cfg)
+        except config.ConfigException as exc:
+            try:
+                if context:
+                    raise
+                config.load_incluster_config(client_configuration=cfg)
+            except config.ConfigException:
+                where = f"context {context!r}" if context else "a kubeconfig"
+                raise UserError(f"no usable {where} ({exc}): set KUBECONFIG or pass --context NAME "
+                                "(`kubectl config get-contexts` lists them)") from None
+        cfg.retries = 2
+        self.api = client.ApiClient(cfg)
+
+    @staticmethod
+    def current_context() -> str | None:
+        """The kubeconfig's current context, by name: the handle keeps it, so later calls reach this cluster."""
+        from kubernetes import config
+
+        try:
+            return config.list_kube_config_contexts()[1]["name"]
+        except (config.ConfigException, FileNotFoundError, TypeError, KeyError):
+            return None  # in-cluster credentials: there is one cluster
+
+    @staticmethod
+    def namespace_of_context(context: str | None) -> str:
+        """The context's own namespace, else `default` (as kubectl resolves it)."""
+        from kubernetes import config
+
+        try:
+            contexts, current = config.list_kube_config_contexts()
+        except (config.ConfigException, FileNotFoundError, TypeError):
+            return "default"
+        chosen = next((c for c in contexts if c["name"] == context), None) if context else current
+        if context and chosen is None:
+            names = ", ".join(c["name"] for c in contexts)
+            raise UserError(f"no context {context!r} in your kubeconfig; pass --context with one of: {names}")
+        return ((chosen or {}).get("context") or {}).get("namespace") or "default"
+
+    def call(self, method: str, path: str, *, query: dict | None = None, body=None,
+             content_type: str = "application/json", stream: bool = False):
+        """One request; the decoded JSON object (or, with `stream`, the open urllib3 response). Raises the client's
+        ApiException for a non-2xx answer."""
+        from kubernetes.client.exceptions import ApiException
+
+        headers = {"Accept": "application/json, */*", "Content-Type": content_type}
+        method, url, headers, body, _ = self.api.param_serialize(
+            method, path, query_params=list((query or {}).items()), header_params=headers, body=body,
+            auth_settings=["BearerToken"])
+        resp = self.api.call_api(method, url, header_params=headers, body=body)
+        if not 200 <= resp.status < 300:
+            resp.read()
+            raise ApiException(status=resp.status, reason=resp.reason,
+                               body=(resp.data or b"").decode(errors="replace"))
+        if stream:
+            return resp.response
+        resp.read()
+        return json.loads(resp.data) if resp.data else {}
+
+    def _get(self, kind: str, ns: str, name: str) -> dict | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.call("GET", _path(kind, ns, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise self._refused(exc, f"read {kind} {name}") from None
+
+    def _list(self, kind: str, ns: str, selector: str | None = None) -> list[dict]:
+        return self.call("GET", _path(kind, ns), query={"labelSelector": selector} if selector else None).get(
+            "items") or []
+
+    # -- errors --------------------------------------------------------------------------------------------------
+
+    def _refused(self, exc, what: str) -> UserError:
+        if exc.status in (401, 403):
+            return UserError(f"the cluster refused to {what} ({exc.status} {exc.reason}): your credentials lack the "
+                             f"permission; {RBAC_HINT}")
+        return UserError(f"the cluster refused to {what}: {exc.status} {exc.reason}: {_message(exc)}")
+
+    # -- reads ---------------------------------------------------------------------------------------------------
+
+    def check_access(self, namespace: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            self.call("GET", _path("Job", namespace), query={"limit": 1})
+        except ApiException as exc:
+            raise self._refused(exc, f"list Jobs in namespace {namespace}") from None
+        except HTTPError as exc:
+            raise UserError(f"cannot reach the cluster at {self.api.configuration.host}: {exc}; check --context "
+                            "and your network") from None
+
+    def secret_keys(self, namespace: str, name: str) -> set[str] | None:
+        obj = self._get("Secret", namespace, name)
+        return None if obj is None else set(obj.get("data") or {}) | set(obj.get("stringData") or {})
+
+    def claim(self, namespace: str, name: str) -> dict | None:
+        return self._get("PersistentVolumeClaim", namespace, name)
+
+    def job(self, namespace: str, name: str) -> dict | None:
+        return self._get("Job", namespace, name)
+
+    def pods(self, namespace: str, job_name: str) -> list[dict]:
+        pods = self._list("Pod", namespace, f"{JOB_LABEL}={job_name}")
+        return sorted((p for p in pods if (p["metadata"].get("labels") or {}).get(JOB_LABEL) == job_name),
+                      key=lambda p: int((p["metadata"].get("annotations") or {}).get(
+                          "batch.kubernetes.io/job-completion-index", 0)))
+
+    def events(self, namespace: str) -> list[dict]:
+        return self._list("Event", namespace)
+
+    def jobs(self, namespace: str) -> list[dict]:
+        return [j for j in self._list("Job", namespace, JOB_LABEL) if JOB_LABEL in (j["metadata"].get("labels") or {})]
+
+    def log_stream(self, namespace: str, pod: str, container: str, follow: bool):
+        """The container's output as it comes (an open urllib3 response: `.stream()` yields chunks)."""
+        query = {"container": container}
+        if follow:
+            query["follow"] = "true"
+        return self.call("GET", _path("Pod", namespace, pod, "log"), query=query, stream=True)
+
+    # -- writes --------------------------------------------------------------------------------------------------
+
+    def create(self, namespace: str, manifest: dict) -> dict:
+        from kubernetes.client.exceptions import ApiException
+
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        try:
+            return self.call("POST", _path(kind, namespace), body=manifest)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise UserError(f"{kind} {name} already exists in namespace {namespace}: a job id is used once; "
+                                "launch again for a new id") from None
+            if exc.status == 422 or exc.status == 400:
+                raise UserError(f"the cluster rejected {kind} {name}: {_message(exc)}") from None
+            raise self._refused(exc, f"create {kind} {name}") from None
+
+    def resume(self, namespace: str, job_name: str) -> None:
+        self.call("PATCH", _path("Job", namespace, job_name), body={"spec": {"suspend": False}},
+                  content_type="application/merge-patch+json")
+
+    def delete_job(self, namespace: str, name: str) -> bool:
+        """Background propagation: the Job goes now, its pods and what it owns after it. False if it was gone."""
+        return self.delete(namespace, "Job", name)
+
+    def delete(self, namespace: str, kind: str, name: str) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.call("DELETE", _path(kind, namespace, name), query={"propagationPolicy": "Background"})
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def wait_job_gone(self, namespace: str, name: str, timeout: float) -> bool:
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.job(namespace, name) is None:
+                return True
+            time.sleep(1)
+        return False
+
+
+def _message(exc) -> str:
+    try:
+        return json.loads(exc.body).get("message", "") or str(exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)
