@@ -1,0 +1,107 @@
+"""The modal backend: the launch path's verbs over Modal. Status and cancel meet the agent in the datapool store
+(a Modal Volume or S3); logs stream from the app; Modal's timeout is the dead-man switch.
+
+Teardown layers: the function returns when the agent is done; Modal's `timeout` (the deadline, 24 h at most per
+attempt); `launch down` (cancel marker, then the call cancelled with its containers, then the app stopped); the
+sweeper (`launch down --expired --backend modal`: every app of ours past the deadline in its tag).
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+from ...errors import UserError
+from ...job import Job
+from ...plan import Plan
+from ..base import Backend, Capabilities, Handle, NodePaths
+from . import request
+
+
+class ModalBackend(Backend):
+    name = "modal"
+    capabilities = Capabilities(remote=True, gpus=request.gpus_offered(), spot=True, max_nodes=1,
+                                datapool_schemes=("modal-volume", "s3"), resources_enforced=True)
+
+    def check(self, job: Job) -> list[str]:
+        notes = []
+        request.gpu(job)  # a count Modal cannot give: exit 2 now, the client would only fail at submit
+        if request.is_volume(job.datapool):
+            request.volume_of(job.datapool)
+        notes += request.check_runtime(job)
+        if job.gpu and not job.spot:
+            notes.append("Modal may preempt any GPU function (rarely) and restarts it on the same input; "
+                         "--spot changes nothing there")
+        if not job.gpu and not job.spot:
+            notes.append("CPU-only without --spot: the function is non-preemptible, which Modal bills at 3x for "
+                         "CPU and memory; --spot drops that")
+        if job.max_restarts and not request.is_volume(job.datapool):
+            notes.append("--max-restarts on Modal: a retried attempt finds its checkpoints only in a "
+                         "modal-volume:// datapool; from an s3:// one it pulls data/ and model/base/ afresh")
+        if job.keep_on_failure:
+            notes.append("--keep-on-failure: a Modal container ends with its function; the job's files stay in "
+                         "the datapool, its output in `launch logs`")
+        return notes
+
+    def node_paths(self, job: Job, job_id: str, snapshot_sha: str | None) -> NodePaths:
+        return NodePaths(workdir=f"code/{snapshot_sha}", datapool_root=request.datapool_root(job),
+                         state_dir=f"jobs/{job_id}")
+
+    def render(self, plan: Plan) -> dict:
+        return request.function_spec(plan)
+
+    def price(self, job: Job) -> dict:
+        return request.price(job)
+
+    def preflight(self, plan: Plan) -> None:
+        from . import app
+
+        app.check_token()
+        app.check_named_secrets(plan)
+
+    def start(self, plan: Plan, *, detach: bool) -> dict:
+        from . import app
+
+        if not plan.snapshot_file:
+            raise UserError("no code snapshot to send: launch builds one from the project (run from its root)")
+        return app.submit(plan)
+
+    def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
+        from . import app
+
+        d = handle.data
+        state, code, why = app.call_result(d["call_id"])
+        if state == "running":
+            return "running", None, None
+        if state == "exited":
+            # Returned, yet no result.json in the store (status looked there first).
+            return "lost", code, (f"function call {d['call_id']} returned {code} but left no result in the store; "
+                                  f"see `launch logs {handle.job_id}`")
+        return state, code, why
+
+    def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
+        from . import app
+
+        return app.app_logs(handle.data["app_id"], follow)
+
+    def cancel(self, handle: Handle, grace: float | None = None) -> None:
+        from . import app
+
+        d = handle.data
+        if grace is None or grace > 0:
+            # The cancel marker is in the store: the agent stops the script within its grace and pushes a result.
+            grace = float(d.get("grace_period", 30)) if grace is None else grace
+            end = time.time() + min(grace + 15, 120)
+            while time.time() < end and app.call_result(d["call_id"])[0] == "running":
+                time.sleep(1)
+        app.cancel_call(d["call_id"])
+        app.stop_app(d["app_id"])
+
+    def sweep(self, now: float, *, region: str | None = None, dry_run: bool = False) -> list[str]:
+        """Teardown layer 4, registry or not: every app of ours whose deadline tag has passed."""
+        from . import app
+
+        found = app.expired(now)
+        if not dry_run:
+            for f in found:
+                app.stop_app(f["app_id"])
+        return [f"{f['app_id']} ({f['job']}, {f['state']})" for f in found]

@@ -1,0 +1,226 @@
+"""A Modal Volume as the datapool store: `modal-volume://NAME/path` (`modal` is imported only here, when used).
+
+Three views of one volume:
+  * `VolumeStore`, a Store for the sync engine: `launch sync up|down --datapool modal-volume://...` moves data
+    between a laptop and the volume (the volume is created on the first upload);
+  * `VolumeFiles`, a job's folder for launcher/jobstore.py: result.json, log.txt and the cancel marker, read and
+    written through Modal's API from the laptop and from the agent's cancel poll alike;
+  * `MountedVolume`, the agent's datapool on a Modal node, where the volume is mounted at the datapool root: the
+    job writes into it directly, and a commit after each push point (and at the end, result.json last) makes the
+    writes durable and visible outside the container.
+
+Modal lists a volume's files with size and time but no hash, so a file of the same size on both sides is copied
+again: a resync moves changed and same-size files, never misses one.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from .base import Entry, Store
+from .errors import DatapoolUserError
+from .hashing import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, StreamHasher, hash_file
+
+
+def parse(url: str) -> tuple[str, str]:
+    """`modal-volume://NAME/path` -> (NAME, 'path')."""
+    parsed = urlparse(url)
+    if parsed.scheme != "modal-volume" or not parsed.netloc:
+        raise DatapoolUserError(f"bad Modal volume URL {url!r}: use modal-volume://NAME/path")
+    return parsed.netloc, unquote(parsed.path).strip("/")
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def _volume(name: str, create: bool):
+    import modal
+
+    return modal.Volume.from_name(name, create_if_missing=create)
+
+
+def _user_error(exc: BaseException, name: str) -> Exception:
+    import modal.exception as mx
+
+    if isinstance(exc, mx.AuthError):
+        return DatapoolUserError(f"Modal refused the credentials for volume {name}: run `modal token new` "
+                                 "(or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)")
+    return exc
+
+
+class VolumeStore(Store):
+    """`modal-volume://NAME/prefix` (+ `sub`) for the sync engine. A missing volume lists as empty; the first
+    upload creates it (unless the store was opened read-only)."""
+
+    def __init__(self, name: str, prefix: str = "", *, create: bool = True):
+        self.name, self.prefix = name, prefix.strip("/")
+        self.url = f"modal-volume://{name}/{self.prefix}" if self.prefix else f"modal-volume://{name}"
+        self.create = create
+        self._vol = None
+
+    @property
+    def vol(self):
+        if self._vol is None:
+            self._vol = _volume(self.name, self.create)
+        return self._vol
+
+    def _key(self, rel: str) -> str:
+        return _join(self.prefix, rel)
+
+    def probe(self) -> None:
+        """Credentials work (one lookup); a missing volume is fine: a job or an upload creates it."""
+        import modal.exception as mx
+
+        try:
+            _volume(self.name, False).hydrate()
+        except mx.NotFoundError:
+            return
+        except mx.Error as exc:
+            raise _user_error(exc, self.name) from None
+
+    def list(self, pool=None, settle_seconds: float = 0.0, want=None) -> dict[str, Entry]:
+        import modal.exception as mx
+        from modal.volume import FileEntryType
+
+        try:
+            vol = _volume(self.name, False).hydrate()  # listing never creates the volume
+        except mx.NotFoundError:
+            return {}
+        except mx.Error as exc:
+            raise _user_error(exc, self.name) from None
+        try:
+            found = vol.listdir(self.prefix or "/", recursive=True)
+        except (mx.NotFoundError, FileNotFoundError):
+            return {}  # no such folder (yet)
+        out = {}
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        for e in found:
+            if e.type != FileEntryType.FILE:
+                continue
+            rel = e.path.lstrip("/")[cut:]
+            if want is None or want(rel):
+                out[rel] = Entry(rel, e.size, float(e.mtime))
+        return out
+
+    def put_file(self, src: Path, rel: str, entry: Entry) -> Entry:
+        # The hashes the local cache learns (the client hashes again for its own upload: Modal stores by sha256).
+        sha, etag = hash_file(src, entry.size, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE)
+        with self.vol.batch_upload(force=True) as batch:
+            batch.put_file(Path(src), self._key(rel))
+        return Entry(rel, entry.size, entry.mtime, sha256=sha, etag=etag)
+
+    def fetch(self, rel: str, entry: Entry, dest_tmp: Path, dest_threshold: int, dest_part_size: int):
+        hasher = StreamHasher(entry.size, dest_threshold, dest_part_size)
+        got = 0
+        with open(dest_tmp, "wb") as f:
+            for chunk in self.vol.read_file(self._key(rel)):
+                f.write(chunk)
+                hasher.update(chunk)
+                got += len(chunk)
+        if got != entry.size:
+            from .errors import IntegrityError
+
+            raise IntegrityError(f"{rel}: got {got} bytes from volume {self.name}, listed {entry.size}")
+        return hasher.result()
+
+    def delete(self, paths: list[str]) -> None:
+        for rel in paths:
+            try:
+                self.vol.remove_file(self._key(rel))
+            except FileNotFoundError:
+                pass
+
+    def close(self) -> None:
+        self._vol = None
+
+
+class VolumeFiles:
+    """One job's folder in a volume (launcher/jobstore.py's small objects)."""
+
+    def __init__(self, store_url: str, rel: str):
+        name, prefix = parse(store_url)
+        self.name, self.base = name, _join(prefix, rel)
+        self._vol = None
+
+    @property
+    def vol(self):
+        if self._vol is None:
+            self._vol = _volume(self.name, False)
+        return self._vol
+
+    def read(self, name: str, start: int = 0) -> bytes | None:
+        import modal.exception as mx
+
+        try:
+            data = b"".join(self.vol.read_file(_join(self.base, name)))
+        except (FileNotFoundError, mx.NotFoundError):
+            return None
+        return data[start:]
+
+    def write(self, name: str, data: bytes) -> None:
+        self._vol = _volume(self.name, True)  # `launch down` before the job's first commit: the volume may be new
+        with self.vol.batch_upload(force=True) as batch:
+            batch.put_file(io.BytesIO(data), _join(self.base, name))
+
+    def remove(self, name: str) -> None:
+        import modal.exception as mx
+
+        try:
+            self.vol.remove_file(_join(self.base, name))
+        except (FileNotFoundError, mx.NotFoundError):
+            pass
+
+    def exists(self, name: str) -> bool:
+        return self.read(name) is not None
+
+    def close(self) -> None:
+        self._vol = None
+
+
+class MountedVolume:
+    """The agent's datapool on a Modal node: the volume is mounted at the root, so there is nothing to copy; each
+    push point commits it instead (every push_interval while the script runs, after it, and after result.json)."""
+
+    def __init__(self, store_url: str, push_interval: float = 30.0):
+        self.name, _ = parse(store_url)
+        self.push_interval = push_interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.commits = 0
+
+    def commit(self) -> None:
+        with self._lock:
+            _volume(self.name, False).commit()
+            self.commits += 1
+
+    def pull_inputs(self, resume=()) -> None:
+        """Mounted with the newest commit at container start: the inputs (and a retry's checkpoints) are there."""
+
+    def start_pushing(self, paths) -> None:
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(self.push_interval):
+                try:
+                    self.commit()
+                except Exception as exc:  # noqa: BLE001 - the next round commits everything since
+                    sys.stderr.write(f"[launcher] warning: volume commit failed: {exc}\n")
+
+        self._thread = threading.Thread(target=loop, name="volume-commit", daemon=True)
+        self._thread.start()
+
+    def final_push(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.commit()
+
+    def push_file(self, path) -> None:
+        self.commit()
