@@ -1,0 +1,72 @@
+"""`launch pipeline`: an experiment's STEPS as one command (loaded only when used; see launcher/pipeline/)."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+_CONFIG = click.option("-c", "--config", "config", metavar="FILE",
+                       help="the pipeline: configs/experiments/NAME/pipeline.py (or pipeline.yaml)")
+_DATAPOOL = click.option("--datapool", metavar="URL",
+                         help="datapool store for every step: file:///abs/dir or s3://bucket/prefix "
+                              "(default: the pipeline's DATAPOOL, then $LAUNCH_DATAPOOL, then ./datapool)")
+_PROFILE = click.option("--profile", metavar="FILE",
+                        help="YAML launch profile: job defaults under the pipeline's own (default: its PROFILE)")
+
+
+def _need(config):
+    from .errors import UserError
+
+    if not config:
+        raise UserError("give the pipeline file: launch pipeline -c configs/experiments/NAME/pipeline.py")
+    return config
+
+
+@click.group("pipeline", invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@_CONFIG
+@click.option("--prepare-only", is_flag=True, help="create the experiment's datapool (base model, raw data) and stop")
+@click.option("--dry-run", is_flag=True, help="print every step's plan (request, deadline, price) and the worst-case "
+                                              "total; run and write nothing")
+@click.option("--from", "start", metavar="STEP", help="re-run STEP and every enabled step after it")
+@click.option("--only", metavar="STEP", help="re-run STEP alone (the steps before it stay as they are)")
+@click.option("--force", multiple=True, metavar="STEP", help="re-run STEP even if it is up to date (repeatable)")
+@_DATAPOOL
+@_PROFILE
+@click.pass_context
+def pipeline(ctx, config, prepare_only, dry_run, start, only, force, datapool, profile):
+    """Run an experiment's STEPS (tokenize -> train -> eval ...), each step a job on its own backend.
+
+    \b
+      launch pipeline -c configs/experiments/demo/pipeline.py              # prepare, then every step
+      launch pipeline -c configs/experiments/demo/pipeline.py --dry-run    # each step's plan and the total price
+      launch pipeline -c configs/experiments/demo/pipeline.py --prepare-only
+      launch pipeline -c configs/experiments/demo/pipeline.py --from train_rl_0
+      launch pipeline status -c configs/experiments/demo/pipeline.py
+
+    A step whose last run succeeded with the same config and inputs, its outputs in the store, is skipped;
+    a changed config re-runs that step and every step after it. See docs/pipelines.md.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(config=config, datapool=datapool, profile=profile)
+    if ctx.invoked_subcommand is not None:
+        return
+    from .pipeline.run import run
+
+    code = run(_need(config), datapool=datapool, profile=profile, prepare_only=prepare_only, dry=dry_run,
+               start=start, only=only, force=tuple(force))
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+@pipeline.command("status")
+@_CONFIG
+@_DATAPOOL
+@_PROFILE
+@click.pass_context
+def status(ctx, config, datapool, profile):
+    """Show each step's state, backend, duration, cost and log path."""
+    from .pipeline.run import status as table
+
+    obj = ctx.obj or {}
+    click.echo(table(_need(config or obj.get("config")), datapool=datapool or obj.get("datapool"),
+                     profile=profile or obj.get("profile")), nl=False)

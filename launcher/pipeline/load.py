@@ -1,0 +1,94 @@
+"""Read a pipeline (pipeline.py or pipeline.yaml, one schema) and its step configs into a `Pipeline`.
+
+pipeline.py is Python like the seed's: its upper-case module variables are the settings. pipeline.yaml holds the
+same names (any case). Names the launcher does not use are shared defaults for every step's env file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .spec import Step, parse_steps
+
+# Pipeline-level settings the launcher reads; everything else upper-case is a default for every step's env file.
+DEFAULT_KEYS = ("BACKEND", "GPU", "CPUS", "MEMORY", "DISK", "MAX_RUNTIME", "SPOT", "ENV", "SECRETS", "SSH", "EC2",
+                "PUSH_INTERVAL", "GRACE_PERIOD")
+PIPELINE_KEYS = ("STEPS", "EXPERIMENT", "BASE_MODEL", "DATAPOOL", "ENDPOINT_URL", "PROFILE", "SEED", *DEFAULT_KEYS)
+
+
+@dataclass
+class Pipeline:
+    path: Path  # the pipeline file
+    project: Path  # the project root: where `launch pipeline` runs; paths in step configs are relative to it
+    experiment: str
+    steps: list[Step]
+    base_model: str | None = None
+    datapool: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    seed: int = 0
+    defaults: dict[str, Any] = field(default_factory=dict)  # job fields for every step (lower-case names)
+    shared: dict[str, Any] = field(default_factory=dict)  # other variables: every step's env file starts with them
+
+    @property
+    def enabled(self) -> list[Step]:
+        return [s for s in self.steps if s.enabled]
+
+
+def read_vars(path: Path, what: str) -> dict[str, Any]:
+    """The upper-case variables of a .py file, or the keys (upper-cased) of a .yaml file."""
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise UserError(f"{what} {path}: not valid YAML{where}; fix the syntax") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{what} {path}: expected a mapping (STEPS: [...], ...), got {type(data).__name__}")
+        return {str(k).upper(): v for k, v in data.items()}
+    if path.suffix != ".py":
+        raise UserError(f"{what} {path}: use a .py or .yaml file")
+    import runpy
+
+    try:
+        names = runpy.run_path(str(path), run_name="__pipeline__")
+    except SyntaxError as exc:
+        raise UserError(f"{what} {path}: Python syntax error at line {exc.lineno}: {exc.msg}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's file: say where it broke, in one line
+        raise UserError(f"{what} {path}: failed to load: {type(exc).__name__}: {exc}") from None
+    return {k: v for k, v in names.items() if k.isupper() and not k.startswith("_") and not callable(v)
+            and type(v).__name__ != "module"}
+
+
+def load_pipeline(path: str | Path, project: str | Path = ".") -> Pipeline:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"pipeline not found: {path}; pass -c configs/experiments/NAME/pipeline.py (or pipeline.yaml)")
+    p = p.resolve()
+    source = str(path)
+    data = read_vars(p, "pipeline")
+    steps = parse_steps(data.get("STEPS"), source, p.parent)
+    for step in steps:
+        if step.config is not None:
+            step.values = read_vars(step.config, f"step {step.id}: config")
+    experiment = data.get("EXPERIMENT") or p.parent.name
+    if not isinstance(experiment, str):
+        raise UserError(f"{source}: EXPERIMENT must be a name such as 'demo', got {experiment!r}")
+    seed = data.get("SEED", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError(f"{source}: SEED must be an integer (the raw-data shuffle seed), got {seed!r}")
+    for key in ("BASE_MODEL", "DATAPOOL", "ENDPOINT_URL", "PROFILE"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise UserError(f"{source}: {key} must be a string, got {data[key]!r}")
+    defaults = {k.lower(): data[k] for k in DEFAULT_KEYS if data.get(k) is not None}
+    shared = {k: v for k, v in data.items() if k not in PIPELINE_KEYS}
+    datapool = data.get("DATAPOOL") or os.environ.get("LAUNCH_DATAPOOL") or None
+    return Pipeline(path=p, project=Path(project).resolve(), experiment=experiment, steps=steps,
+                    base_model=data.get("BASE_MODEL"), datapool=datapool, endpoint_url=data.get("ENDPOINT_URL"),
+                    profile=data.get("PROFILE"), seed=seed, defaults=defaults, shared=shared)
