@@ -30,8 +30,7 @@ PRESETS = {
                 batch=64, enc_len=512, dec_len=256, vocab=32000, steps=30, warmup=5),
 }
 
-# Dense bf16 tensor-core peaks (FLOP/s), vendor datasheets.
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12, "L40S": 362e12}
+from runners.common.mfu import peak_flops as _peak_flops  # noqa: E402  (the one GPU peak table, runners' too)
 
 
 def linear_params(module) -> int:
@@ -115,7 +114,7 @@ def worker(args) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB (process RSS)
         name = platform.processor() or platform.machine()
     flops = step_flops(model, cfg, b, se, sd)
-    peak_flops = next((v for k, v in PEAK_BF16.items() if k in name), None) if device.type == "cuda" else None
+    peak_flops = _peak_flops(name) if device.type == "cuda" else None
     return {"mode": args.mode, "device": device.type, "device_name": name, "tokens_per_s": b * (se + sd) / dt,
             "step_ms": dt * 1000, "warmup_s": warm_s, "peak_mib": peak, "params": model.num_params(),
             "tflops": flops / dt / 1e12, "mfu": (flops / dt / peak_flops) if peak_flops else None,

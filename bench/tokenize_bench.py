@@ -1,4 +1,4 @@
-"""Tokenize benchmark: runners/tokenize.py vs a plain `datasets.map(batched=True, num_proc=N)` pipeline.
+"""Tokenize benchmark: runners/tokenize_run.py vs a plain `datasets.map(batched=True, num_proc=N)` pipeline.
 
 Both read the same generated JSONL corpus with the same tokenizer, append EOS to every document, pack the
 stream into fixed blocks and write the blocks to disk (the usual run_clm recipe on the datasets side:
@@ -178,8 +178,8 @@ def main() -> None:
 
         ours_out = work / "ours"
         ours_wall, ours_rss, _ = timed(
-            [sys.executable, "runners/tokenize.py", "--mode", "cpt", "--input", str(corpus), "--tokenizer", str(tok),
-             "--block-size", str(a.block_size), "--workers", str(a.workers), "--out", str(ours_out),
+            [sys.executable, "runners/tokenize_run.py", "--mode", "cpt", "--input", str(corpus),
+             "--tokenizer", str(tok), "--block-size", str(a.block_size), "--workers", str(a.workers), "--out", str(ours_out),
              "--format", a.format, "--force"], env)
         meta = json.loads((ours_out / "meta.json").read_text())
 
@@ -190,9 +190,9 @@ def main() -> None:
         hf = json.loads(hf_stdout.strip().splitlines()[-1])
         tokens = meta["tokens"]
         if hf["tokens"] != tokens:
-            sys.exit(f"outputs differ: datasets tokenized {hf['tokens']} tokens, runners/tokenize.py {tokens}")
+            sys.exit(f"outputs differ: datasets tokenized {hf['tokens']} tokens, runners/tokenize_run.py {tokens}")
         rows = [
-            ("runners/tokenize.py", ours_wall, ours_rss),
+            ("runners/tokenize_run.py", ours_wall, ours_rss),
             (f"datasets.map(num_proc={a.workers})", hf_wall, hf_rss),
         ]
         print(f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}")

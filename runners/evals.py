@@ -12,9 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-# Repo root first, and runners/ itself off the path: its tokenize.py would shadow the stdlib module.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if not p or Path(p).resolve() != _HERE]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python runners/x.py` puts runners/, not the root
 
 from runners.common.backend import cuda_available, importable, select_backend  # noqa: E402
 from runners.common.config import load_config, save_resolved  # noqa: E402

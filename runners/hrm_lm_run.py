@@ -1,12 +1,12 @@
-"""Train HRM-LM (hierarchical-reasoning encoder + LM decoder). See docs/hrm_lm.md."""
+"""Train HRM-LM (hierarchical-reasoning encoder + LM decoder). See docs/hrm_lm.md.
+
+    python runners/hrm_lm_run.py --dry_run                                   # configs/hrm_lm/default.yaml, one batch
+    python runners/hrm_lm_run.py --config configs/hrm_lm/smoke.yaml --run_name demo
+"""
 import sys
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-# `python runners/x.py` puts runners/ first on sys.path, where a module named like a stdlib one (tokenize.py)
-# would shadow the stdlib; drop it and import through the package instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python runners/x.py` puts runners/, not the root
 
 from runners.hrm_lm.train import main  # noqa: E402
 

@@ -66,3 +66,13 @@ def select_backend(requested: str, cuda_available: bool, importable: Collection[
 def import_backend(choice: BackendChoice) -> None:
     if choice.loader == "unsloth":  # pragma: no cover - needs CUDA; not run yet
         import unsloth  # noqa: F401
+
+
+def vllm_trainer_args(config, choice: BackendChoice) -> dict:
+    """Trainer arguments for rollouts through vLLM (colocated) when the choice has it; asking for vLLM without it
+    is an error. One place, so every on-policy runner (GRPO, PPO, SPO) picks the same engine the same way."""
+    if config.trainer.get("use_vllm") and choice.generation != "vllm":
+        raise RunnerError("trainer.use_vllm: vllm is not usable here (needs CUDA and vllm); remove it or set false")
+    if choice.generation != "vllm":
+        return {}
+    return {"use_vllm": True, "vllm_mode": config.trainer.get("vllm_mode", "colocate")}

@@ -1,5 +1,8 @@
 """One YAML per run, validated strictly: a typo fails with its dotted path, not silently ignored.
 
+`read_yaml` is the one YAML reader of every runner (SFT, DPO, GRPO, PPO, SPO, CPT, eval, HRM-LM): a missing
+file, bad YAML or a non-mapping top level is one RunnerError line naming the file.
+
 `trainer:` holds the TRL config arguments (SFTConfig / GRPOConfig / DPOConfig) as written in TRL's docs;
 its keys are checked against the TRL dataclass by `check_trainer_keys` once the runner knows which one.
 """
@@ -78,12 +81,15 @@ class GenerationSection(Strict):
 
 class DataSection(Strict):
     pretokenized: str | None = None  # dir from runners/data/pretokenized.py; relative = inside EXPERIMENT_DIR
+    mixture: str | None = None  # a mixture YAML (--data_config) tokenized for this run before it trains (SFT)
+    use_prepared: bool = False  # --use_prepared: train on the mixture's tokenized output as it is, never re-tokenize
 
 
 class OutputSection(Strict):
     save_final: bool = True
     final: Literal["merged", "adapter"] = "merged"  # LoRA runs only: merged weights or the adapter alone
     report_to: list[Literal["wandb", "tensorboard"]] = []
+    wandb_project: str | None = None  # default: the experiment's name
     resume: bool = True
 
 
@@ -103,11 +109,14 @@ class RunConfig(Strict):
     data: DataSection = DataSection()
     output: OutputSection = OutputSection()
     eval: EvalSection = EvalSection()
+    # Periodic eval while training (seed spellings, also flags): every N optimizer steps, K batches of held-out data.
+    eval_interval: int = Field(0, ge=0)  # 0 = no eval loop
+    eval_batches: int = Field(0, ge=0)  # 0 = the whole held-out set
     task: dict[str, Any] = {}  # task-owned; a task may validate it with a pydantic `TaskConfig`
 
 
-def _allowed_at(loc: tuple) -> list[str]:
-    node: Any = RunConfig
+def _allowed_at(loc: tuple, root: type) -> list[str]:
+    node: Any = root
     for part in loc[:-1]:
         fields = getattr(node, "model_fields", None)
         if not fields or part not in fields:
@@ -116,12 +125,12 @@ def _allowed_at(loc: tuple) -> list[str]:
     return list(getattr(node, "model_fields", {}) or {})
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, root: type | None = None) -> str:
     first = err.errors()[0]
     loc = tuple(first["loc"])
     path = ".".join(str(p) for p in loc)
     if first["type"] == "extra_forbidden":
-        allowed = _allowed_at(loc)
+        allowed = _allowed_at(loc, root or RunConfig)
         hint = did_you_mean(str(loc[-1]), allowed)
         return f"{source}: unknown key '{path}'{hint}; allowed here: {', '.join(allowed)}"
     return f"{source}: '{path}': {first['msg']} (got {first.get('input')!r})"
@@ -150,8 +159,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def read_config_mapping(path: Path, overrides: list[str] = ()) -> dict:
-    """The YAML at `path` as a dict with `--set` overrides applied and `run_name` defaulting to the file's stem."""
+def read_yaml(path: str | Path, overrides: list[str] = ()) -> dict:
+    """The YAML mapping at `path` with `--set key.sub=value` overrides applied; every failure one RunnerError."""
+    path = Path(path)
     if not path.is_file():
         raise RunnerError(f"config file not found: {path}")
     try:
@@ -160,7 +170,12 @@ def read_config_mapping(path: Path, overrides: list[str] = ()) -> dict:
         raise RunnerError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise RunnerError(f"{path}: expected a mapping at the top level")
-    data = apply_overrides(data, list(overrides))
+    return apply_overrides(data, list(overrides))
+
+
+def read_config_mapping(path: Path, overrides: list[str] = ()) -> dict:
+    """The YAML at `path` as a dict with `--set` overrides applied and `run_name` defaulting to the file's stem."""
+    data = read_yaml(path, overrides)
     data.setdefault("run_name", path.stem)
     return data
 

@@ -1,6 +1,6 @@
 """CPT config and model: the run YAML schema, and the model that continues pretraining on packed blocks.
 
-The tiny model here is built on the *data's* tokenizer (the one runners/tokenize.py used or trained), not
+The tiny model here is built on the *data's* tokenizer (the one runners/tokenize_run.py used or trained), not
 a fresh one: the token ids in the packed blocks only mean something to that tokenizer.
 """
 from __future__ import annotations
@@ -10,15 +10,10 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from runners.common.config import Strict, read_config_mapping
+from runners.common.config import Strict, format_validation_error, read_config_mapping
 from runners.common.errors import RunnerError
 
 _MARKER = "tiny_cpt_model.json"
-RESERVED = {
-    "output_dir": "checkpoints go to CHECKPOINT_DIR/<run_name>",
-    "resume_from_checkpoint": "runs resume from the newest checkpoint by themselves (output.resume)",
-    "report_to": "set output.report_to instead",
-}
 
 
 class CptTiny(Strict):
@@ -36,15 +31,19 @@ class CptModel(Strict):
 
 
 class CptData(Strict):
-    tokenized: str | None = None  # runners/tokenize.py --mode cpt output; relative = inside EXPERIMENT_DIR
+    tokenized: str | None = None  # runners/tokenize_run.py --mode cpt output; relative = inside EXPERIMENT_DIR
     prepare: str | None = None  # a tokenize config to run first (a no-op when its output is up to date)
     keep_tail: bool = False  # also train on the last, partial block (padded, pad masked out of the loss)
+    mixture: str | None = None  # --data_config: a mixture YAML tokenized with the model's tokenizer, then trained on
+    use_prepared: bool = False  # --use_prepared: train on data.tokenized / the mixture's output; never tokenize
+    block_size: int | None = Field(None, ge=8)  # --data_config blocks; default min(2048, the model's context)
 
 
 class CptOutput(Strict):
     resume: bool = True
     save_final: bool = True
     report_to: list[Literal["wandb", "tensorboard"]] = []
+    wandb_project: str | None = None
 
 
 class CptConfig(Strict):
@@ -54,6 +53,8 @@ class CptConfig(Strict):
     data: CptData
     trainer: dict[str, Any] = {}
     output: CptOutput = CptOutput()
+    eval_interval: int = Field(0, ge=0)  # eval loss on the validation split every N steps; 0 = off
+    eval_batches: int = Field(0, ge=0)  # batches per eval; 0 = the whole split
 
 
 def load_cpt_config(path: str | Path, overrides: list[str] = ()) -> CptConfig:
@@ -62,40 +63,11 @@ def load_cpt_config(path: str | Path, overrides: list[str] = ()) -> CptConfig:
     try:
         cfg = CptConfig.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise RunnerError(f"{path}: '{where}': {first['msg']}") from None
-    if not cfg.data.tokenized and not cfg.data.prepare:
-        raise RunnerError(f"{path}: set data.tokenized (a runners/tokenize.py --mode cpt output) or data.prepare")
+        raise RunnerError(format_validation_error(err, str(path), CptConfig)) from None
+    if not (cfg.data.tokenized or cfg.data.prepare or cfg.data.mixture):
+        raise RunnerError(f"{path}: set data.tokenized (a runners/tokenize_run.py --mode cpt output), data.prepare "
+                          "or --data_config MIXTURE")
     return cfg
-
-
-def training_arguments(cfg: CptConfig, output_dir: Path):
-    """transformers TrainingArguments from `trainer:`; the runner owns paths, reporting and CPU safety."""
-    import dataclasses
-
-    import torch
-    from transformers import TrainingArguments
-
-    allowed = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-    for key in cfg.trainer:
-        if key in RESERVED:
-            raise RunnerError(f"'trainer.{key}' is set by the runner: {RESERVED[key]}")
-        if key not in allowed:
-            from runners.common.errors import did_you_mean
-
-            raise RunnerError(f"unknown key 'trainer.{key}' for TrainingArguments{did_you_mean(key, allowed)}")
-    kwargs = {"logging_steps": 10, "save_steps": 500, "save_total_limit": 2, "seed": cfg.seed,
-              "include_num_input_tokens_seen": "non_padding"}
-    kwargs.update(cfg.trainer)
-    if not torch.cuda.is_available():
-        kwargs.update(use_cpu=True, bf16=False, fp16=False)
-    kwargs.update(output_dir=str(output_dir), report_to=list(cfg.output.report_to) or "none",
-                  run_name=cfg.run_name)
-    try:
-        return TrainingArguments(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise RunnerError(f"trainer: {str(exc).strip().splitlines()[0]}") from None
 
 
 def build_tiny_on_tokenizer(tok_dir: Path, out_dir: Path, tiny: CptTiny, seed: int = 0) -> Path:

@@ -1,5 +1,7 @@
 """User mistakes in runners: one `error:` line on stderr and exit 2, before any work.
 
+`RunnerError` is the one error type of every runner (SFT, DPO, GRPO, PPO, SPO, CPT, eval, tokenize, HRM-LM):
+runners/data's `DataError` and HRM-LM's `HRMUserError` are subclasses, so one `except RunnerError` catches them.
 Runners do not import `launcher` for this, so they run the same with or without the agent.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pre-tokenized SFT data, the format runners/tokenize.py writes (issue 5 owns the writer and the loader):
+"""Pre-tokenized SFT data, the format runners/tokenize_run.py writes (runners/data owns the writer and the loader):
 
     <dir>/meta.json        what made it: {"mode": "sft", "format": "arrow"|"parquet", tokenizer, counts, ...}
     <dir>/train/           a `datasets` dataset (save_to_disk) with input_ids, attention_mask, labels
@@ -19,20 +19,17 @@ def check_pretokenized_dir(path: Path) -> Path:
     return path
 
 
-def load_pretokenized(path: Path):
-    try:
-        from runners.data.pretokenized import load_pretokenized_sft
-    except ImportError:  # the shared loader is not in this tree yet; read the agreed format directly
-        from datasets import load_from_disk
+def load_pretokenized(path: Path, split: str = "train", missing_ok: bool = False):
+    """The `split` of a pre-tokenized SFT dir; None for a missing split when `missing_ok` (validation is optional)."""
+    from runners.data.errors import DataError
+    from runners.data.pretokenized import load_pretokenized_sft
 
-        def load_pretokenized_sft(p):
-            return load_from_disk(str(Path(p) / "train"))
-
+    check_pretokenized_dir(path)
+    if missing_ok and not (Path(path) / split).is_dir():
+        return None
     try:
-        dataset = load_pretokenized_sft(path)
-    except Exception as exc:  # runners.data.errors.DataError: already one line naming the fix
-        if type(exc).__name__ != "DataError":
-            raise
+        dataset = load_pretokenized_sft(path, split)
+    except DataError as exc:  # already one line naming the fix
         raise RunnerError(f"data.pretokenized: {exc}") from None
     missing = [c for c in COLUMNS if c not in dataset.column_names]
     if missing:

@@ -15,8 +15,10 @@ from runners.common.errors import RunnerError
 # Hooks per runner: (required, optional). A runner never names a task; it only calls these.
 HOOKS = {
     "sft": (["get_sft_dataset"], ["get_sft_eval_dataset", "get_sft_formatting_func", "get_sft_data_collator"]),
-    "rl": (["get_rl_dataset", "get_reward_funcs"], []),
-    "dpo": (["get_dpo_dataset"], []),
+    "rl": (["get_rl_dataset", "get_reward_funcs"], ["get_rl_eval_dataset"]),
+    "ppo": (["get_rl_dataset", "get_reward_funcs"], ["get_rl_eval_dataset"]),
+    "spo": (["get_rl_dataset", "get_reward_funcs"], ["get_rl_eval_dataset"]),
+    "dpo": (["get_dpo_dataset"], ["get_dpo_eval_dataset"]),
     "eval": (["get_eval_dataset", "compute_metrics"], []),
 }
 ALL_HOOKS = sorted({h for req, opt in HOOKS.values() for h in req + opt} | {"get_corpus"})

@@ -5,7 +5,9 @@ Config keys (all optional; the defaults read `text` or `messages`):
   messages_field: conversation         # [{role, content}, ...]
   prompt_field: data.question          # QA-style sources: dotted paths, list indices allowed
   response_field: data.answers.text[0]
-  prompt_template: "{data.context}\n\nQuestion: {prompt}"   # {prompt}, {response} or any field path
+  context_field: data.context          # optional; {context} in the templates
+  prompt_template: "{context}\n\nQuestion: {prompt}"   # {prompt}/{question}, {response}/{answer}, {context},
+                                                     # or any field path
   response_template: "{response}"
   system_prompt: "You are concise."    # prepended as a system turn (SFT)
   text_template: "{title}\n\n{text}"   # CPT text built from several fields
@@ -22,7 +24,7 @@ _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _MISSING = object()
 KNOWN_KEYS = {
-    "text_field", "messages_field", "prompt_field", "response_field",
+    "text_field", "messages_field", "prompt_field", "response_field", "context_field",
     "prompt_template", "response_template", "system_prompt", "text_template",
 }
 
@@ -60,6 +62,7 @@ class FieldMap:
     messages_field: str | None = None
     prompt_field: str | None = None
     response_field: str | None = None
+    context_field: str | None = None
     prompt_template: str | None = None
     response_template: str | None = None
     system_prompt: str | None = None
@@ -78,7 +81,9 @@ class FieldMap:
         fm = cls(**cfg, source=source)
         if (fm.prompt_field is None) != (fm.response_field is None):
             raise DataError(f"source {source!r}: prompt_field and response_field go together; set both")
-        for p in (fm.text_field, fm.messages_field, fm.prompt_field, fm.response_field):
+        if fm.context_field is not None and fm.prompt_field is None:
+            raise DataError(f"source {source!r}: context_field needs prompt_field and response_field (QA records)")
+        for p in (fm.text_field, fm.messages_field, fm.prompt_field, fm.response_field, fm.context_field):
             if p is not None:
                 parse_path(p)
         return fm
@@ -108,10 +113,18 @@ class FieldMap:
 
         return _PLACEHOLDER.sub(sub, template)
 
+    def has(self, record: dict, path: str) -> bool:
+        """The path resolves to a non-empty value in this record (SQuAD v2 rows have `answers.text == []`)."""
+        val = self._get(record, path)
+        return val is not _MISSING and val is not None and val != "" and val != []
+
     def qa_pair(self, record: dict) -> tuple[str, str]:
         prompt = _as_text(self._required(record, self.prompt_field))
         response = _as_text(self._required(record, self.response_field))
-        extra = {"prompt": prompt, "response": response}
+        # The seed's normalize_qa templates say {question}/{answer}; ours say {prompt}/{response}: both work.
+        extra = {"prompt": prompt, "response": response, "question": prompt, "answer": response}
+        if self.context_field:
+            extra["context"] = _as_text(self._required(record, self.context_field))
         if self.prompt_template:
             prompt = self._render(self.prompt_template, record, extra)
         if self.response_template:

@@ -1,4 +1,4 @@
-"""Readers for what runners/tokenize.py writes.
+"""Readers for what runners/tokenize_run.py writes.
 
 SFT: `<dir>/train` (and `<dir>/validation`) are `datasets` save_to_disk dirs with input_ids, attention_mask,
 labels; `--format parquet` writes `shard-*.parquet` there instead. Both load with `load_pretokenized_sft`.
@@ -19,7 +19,7 @@ IGNORE_INDEX = -100
 def read_meta(path: Path | str) -> dict:
     meta = Path(path) / "meta.json"
     if not meta.is_file():
-        raise DataError(f"{path} has no meta.json; is it an output of runners/tokenize.py?")
+        raise DataError(f"{path} has no meta.json; is it an output of runners/tokenize_run.py?")
     return json.loads(meta.read_text())
 
 

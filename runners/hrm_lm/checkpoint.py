@@ -1,10 +1,13 @@
 """Run directory layout, atomic checkpoint writes, FIFO rotation and resume lookup.
 
 <run_dir>/
-  step_<N>.pt        rotating (newest `checkpoint_limit` kept)
-  final.pt           written when training ends, never rotated
-  best-model/best.pt lowest validation loss so far (with config/tokenizer/meta copies)
-  config.yaml  tokenizer.json  meta.json
+  step_<N>.pt  step_<N>.yaml   rotating (newest `checkpoint_limit` kept), each with the config it was trained with
+  final.pt     final.yaml      written when training ends, never rotated
+  best-model/  best.pt  best.yaml  tokenizer.json  meta.json   lowest validation loss so far
+  config.yaml  tokenizer.json  meta.json   the current invocation's config; tokenizer and meta of every checkpoint
+
+Every .pt has its sibling .yaml (as the seed writes them), so a checkpoint copied out alone with the run's
+tokenizer.json and meta.json is self-describing.
 """
 from __future__ import annotations
 
@@ -70,11 +73,24 @@ def latest(run_dir: Path) -> tuple[int, Path] | None:
     return max(candidates, key=lambda c: (c[0], c[1].name == "final.pt"))
 
 
-def save_step(state: dict, run_dir: Path, limit: int) -> Path:
-    path = run_dir / f"step_{state['step']}.pt"
+def save_checkpoint(state: dict, path: Path, config_yaml: str) -> Path:
+    """`path` plus its sibling `.yaml`; the YAML first, so a visible .pt always has its config beside it."""
+    atomic_write_text(path.with_suffix(".yaml"), config_yaml)
     atomic_save(state, path)
+    return path
+
+
+def save_step(state: dict, run_dir: Path, limit: int, config_yaml: str) -> Path:
+    path = save_checkpoint(state, run_dir / f"step_{state['step']}.pt", config_yaml)
     rotate(run_dir, limit)
     return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def rotate(run_dir: Path, limit: int) -> list[Path]:
@@ -83,6 +99,7 @@ def rotate(run_dir: Path, limit: int) -> list[Path]:
     ckpts = step_checkpoints(run_dir)
     for _, path in ckpts[: max(0, len(ckpts) - limit)]:
         path.unlink()
+        path.with_suffix(".yaml").unlink(missing_ok=True)
         removed.append(path)
     return removed
 
@@ -96,8 +113,11 @@ def write_sidecars(target: Path, config_yaml: str, tokenizer, meta: dict) -> Non
     (target / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
-def copy_sidecars(src: Path, dst: Path) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "tokenizer.json", "meta.json"):
-        if (src / name).is_file():
-            shutil.copyfile(src / name, dst / name)
+def save_best(state: dict, run_dir: Path, config_yaml: str) -> Path:
+    """best-model/best.pt + best.yaml, with copies of the run's tokenizer.json and meta.json."""
+    best_dir = run_dir / "best-model"
+    path = save_checkpoint(state, best_dir / "best.pt", config_yaml)
+    for name in ("tokenizer.json", "meta.json"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, best_dir / name)
+    return path

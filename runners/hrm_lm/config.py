@@ -96,8 +96,9 @@ class TrainConfig(_Strict):
     # steps wins over epochs when both are set.
     steps: Optional[int] = Field(None, ge=1)
     epochs: Optional[float] = Field(None, gt=0)
-    val_every: int = Field(200, ge=1)
-    save_every: Optional[int] = Field(None, ge=1, description="default: val_every")
+    # 0 turns validation off (the seed's default) and, unless save_every says otherwise, periodic checkpoints too.
+    val_every: int = Field(200, ge=0)
+    save_every: Optional[int] = Field(None, ge=0, description="default: val_every; 0 = only final.pt")
     eval_max_samples: int = Field(512, ge=1)
     eval_max_new_tokens: int = Field(16, ge=1)
     checkpoint_limit: int = Field(3, ge=1)
@@ -144,11 +145,13 @@ def load_config(path: str | Path, overrides: dict | None = None) -> HRMConfig:
     """Read YAML, apply `train.*` overrides from the command line, validate once."""
     import yaml
 
+    from runners.common.config import yaml_load  # the runners' one YAML reader (reads `1e-5` as a float)
+
     path = Path(path)
     if not path.is_file():
         raise HRMUserError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise HRMUserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):

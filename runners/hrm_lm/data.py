@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import random
+import sys
+import time
 from pathlib import Path
 
 from .errors import HRMUserError
@@ -150,9 +152,29 @@ def split_files(dataset_dir: Path, split: str) -> list[Path]:
     return sorted(dataset_dir.glob(f"{split}-*.arrow"))
 
 
+# A large corpus takes minutes to parse; a line every this many samples shows the job is alive (as the seed does).
+HEARTBEAT_ROWS = 200_000
+
+
+def _heartbeat(text: str) -> None:
+    print(f"hrm_lm: {text}", file=sys.stderr, flush=True)
+
+
 class JsonlSamples:
-    def __init__(self, path: Path):
-        self.rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    def __init__(self, path: Path, heartbeat_rows: int | None = None):
+        every = heartbeat_rows or HEARTBEAT_ROWS
+        t0 = time.perf_counter()
+        self.rows = []
+        # Line by line: reading the whole file first would hold the text and the parsed rows at once.
+        with path.open("rb") as f:
+            for line in f:
+                if line.strip():
+                    self.rows.append(json.loads(line))
+                    if len(self.rows) % every == 0:
+                        dt = time.perf_counter() - t0
+                        _heartbeat(f"loading {path.name}: {len(self.rows):,} samples ({len(self.rows) / dt:,.0f}/s)")
+        if len(self.rows) >= every:
+            _heartbeat(f"loaded {path.name}: {len(self.rows):,} samples in {time.perf_counter() - t0:.1f}s")
 
     def __len__(self):
         return len(self.rows)
@@ -166,10 +188,18 @@ class ArrowSamples:
 
     COLUMNS = ("encoder_ids", "decoder_input_ids", "labels")
 
-    def __init__(self, paths: list[Path]):
+    def __init__(self, paths: list[Path], heartbeat_rows: int | None = None):
         import pyarrow as pa
 
-        tables = [pa.ipc.open_file(pa.memory_map(str(p), "r")).read_all() for p in paths]
+        every, t0 = heartbeat_rows or HEARTBEAT_ROWS, time.perf_counter()
+        tables, rows, last = [], 0, 0
+        for p in paths:
+            tables.append(pa.ipc.open_file(pa.memory_map(str(p), "r")).read_all())
+            rows += tables[-1].num_rows
+            if rows // every > last:  # mapping is cheap per shard, but thousands of shards still take a while
+                last = rows // every
+                _heartbeat(f"mapping {p.parent.name}: {len(tables)}/{len(paths)} shards, {rows:,} samples "
+                           f"({time.perf_counter() - t0:.1f}s)")
         self.table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         self.cols = {c: self.table.column(c) for c in self.COLUMNS}
 
@@ -180,11 +210,14 @@ class ArrowSamples:
         return {c: self.cols[c][i].as_py() for c in self.COLUMNS}
 
 
-def load_split(dataset_dir: Path, split: str):
+def load_split(dataset_dir: Path, split: str, heartbeat_rows: int | None = None):
+    """A split's samples; prints a heartbeat line every `heartbeat_rows` (default HEARTBEAT_ROWS) while loading."""
     files = split_files(dataset_dir, split)
     if not files:
         return None
-    return JsonlSamples(files[0]) if files[0].suffix == ".jsonl" else ArrowSamples(files)
+    if files[0].suffix == ".jsonl":
+        return JsonlSamples(files[0], heartbeat_rows)
+    return ArrowSamples(files, heartbeat_rows)
 
 
 class TorchSamples:

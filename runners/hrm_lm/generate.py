@@ -1,6 +1,7 @@
 """Generate from a trained HRM-LM run: greedy by default, sampling with --temperature/--top_k.
 
     python runners/hrm_lm/generate.py --run_name R --prompt "What is 12 + 7?"
+    python runners/hrm_lm/generate.py --prompt "What is 12 + 7?" --dataset synthetic --run_name R   # the seed's line
 """
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from runners.hrm_lm.errors import HRMUserError, fail  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="generate.py", description="Generate with a trained HRM-LM run.")
     p.add_argument("--prompt", action="append", required=True, help="repeat for a batch of prompts")
-    p.add_argument("--run_name", default="hrm_lm")
+    p.add_argument("--run_name", help="the run's folder under $CHECKPOINT_DIR (default: hrm_lm)")
+    p.add_argument("--save_dir", help="the checkpoint directory of a run trained with --save_dir")
+    p.add_argument("--dataset", help="'synthetic' or the prepared directory the run trained on; checked against the "
+                                     "checkpoint (the tokenizer always comes from the checkpoint's folder)")
     p.add_argument("--checkpoint", default="auto",
                    help="auto (best-model if present, else newest), best, latest, or a path to a .pt file")
     p.add_argument("--max_new_tokens", type=int, default=32)
@@ -51,7 +55,25 @@ def find_checkpoint(run_dir: Path, which: str) -> Path:
     return found[1]
 
 
-def load_run(run_name: str, which: str = "auto"):
+def check_dataset(dataset: str | None, meta: dict, path: Path) -> None:
+    """`--dataset` names what the run should have trained on; say so when the checkpoint disagrees."""
+    if dataset is None:
+        return
+    if dataset == "synthetic":
+        if meta.get("source") != "synthetic":
+            raise HRMUserError(f"{path} was not trained on the synthetic set; drop --dataset or pick the right run")
+        return
+    from .data import read_meta
+    from .train import resolve_dataset_dir
+
+    data_meta = read_meta(resolve_dataset_dir(dataset))
+    for key in ("vocab_size", "pad_id", "bos_id", "eos_id"):
+        if data_meta.get(key) != meta.get(key):
+            raise HRMUserError(f"{path} was trained with {key}={meta.get(key)}, but --dataset {dataset} has "
+                               f"{data_meta.get(key)}; drop --dataset or pick the right run")
+
+
+def load_run(run_name: str | None, which: str = "auto", save_dir: str | None = None, dataset: str | None = None):
     """(model, tokenizer, meta, checkpoint path) for a run, on CPU or the GPU when there is one."""
     import torch
 
@@ -60,9 +82,13 @@ def load_run(run_name: str, which: str = "auto"):
     from .model import HRMLM
     from .tokenizer import load_tokenizer
 
-    run_dir = ck.run_root() / run_name
+    if save_dir and not run_name:
+        run_dir = Path(save_dir).expanduser().resolve()
+    else:
+        run_dir = ck.run_root() / (run_name or "hrm_lm")
     path = find_checkpoint(run_dir, which)
     state = ck.load(path)
+    check_dataset(dataset, state["meta"], path)
     cfg = validate_config(state["config"], str(path))
     tokenizer = load_tokenizer(path.parent / "tokenizer.json")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -93,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.max_new_tokens < 1 or args.temperature < 0 or args.top_k < 0:
             raise HRMUserError("--max_new_tokens must be >= 1, --temperature and --top_k >= 0")
-        model, tokenizer, meta, path = load_run(args.run_name, args.checkpoint)
+        model, tokenizer, meta, path = load_run(args.run_name, args.checkpoint, args.save_dir, args.dataset)
     except HRMUserError as exc:
         fail(str(exc))
     print(f"# checkpoint: {path}", file=sys.stderr)

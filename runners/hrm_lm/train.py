@@ -18,6 +18,10 @@ from pathlib import Path
 from .config import HRMConfig, dump_config, load_config
 from .errors import HRMUserError, fail
 
+# The seed's `--config` default: the GPU-sized config beside this package, wherever the command runs from.
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "hrm_lm" / "default.yaml"
+DEFAULT_RUN_NAME = "hrm_lm"
+
 # Flags that override `train.<same name>` in the YAML config.
 TRAIN_FLAGS = (
     "dataset", "batch_size", "eval_batch_size", "optimizer", "learning_rate", "lr_scheduler", "warmup_steps",
@@ -26,11 +30,32 @@ TRAIN_FLAGS = (
 )
 
 
+def _flag01(text: str) -> bool:
+    """The seed writes `--dry_run 1` / `--dry_run 0`; a bare `--dry_run` means 1."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected 1 or 0, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hrm_lm_run.py", description="Train an HRM encoder + LM decoder.")
-    p.add_argument("--config", required=True, help="YAML with model/train/data sections")
-    p.add_argument("--dry_run", action="store_true", help="one forward/backward on random data, print the loss")
-    p.add_argument("--run_name", default="hrm_lm", help="artifacts under $EXPERIMENT_DIR/model/hrm_lm/<run_name>/")
+    p = argparse.ArgumentParser(
+        prog="hrm_lm_run.py", description="Train an HRM encoder + LM decoder. See docs/hrm_lm.md.",
+        epilog="examples:\n"
+               "  hrm_lm_run.py --dry_run              # one random batch through configs/hrm_lm/default.yaml\n"
+               "  hrm_lm_run.py --config configs/hrm_lm/smoke.yaml --run_name demo     # CPU, seconds\n"
+               "  hrm_lm_run.py --dataset data/tokenized/hrm_lm --run_name v1 --val_every 1000 --save_best_model",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG),
+                   help="YAML with model/train/data sections (default: configs/hrm_lm/default.yaml)")
+    p.add_argument("--dry_run", nargs="?", const=True, default=None, type=_flag01, metavar="1|0",
+                   help="bare or 1: one forward/backward on a random batch, print the loss, write nothing; "
+                        "0: train. Training also wins when --dataset is given (the seed's rule)")
+    p.add_argument("--run_name", help=f"artifacts under $CHECKPOINT_DIR/<run_name>/ (default: {DEFAULT_RUN_NAME})")
+    p.add_argument("--save_dir", help="put the checkpoints in exactly this directory instead (the seed's legacy "
+                                      "flag; --run_name wins when both are given)")
     p.add_argument("--dataset", help="'synthetic' or a directory made by runners/hrm_lm/prepare.py")
     p.add_argument("--batch_size", type=int)
     p.add_argument("--eval_batch_size", type=int)
@@ -41,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup_steps", type=int)
     p.add_argument("--steps", type=int, help="total optimizer steps (wins over --epochs)")
     p.add_argument("--epochs", type=float)
-    p.add_argument("--val_every", type=int, help="evaluate every N steps")
-    p.add_argument("--save_every", type=int, help="write step_N.pt every N steps (default: val_every)")
+    p.add_argument("--val_every", type=int, help="evaluate every N steps and at the end; 0 = never")
+    p.add_argument("--save_every", type=int, help="write step_N.pt every N steps (default: val_every; 0 = only "
+                                                  "final.pt)")
     p.add_argument("--checkpoint_limit", type=int, help="keep the newest N step_*.pt (final.pt always kept)")
     p.add_argument("--save_best_model", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--max_seq_len", type=int, help="truncate encoder and decoder sequences to this length")
@@ -92,6 +118,27 @@ def resolve_dataset_dir(raw: str) -> Path:
     return in_pool if in_pool.exists() else path.resolve()
 
 
+def is_dry_run(args) -> bool:
+    """Bare `--dry_run` or `--dry_run 1` is a dry run, `--dry_run 0` trains, and so does `--dry_run` with
+    `--dataset` (the seed's rule: naming a dataset means training on it)."""
+    return bool(args.dry_run) and args.dataset is None
+
+
+def resolve_run_dir(args) -> tuple[str, Path]:
+    """(run name, checkpoint directory). --run_name: a folder under the run root; else --save_dir as given."""
+    from . import checkpoint as ck
+
+    if args.save_dir and not args.run_name:
+        run_dir = Path(args.save_dir).expanduser().resolve()
+        if run_dir.exists() and not run_dir.is_dir():
+            raise HRMUserError(f"--save_dir {args.save_dir} is a file; give a directory")
+        return run_dir.name, run_dir
+    name = args.run_name if args.run_name is not None else DEFAULT_RUN_NAME
+    if not name or "/" in name or name in (".", ".."):
+        raise HRMUserError(f"--run_name {name!r} must be a plain folder name")
+    return name, ck.run_root() / name
+
+
 def resolve(args) -> Plan:
     """Validate config, flags and data; decide the run directory and the resume point. Writes nothing."""
     from . import checkpoint as ck
@@ -101,8 +148,7 @@ def resolve(args) -> Plan:
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS}
     cfg = load_config(args.config, overrides)
     t = cfg.train
-    if not args.run_name or "/" in args.run_name or args.run_name in (".", ".."):
-        raise HRMUserError(f"--run_name {args.run_name!r} must be a plain folder name")
+    run_name, run_dir = resolve_run_dir(args)
     device = "cuda" if _cuda_available() else "cpu"
     if t.mixed_precision == "fp16" and device != "cuda":
         raise HRMUserError("--mixed_precision fp16 needs a CUDA GPU (GradScaler); use bf16 or none on CPU")
@@ -132,10 +178,10 @@ def resolve(args) -> Plan:
         raise HRMUserError(f"{args.config}: model.vocab_size is {cfg.model.vocab_size} but {meta_source} has "
                            f"vocab_size {meta['vocab_size']}; set model.vocab_size: {meta['vocab_size']} or null")
 
-    plan = Plan(cfg=cfg, config_path=args.config, run_name=args.run_name, run_dir=ck.run_root() / args.run_name,
-                reports_dir=ck.reports_dir(args.run_name), tokenizer=tokenizer, meta=meta, dataset_dir=dataset_dir,
+    plan = Plan(cfg=cfg, config_path=args.config, run_name=run_name, run_dir=run_dir,
+                reports_dir=ck.reports_dir(run_name), tokenizer=tokenizer, meta=meta, dataset_dir=dataset_dir,
                 device=device)
-    if args.dry_run:
+    if is_dry_run(args):
         return plan
 
     if dataset_dir is None:
@@ -144,7 +190,7 @@ def resolve(args) -> Plan:
         plan.train_samples = load_split(dataset_dir, "train")
         if plan.train_samples is None or len(plan.train_samples) == 0:
             raise HRMUserError(f"{dataset_dir}: no train.jsonl or train-*.arrow with samples")
-        plan.val_samples = load_split(dataset_dir, "val")
+        plan.val_samples = load_split(dataset_dir, "val") if t.val_every else None
     plan.n_train = len(plan.train_samples)
     steps_per_epoch = max(1, plan.n_train // t.batch_size)
     plan.total_steps = t.steps if t.steps is not None else max(1, math.ceil(t.epochs * steps_per_epoch))
@@ -156,7 +202,7 @@ def resolve(args) -> Plan:
         now = cfg.model.model_dump(mode="json")
         diff = sorted(k for k in now if saved.get(k) != now[k])
         if diff:
-            raise HRMUserError(f"run '{args.run_name}' was trained with a different model config "
+            raise HRMUserError(f"run '{run_name}' ({run_dir}) was trained with a different model config "
                                f"({', '.join(f'model.{k}: {saved.get(k)} -> {now[k]}' for k in diff[:3])}); "
                                f"use a new --run_name or the original config")
     return plan
@@ -296,7 +342,7 @@ class Trainer:
     def save_step(self) -> Path:
         from . import checkpoint as ck
 
-        return ck.save_step(self.state(), self.plan.run_dir, self.cfg.train.checkpoint_limit)
+        return ck.save_step(self.state(), self.plan.run_dir, self.cfg.train.checkpoint_limit, self.config_yaml)
 
     # -- loop -------------------------------------------------------------------------------------------------
     def _to_device(self, batch: dict) -> dict:
@@ -314,7 +360,9 @@ class Trainer:
         if plan.resume_from is not None:
             self.load_state(plan.resume_from)
             log.line(f"resumed from {plan.resume_from} at step {self.step}")
-        save_every = t.save_every or t.val_every
+        save_every = t.save_every if t.save_every is not None else t.val_every
+        if t.save_best_model and not t.val_every:
+            log.line("note: --save_best_model needs validation; with --val_every 0 no best model is written")
         log.line(f"HRM-LM run '{plan.run_name}': {self.model.num_params():,} params, {plan.n_train} train samples, "
                  f"steps {self.step}->{plan.total_steps}, device {self.device.type}, dir {plan.run_dir}")
         stream = batch_stream(plan, self.step)
@@ -343,18 +391,18 @@ class Trainer:
                              "grad_norm": grad_norm, "tokens_per_s": tps,
                              **{k: v for k, v in stats.items() if k != "loss"}})
                 window_tokens, window_start, window_loss = 0, now, []
-            if self.step % t.val_every == 0 and plan.val_samples is not None:
+            if t.val_every and self.step % t.val_every == 0 and plan.val_samples is not None:
                 self.evaluate(log)
                 last_eval = self.step
             if self.stop_requested:
                 path = self.save_step()
                 log.line(f"SIGTERM: saved {path}, exiting 143")
                 return 143
-            if self.step % save_every == 0 and self.step < plan.total_steps:
+            if save_every and self.step % save_every == 0 and self.step < plan.total_steps:
                 self.save_step()
-        if plan.val_samples is not None and last_eval != self.step:
+        if t.val_every and plan.val_samples is not None and last_eval != self.step:
             self.evaluate(log)
-        ck.atomic_save(self.state(), plan.run_dir / "final.pt")
+        ck.save_checkpoint(self.state(), plan.run_dir / "final.pt", self.config_yaml)
         log.line(f"done: step {self.step}, final checkpoint {plan.run_dir / 'final.pt'}")
         return 0
 
@@ -390,10 +438,8 @@ class Trainer:
             self.best_val = val_loss
         log.metrics(result)
         if improved and t.save_best_model:
-            best_dir = plan.run_dir / "best-model"
-            ck.atomic_save(self.state(), best_dir / "best.pt")
-            ck.copy_sidecars(plan.run_dir, best_dir)
-            log.line(f"new best val_loss {val_loss:.4f} at step {self.step}: {best_dir / 'best.pt'}")
+            path = ck.save_best(self.state(), plan.run_dir, self.config_yaml)
+            log.line(f"new best val_loss {val_loss:.4f} at step {self.step}: {path}")
         return result
 
 
@@ -447,8 +493,12 @@ def main(argv: list[str] | None = None) -> int:
         plan = resolve(args)
     except HRMUserError as exc:
         fail(str(exc))
-    if args.dry_run:
+    if args.save_dir and args.run_name:
+        print(f"hrm_lm: --run_name given, so --save_dir {args.save_dir} is not used (checkpoints in {plan.run_dir})")
+    if is_dry_run(args):
         return dry_run(plan)
+    if args.dry_run:
+        print(f"hrm_lm: --dataset {args.dataset} given: training (not a dry run)")
     if plan.resume_from is not None and plan.resume_step >= plan.total_steps:
         print(f"hrm_lm: run '{plan.run_name}' already reached step {plan.resume_step} (>= {plan.total_steps} steps): "
               f"{plan.resume_from}; nothing to do")

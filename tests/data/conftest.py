@@ -47,8 +47,8 @@ def exp(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def tokenize(capsys):
-    """tokenize(*argv) -> (exit code, stdout, stderr), running runners/tokenize.py's main in-process."""
-    from runners.tokenize import main
+    """tokenize(*argv) -> (exit code, stdout, stderr), running runners/tokenize_run.py's main in-process."""
+    from runners.tokenize_run import main
 
     def _run(*argv: str):
         rc = main([str(a) for a in argv])

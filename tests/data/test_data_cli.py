@@ -1,4 +1,4 @@
-"""runners/tokenize.py as a script: bad inputs exit 2 with one `error:` line and write nothing."""
+"""runners/tokenize_run.py as a script: bad inputs exit 2 with one `error:` line and write nothing."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _script(*args, env):
-    return subprocess.run([sys.executable, "runners/tokenize.py", *map(str, args)], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "runners/tokenize_run.py", *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -25,7 +25,7 @@ def env(exp):
 
 
 def test_script_runs_with_runners_dir_first_on_sys_path(exp, env, tok_dir):
-    """`python runners/tokenize.py` puts runners/ first on sys.path, where this file would shadow the stdlib
+    """`python runners/tokenize_run.py` puts runners/ first on sys.path, where this file would shadow the stdlib
     `tokenize` (imported by inspect/linecache, i.e. by transformers and every traceback)."""
     write_jsonl(exp / "data/raw/cpt/d.jsonl", [{"text": d} for d in make_docs(20)])
     r = _script("--mode", "cpt", "--tokenizer", tok_dir, "--block-size", 8, "--workers", 2, env=env)
@@ -33,10 +33,10 @@ def test_script_runs_with_runners_dir_first_on_sys_path(exp, env, tok_dir):
     assert (exp / "data/tokenized/cpt/default/meta.json").is_file()
     probe = subprocess.run(
         [sys.executable, "-c",
-         "import sys, runpy; sys.argv=['runners/tokenize.py', '--help']; sys.path.insert(0, 'runners');"
+         "import sys, runpy; sys.argv=['runners/tokenize_run.py', '--help']; sys.path.insert(0, 'runners');"
          "import contextlib, io\n"
          "with contextlib.redirect_stdout(io.StringIO()):\n"
-         "    try: runpy.run_path('runners/tokenize.py', run_name='__main__')\n"
+         "    try: runpy.run_path('runners/tokenize_run.py', run_name='__main__')\n"
          "    except SystemExit: pass\n"
          "import tokenize, inspect; print(tokenize.__file__); print(hasattr(tokenize, 'generate_tokens'))"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
@@ -86,7 +86,7 @@ def test_sigterm_mid_run_exits_143_and_leaves_nothing(exp, env, tok_dir, tmp_pat
     cfg = tmp_path / "t.yaml"
     cfg.write_text(json.dumps({"mode": "cpt", "tokenizer": str(tok_dir), "block_size": 16, "workers": 2,
                                "batch_docs": 64, "progress_interval_s": 0.0}))
-    proc = subprocess.Popen([sys.executable, "runners/tokenize.py", "--config", str(cfg)], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "runners/tokenize_run.py", "--config", str(cfg)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stderr.readline()  # the first progress line: encoding is under way
@@ -106,7 +106,7 @@ def test_tokenize_through_launch_then_noop(tmp_path):
     env.update(LAUNCHER_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
     dp = tmp_path / "dp"
     cmd = [sys.executable, "-m", "launcher", "--datapool", f"file://{dp}", "--experiment", "tok",
-           "runners/tokenize.py", "--config", "configs/tokenize/smoke.yaml"]
+           "runners/tokenize_run.py", "--config", "configs/tokenize/smoke.yaml"]
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = dp / "experiments/tok/data/tokenized/cpt/smoke"
@@ -125,8 +125,8 @@ def test_rich_progress_bar_on_a_terminal(exp, env, tok_dir):
     write_jsonl(exp / "data/raw/cpt/d.jsonl", [{"text": d} for d in make_docs(200)])
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen([sys.executable, "runners/tokenize.py", "--mode", "cpt", "--tokenizer", str(tok_dir),
-                                 "--block-size", "8", "--workers", "1"], cwd=REPO, env={**env, "COLUMNS": "160"},
+        proc = subprocess.Popen([sys.executable, "runners/tokenize_run.py", "--mode", "cpt",
+                                 "--tokenizer", str(tok_dir), "--block-size", "8", "--workers", "1"], cwd=REPO, env={**env, "COLUMNS": "160"},
                                 stdout=subprocess.PIPE, stderr=slave, text=True)
         os.close(slave)
         chunks = []

@@ -43,6 +43,7 @@ def test_checkpoint_rotation_keeps_exactly_limit(datapool):
                  "--checkpoint_limit", "2") == 0
     names = sorted(p.name for p in run_dir(datapool, "rot").glob("*.pt"))
     assert names == ["final.pt", "step_6.pt", "step_8.pt"]
+    assert sorted(p.name for p in run_dir(datapool, "rot").glob("step_*.yaml")) == ["step_6.yaml", "step_8.yaml"]
 
 
 def _weights(path):
@@ -105,7 +106,8 @@ def test_best_model_only_on_improvement(datapool):
     best = run_dir(datapool, "best") / "best-model" / "best.pt"
     # train() ended with an eval: that is the first best.
     first = _weights(best)
-    assert first["step"] == 30 and (best.parent / "config.yaml").is_file() and (best.parent / "tokenizer.json").is_file()
+    assert first["step"] == 30 and {p.name for p in best.parent.iterdir()} == {"best.pt", "best.yaml",
+                                                                                 "tokenizer.json", "meta.json"}
 
     trained = {k: v.clone() for k, v in t.model.state_dict().items()}
     with torch.no_grad():  # wreck the model: a worse val loss must leave best.pt alone

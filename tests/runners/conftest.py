@@ -70,3 +70,34 @@ def run_script(script: str, *args: str, env: dict | None = None, **kwargs) -> su
         [sys.executable, f"runners/{script}.py", *args],
         cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True, **kwargs,
     )
+
+
+def train_rows(rows: list[dict]) -> list[dict]:
+    """The training curve: metrics.jsonl also holds the eval loop's rows (keys `eval_*`)."""
+    return [r for r in rows if not any(k.startswith("eval_") for k in r)]
+
+
+def eval_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if any(k.startswith("eval_") for k in r)]
+
+
+def check_finished_then_extend(runner: str, argv: tuple, pool: Path, run_name: str, steps: int, capfd,
+                               weights: str = "model.safetensors") -> None:
+    """Finished means finished: the same command again is a no-op (no step, the final model's bytes as they were);
+    a larger trainer.max_steps resumes from the newest checkpoint, without the tied-weights warning."""
+    final = pool / "model" / "hf" / run_name / weights
+    metrics = pool / "reports" / run_name / "metrics.jsonl"
+    model_bytes, curve = final.read_bytes(), metrics.read_text()
+    capfd.readouterr()
+    assert run_main(runner, *argv) == 0
+    out = capfd.readouterr().out
+    assert f"already finished at step {steps}" in out, out[-2000:]
+    assert final.read_bytes() == model_bytes and metrics.read_text() == curve
+
+    assert run_main(runner, *argv, "--set", f"trainer.max_steps={steps + 2}") == 0
+    cap = capfd.readouterr()
+    assert f"resuming from {pool / 'model' / (runner.replace('_run', '') + '_checkpoints') / run_name}" in cap.out
+    assert f"checkpoint-{steps}" in cap.out
+    assert "missing keys" not in cap.out + cap.err, (cap.out + cap.err)[-2000:]
+    assert [r["step"] for r in train_rows(read_metrics(pool, run_name))][-3:] == [steps, steps + 1, steps + 2]
+    assert final.read_bytes() != model_bytes

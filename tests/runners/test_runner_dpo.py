@@ -1,15 +1,24 @@
-"""DPO on preference pairs: the implicit reward learns to rank chosen above rejected."""
+"""DPO on preference pairs: the implicit reward learns to rank chosen above rejected, on held-out pairs too;
+a finished run stays finished."""
 from __future__ import annotations
 
-from .conftest import read_metrics, run_main
+from .conftest import check_finished_then_extend, eval_rows, read_metrics, run_main, train_rows
 
 
-def test_dpo_reward_accuracy_rises(pool):
-    assert run_main("dpo_run", "--config", "configs/dpo/smoke.yaml", "--task", "tasks/smoke_task.py") == 0
-    rows = read_metrics(pool, "dpo-smoke")
+def test_dpo_reward_accuracy_rises(pool, capfd):
+    argv = ("--config", "configs/dpo/smoke.yaml", "--task", "tasks/smoke_task.py", "--eval_interval", "10")
+    assert run_main("dpo_run", *argv) == 0
+    all_rows = read_metrics(pool, "dpo-smoke")
+    rows = train_rows(all_rows)
     acc = [r["rewards/accuracies"] for r in rows]
     assert len(acc) == 20
     assert acc[0] <= 0.5 and sum(acc[-5:]) / 5 >= 0.9, acc  # step 1: policy == reference, no margin yet
     assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"]
     assert (pool / "model" / "dpo_checkpoints" / "dpo-smoke" / "checkpoint-20").is_dir()
     assert (pool / "model" / "hf" / "dpo-smoke" / "model.safetensors").is_file()
+    # The smoke task has no get_dpo_eval_dataset: 10% of the pairs are held out, and ranked right by the end.
+    evals = eval_rows(all_rows)
+    assert [r["step"] for r in evals] == [10, 20]
+    assert evals[-1]["eval_rewards/accuracies"] >= 0.8, evals
+
+    check_finished_then_extend("dpo_run", argv, pool, "dpo-smoke", 20, capfd)

@@ -1,11 +1,12 @@
 """Bad inputs stop a runner before any work: exit 2, one `error:` line on stderr, nothing written."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, files_under, run_main, run_script
+from .conftest import files_under, run_main, run_script
 from runners.common.tiny_model import build_tiny_model
 from tasks.smoke_task import get_corpus
 
@@ -77,6 +78,59 @@ def test_cli_exit_code_and_single_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: configs/rl/smoke.yaml: unknown key 'modle' (did you mean 'model'?); allowed here: run_name, seed, "
-        "model, lora, trainer, generation, data, output, eval, task"
+        "model, lora, trainer, generation, data, output, eval, eval_interval, eval_batches, task"
     ]
     assert not (tmp_path / "pool").exists()
+
+
+def test_tracker_not_installed(pool, capfd, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # what Python does for a package it cannot import
+    code = run_main("sft_run", "--config", "configs/sft/smoke.yaml", "--task", SMOKE,
+                    "--set", "output.report_to=[tensorboard]")
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["error: output.report_to: tensorboard is not installed; pip install "
+                                 "'launcher[track]' (or tensorboard) or remove tensorboard from output.report_to"]
+    assert files_under(pool.parent.parent) == []
+
+
+def test_wandb_online_without_a_key(pool, capsys, monkeypatch, tmp_path):
+    for var in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    code = run_main("rl_run", "--config", "configs/rl/smoke.yaml", "--task", SMOKE, "--wandb_project", "p")
+    assert_refused(code, capsys, pool.parent.parent, [], "wandb needs an API key: pass it with `launch --secret "
+                                                         "WANDB_API_KEY`")
+
+
+def test_sequence_length_leaves_no_example(tmp_path, pool, capfd):
+    """The smoke SFT config (64 tokens) with the Wordle task, whose prompts are longer: one line, nothing written."""
+    from runners.common.config import load_config
+    from tasks.wordle_task import get_corpus as wordle_corpus
+
+    config = load_config("configs/sft/smoke.yaml", ["task.num_examples=8"])
+    build_tiny_model(wordle_corpus(config), pool / "model" / "base" / "tiny-smoke")
+    before = files_under(pool)
+    code = run_main("sft_run", "--config", "configs/sft/smoke.yaml", "--task", "tasks/wordle_task.py",
+                    "--set", "task.num_examples=8")
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1 and "model.max_seq_length (64 tokens)" in err[0], err
+    assert files_under(pool) == before
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--use_prepared"], "--use_prepared needs --data_config MIXTURE"),
+    (["--data_config", "configs/mixtures/nope.yaml"], "config file not found: configs/mixtures/nope.yaml"),
+    (["--data_config", "configs/mixtures/sft_smoke.yaml", "--use_prepared"], "holds no tokenized data yet"),
+    (["--eval_interval", "x"], "argument --eval_interval/--eval-interval: invalid int value: 'x'"),
+    (["--set", "eval_interval=-1"], "'eval_interval': Input should be greater than or equal to 0"),
+])
+def test_seed_flags_bad_input(pool, capsys, extra, expect):
+    code = run_main("sft_run", "--config", "configs/sft/smoke.yaml", "--task", SMOKE, *extra)
+    assert_refused(code, capsys, pool.parent.parent, [], expect)
+
+
+def test_data_config_is_for_tokenized_runners(pool, capsys):
+    code = run_main("dpo_run", "--config", "configs/dpo/smoke.yaml", "--task", SMOKE,
+                    "--data_config", "configs/mixtures/sft_smoke.yaml")
+    assert_refused(code, capsys, pool.parent.parent, [], "dpo_run.py reads its data from the task's hooks")

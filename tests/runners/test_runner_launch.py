@@ -32,6 +32,9 @@ def test_training_runner_through_launch(tmp_path, runner):
     proc = launch(tmp_path, f"runners/{runner}.py", "--config", config, "--task", "tasks/smoke_task.py",
                   "--set", "trainer.max_steps=3", "--set", "trainer.save_steps=3")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    # A job log is one line per step: no progress bars' \r, no deprecation notes about the libraries' own calls.
+    assert "\r" not in proc.stdout + proc.stderr
+    assert "deprecated" not in proc.stdout + proc.stderr, proc.stderr[-2000:]
     exp = tmp_path / "pool" / "experiments" / "t"
     rows = [json.loads(line) for line in (exp / "reports" / run_name / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]

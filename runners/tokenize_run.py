@@ -1,29 +1,20 @@
 """Tokenize raw corpora into training-ready shards in the datapool.
 
-  python runners/tokenize.py --mode cpt --input data/raw/cpt --tokenizer model/base --block-size 2048
-  python runners/tokenize.py --mode sft --mixture configs/mixtures/sft_example.yaml --train-tokenizer --vocab-size 8000
-  python runners/tokenize.py --config configs/tokenize/smoke.yaml
+  python runners/tokenize_run.py --mode cpt --input data/raw/cpt --tokenizer model/base --block-size 2048
+  python runners/tokenize_run.py --mode sft --mixture configs/mixtures/sft_example.yaml --train-tokenizer --vocab-size 8000
+  python runners/tokenize_run.py --config configs/tokenize/smoke.yaml
 
 See docs/tokenize.md.
 """
 import os
 import sys
+from pathlib import Path
 
-# Run as `python runners/tokenize.py`, sys.path[0] is runners/ and this file would shadow the stdlib
-# `tokenize` module (linecache, inspect and tracebacks import it), re-running this script as a module.
-# Drop the script dir before anything else is imported.
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-if sys.modules.get("tokenize") is not None and os.path.dirname(
-        os.path.abspath(getattr(sys.modules["tokenize"], "__file__", "") or "")) == _here:
-    del sys.modules["tokenize"]
-
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python runners/x.py` puts runners/, not the root
 
 import argparse  # noqa: E402
 
+from runners.common.errors import RunnerError  # noqa: E402
 from runners.data.errors import DataError  # noqa: E402
 
 
@@ -35,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="runners/tokenize.py", description=__doc__.split("\n")[1])
+    p = _Parser(prog="runners/tokenize_run.py", description=__doc__.split("\n")[1])
     p.add_argument("--config", help="YAML with any of the options below (command-line flags win)")
     p.add_argument("--mode", choices=["cpt", "sft"])
     p.add_argument("--input", help="file or dir of raw data (default: $EXPERIMENT_DIR/data/raw/<mode>)")
@@ -69,17 +60,9 @@ def config_from_args(argv: list[str] | None = None):
     args = build_parser().parse_args(argv)
     data: dict = {}
     if args.config:
-        import yaml
+        from runners.common.config import read_yaml  # the runners' one YAML reader
 
-        path = Path(args.config)
-        if not path.is_file():
-            raise DataError(f"config {path} not found; pass --config configs/tokenize/NAME.yaml")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise DataError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise DataError(f"config {path} must be a mapping")
+        data = read_yaml(args.config)
     fields = dict(data.pop("fields", None) or {})
     for key in ("text_field", "messages_field", "prompt_field", "response_field"):
         if getattr(args, key) is not None:
@@ -102,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(argv)
         job = TokenizeJob(cfg)
         job.run()
-    except DataError as e:
+    except RunnerError as e:  # DataError is one
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
