@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 
 from .fastmodels import without_plugins
+from . import multinode
 from .layout import create_layout, default_checkpoint_dir, job_report_dir
+from .pipeline import onnode as pipeline_step
 from .proc import ProcRef, write_ref
 
 with without_plugins():
@@ -94,6 +96,7 @@ class Agent:
         self.state_dir = Path(spec.state_dir).resolve()
         self.grace = float(spec.grace_period)
         self.stop_at = spec.stop_at
+        self.log_name = multinode.log_name(os.environ)  # log.txt; log-rank<R>.txt on other ranks
         self.proc = None
         self.reason: str | None = None
         self.kill_at: float | None = None
@@ -137,9 +140,12 @@ class Agent:
             "JOB_ID": self.job_id,
             "LAUNCH_BACKEND": self.spec.backend,
             "CHECKPOINT_DIR": str(ckpt_path.resolve()),
+            "LAUNCH_ATTEMPT": str(self.spec.attempt),
             "PYTHONPATH": os.pathsep.join(p for p in (workdir, env.get("PYTHONPATH")) if p),
             "PYTHONUNBUFFERED": "1",
         })
+        env.update(multinode.rank_env(env))  # NODE_RANK on a multi-node pod
+        env.update(pipeline_step.step_env(env, self.exp_dir))  # a pipeline step's STEP_ENV_PATH, made absolute
         return env
 
     def run(self) -> int:
@@ -150,20 +156,24 @@ class Agent:
         try:
             create_layout(self.exp_dir)
             self.report_dir.mkdir(parents=True, exist_ok=True)
-            log = open(self.report_dir / "log.txt", "ab")
+            open(self.report_dir / self.log_name, "ab").close()
         except OSError as exc:
             # No datapool, no log: stderr (agent.log when detached) and the state dir's result say why.
             error = f"datapool {self.root} not writable: {exc}"
             sys.stderr.write(f"[launcher] error: {error}\n")
             return self._finish(None, 1, started, error, "setup_failed")
-        pool = node_datapool(self.spec, self.root)
+        pool = multinode.datapool_for_rank(node_datapool(self.spec, self.root), os.environ,
+                                           self.report_dir / self.log_name)  # only rank 0 pushes outputs
         env = self.env()
-        with log:
-            try:
-                pool.pull_inputs()
-            except Exception as exc:  # noqa: BLE001 - any setup failure ends the job with a record, not a hang
-                error = f"datapool pull failed: {exc}"
-                self.reason = self.reason or "setup_failed"
+        try:
+            # A relaunch after a preemption resumes: its checkpoints and its report folder come back from the
+            # store (so log.txt goes on where the last attempt left it: the log is opened after the pull).
+            pool.pull_inputs(([Path(env["CHECKPOINT_DIR"]), self.report_dir] if self.spec.attempt > 1 else [])
+                             + pipeline_step.step_inputs(env, self.exp_dir))  # earlier steps' outputs it reads
+        except Exception as exc:  # noqa: BLE001 - any setup failure ends the job with a record, not a hang
+            error = f"datapool pull failed: {exc}"
+            self.reason = self.reason or "setup_failed"
+        with open(self.report_dir / self.log_name, "ab") as log:
             if self.reason is None:
                 watcher = threading.Thread(target=self._watch_cancel, name="cancel-poll", daemon=True)
                 watcher.start()
@@ -231,7 +241,7 @@ class Agent:
         import subprocess
 
         workdir = Path(self.spec.workdir).resolve()
-        cmd = script_command(workdir / self.spec.script, list(self.spec.args))
+        cmd = multinode.wrap(script_command(workdir / self.spec.script, list(self.spec.args)), env)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         lock = threading.Lock()
@@ -363,15 +373,19 @@ def _signal_group(pid: int, sig: int) -> None:
 class _RootIsTheStore:
     """No store to sync with: the datapool root on this machine is the store (and the sync engine stays unloaded)."""
 
-    def pull_inputs(self) -> None: ...
+    def pull_inputs(self, resume=()) -> None: ...
     def start_pushing(self, paths) -> None: ...
     def final_push(self) -> None: ...
     def push_file(self, path) -> None: ...
 
 
 def node_datapool(spec: AgentSpec, root: Path):
-    if spec.store_url is None:
+    if spec.store_url is None or spec.store_url.startswith("pvc://"):  # a mounted claim is the store
         return _RootIsTheStore()
+    if spec.store_url.startswith("modal-volume://"):  # mounted at the root on the Modal node: commits, no copies
+        from .datapool.modal_volume import MountedVolume
+
+        return MountedVolume(spec.store_url, float(spec.push_interval))
     from .datapool.node import NodeDatapool
 
     return NodeDatapool(spec.store_url, root, spec.experiment, float(spec.push_interval))

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .backends import get_backend
 from .backends.base import ACTIVE, Handle, state_from_result
@@ -46,6 +47,8 @@ def plan(job: Job) -> Plan:
 
 
 def _check_secrets(job: Job) -> None:
+    if get_backend(job.backend).secrets_elsewhere(job):
+        return  # the backend's own store holds them (k8s: an existing Secret); its preflight checks them
     missing = [s for s in job.secrets if s not in os.environ]
     if missing:
         raise UserError(f"secret {missing[0]} is not set in your environment; export {missing[0]}=... "
@@ -54,7 +57,7 @@ def _check_secrets(job: Job) -> None:
 
 def _probe_store(p: Plan) -> None:
     """A missing bucket or missing credentials is the user's to fix: say so now, before any record or machine."""
-    if not p.spec.store_url:
+    if not p.spec.store_url or p.spec.store_url.startswith("pvc://"):  # a claim only the pods mount
         return
     from .datapool import open_store
 
@@ -70,6 +73,8 @@ def _jobstore_ref(p: Plan) -> dict:
     """How any process finds this job's folder in the store later (kept in the handle)."""
     if not get_backend(p.backend).capabilities.remote:  # the node is this machine: read its datapool directly
         return {"store_url": None, "local_root": p.spec.datapool_root, "experiment": p.job.experiment}
+    if (p.spec.store_url or "").startswith("pvc://"):
+        return {"store_url": None, "experiment": p.job.experiment}  # no store here: the backend's view answers
     return {"store_url": p.spec.store_url, "experiment": p.job.experiment, "endpoint_url": p.spec.endpoint_url}
 
 
@@ -85,8 +90,6 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
     backend = get_backend(job.backend)
     snapshot = None
     if backend.capabilities.remote:
-        from pathlib import Path
-
         from .snapshot import build
 
         job.check_script()
@@ -96,7 +99,10 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
     _probe_store(p)
     backend.preflight(p)
     registry = Registry()  # add() below refuses an unusable registry (exit 2, the file named) before start
-    handle_data = {"store": _jobstore_ref(p), "grace_period": p.job.grace_period}
+    handle_data = {"store": _jobstore_ref(p), "grace_period": p.job.grace_period, **backend.locator(p)}
+    if p.job.max_restarts:
+        handle_data.update(attempt=1, max_restarts=p.job.max_restarts)
+        _save_for_restart(p)
     registry.add(p.job_id, p.job.run_name, backend.name, p.deadline_at, handle_data, state="submitting")
     try:
         handle_data.update(backend.start(p, detach=detach))
@@ -115,6 +121,74 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
         if p.job.terminate_after and hasattr(backend, "confirm_teardown"):
             run.teardown = backend.confirm_teardown(run.handle)
     return run
+
+
+def _restart_file(job_id: str):
+    return launcher_home() / "jobs" / job_id / "restart.json"
+
+
+def _save_for_restart(p: Plan) -> None:
+    """What a relaunch re-plans from: the validated job, its id and creation time (so the deadline stays one)."""
+    import json
+
+    path = _restart_file(p.job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"job": p.job.model_dump(mode="json"), "created": p.created,
+                                "snapshot": p.snapshot, "snapshot_file": p.snapshot_file}))
+
+
+def _restart_if_preempted(rec, backend, handle: Handle) -> bool:
+    """A preempted job with restarts left is relaunched: same id and deadline, attempt + 1, the last attempt's
+    result moved aside (result.attempt-N.json) so the store answers for the new one. Whoever looks first (the
+    foreground wait, `launch status`, `logs -f`, `jobs`) relaunches; a lock file keeps it to one."""
+    import fcntl
+    import json
+
+    d = handle.data
+    attempt, allowed = d.get("attempt", 1), d.get("max_restarts", 0)
+    if attempt > allowed:
+        return False
+    saved = json.loads(_restart_file(rec.id).read_text())
+    lock = open(_restart_file(rec.id).with_suffix(".lock"), "w")
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True  # another process is relaunching it right now
+        current = Registry().get(rec.id)
+        if current.handle.get("attempt", 1) != attempt or current.state not in ACTIVE:
+            return current.state in ACTIVE  # relaunched (or ended) by someone else meanwhile
+        from .planner import make_plan
+        from .snapshot import Snapshot
+
+        job = Job.model_validate(saved["job"])
+        snap = saved.get("snapshot")
+        snapshot = None if snap is None else Snapshot(snap["sha256"], snap["size"], snap["files"],
+                                                      Path(saved["snapshot_file"] or "/nonexistent"))
+        p = make_plan(job, snapshot=snapshot, job_id=rec.id, created=saved["created"], attempt=attempt + 1)
+        if p.spec.stop_at is not None and p.spec.stop_at - time.time() < 60:
+            _save_reason(rec.id, f"preempted on attempt {attempt}; no time left before the deadline to relaunch")
+            return False
+        backend.cancel(handle, grace=0.0)  # whatever is left of the preempted attempt goes first
+        js = _jobstore(handle)
+        if js is not None:
+            try:
+                previous = js.read("result.json")
+                if previous is not None:
+                    js.write(f"result.attempt-{attempt}.json", previous)
+                    js.remove("result.json")
+            finally:
+                js.close()
+        new = backend.restart(p, dict(d))
+        data = {**d, **new, "attempt": attempt + 1}
+        Registry().update(rec.id, handle=data)
+        handle.data.clear()
+        handle.data.update(data)
+        sys.stderr.write(f"[launcher] {rec.id} was preempted (attempt {attempt}); relaunched as attempt "
+                         f"{attempt + 1} of {allowed + 1}, resuming from its last pushed checkpoint\n")
+        return True
+    finally:
+        lock.close()
 
 
 def wait(job_id: str, backend, handle: Handle) -> int:
@@ -151,7 +225,12 @@ def _jobstore(handle: Handle):
                     endpoint_url=ref.get("endpoint_url"))
 
 
-def _read_result(handle: Handle) -> dict | None:
+_UNREADABLE = object()  # _read_result(strict=True): the store did not answer (not: there is no result)
+
+
+def _read_result(handle: Handle, strict: bool = False):
+    """The job's result.json from the store, or None. An unreachable store also reads as None (the backend's own
+    view answers instead), unless `strict`: then it is _UNREADABLE."""
     import json
 
     js = _jobstore(handle)
@@ -160,6 +239,8 @@ def _read_result(handle: Handle) -> dict | None:
     try:
         data = js.read("result.json")
     except Exception:  # noqa: BLE001 - an unreachable store leaves the backend's own view to answer
+        if strict:
+            return _UNREADABLE
         data = None
     finally:
         js.close()
@@ -206,6 +287,20 @@ def reason(job_id: str) -> str | None:
     return None
 
 
+def _release(job_id: str, backend, handle: Handle) -> None:
+    """The job is final: the backend frees what it kept beside the machine (secrets, a security group)."""
+    try:
+        backend.release(handle)
+    except Exception as exc:  # noqa: BLE001 - the sweeper is the layer that retries
+        sys.stderr.write(f"[launcher] warning: {job_id}: not released: {exc}\n")
+
+
+def attempts(job_id: str) -> tuple[int, int] | None:
+    """(this attempt, attempts allowed) for a job launched with --max-restarts; None otherwise."""
+    d = Registry().get(job_id).handle
+    return (d.get("attempt", 1), d["max_restarts"] + 1) if d.get("max_restarts") else None
+
+
 def _handle(job_id: str):
     rec = Registry().get(job_id)
     return rec, get_backend(rec.backend), Handle(rec.id, rec.backend, rec.handle)
@@ -217,14 +312,23 @@ def status(job_id: str) -> tuple[str, int | None]:
     if rec.state not in ACTIVE:
         return rec.state, rec.exit_code
     result = _read_result(handle)
+    if result is None:
+        state, code, why = backend.status(handle)
+        if state not in ACTIVE:
+            # The node pushes result.json last and then ends: it may have landed between our read and the
+            # backend's answer. Only a second look that still finds nothing (and can read the store) is final.
+            result = _read_result(handle, strict=True)
+            if result is _UNREADABLE:
+                return "running", None  # the store did not answer: decide on the next look, not now
+            if result is None and why:
+                _save_reason(rec.id, why)  # e.g. a setup failure whose result never reached the store
     if result is not None:
         state, code = state_from_result(result), result.get("exit_code")
-    else:
-        state, code, why = backend.status(handle)
-        if state not in ACTIVE and why:
-            _save_reason(rec.id, why)  # e.g. a setup failure whose result never reached the store
+    if state == "preempted" and handle.data.get("max_restarts") and _restart_if_preempted(rec, backend, handle):
+        return "pending", None
     if state not in ACTIVE:
         Registry().finish(rec.id, state, code)
+        _release(rec.id, backend, handle)
         final = Registry().get(rec.id)  # the first final state recorded wins (a concurrent `down`, say)
         return final.state, final.exit_code
     return state, code
@@ -274,6 +378,7 @@ def down(job_id: str) -> str:
         return status(rec.id)[0]
     if rec.state in ACTIVE:
         _record_cancelled(rec.id, backend, handle)
+    _release(rec.id, backend, handle)
     return Registry().get(rec.id).state
 
 
@@ -319,6 +424,7 @@ def down_expired(now: float | None = None, *, backend: str | None = None, region
         backend.cancel(handle, grace=0.0)  # the deadline already held the grace period and the push reserve
         if Registry().get(rec.id).state in ACTIVE:
             _record_cancelled(rec.id, backend, handle)
+        _release(rec.id, backend, handle)
         swept.parent.mkdir(parents=True, exist_ok=True)
         swept.touch()
         ended.append(rec.id)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import shlex
 
+from .images import PYTHON_VERSION
 from .spec import AgentSpec
 
 LOCK = "images/requirements.lock"
@@ -34,6 +35,11 @@ DEADMAN_AT=@@DEADMAN_AT@@
 TEARDOWN=@@TEARDOWN@@
 KEEP_ON_FAILURE=@@KEEP@@
 LOCK=@@LOCK@@
+SECRETS_SSM=@@SECRETS_SSM@@
+SSM_REGION=@@SSM_REGION@@
+HOSTKEY_SSM=@@HOSTKEY_SSM@@
+HOSTKEY_PUB=@@HOSTKEY_PUB@@
+SSHD_DIR=/etc/ssh
 
 mkdir -p "$BASE" && cd "$BASE" || exit 1
 STATE="jobs/$JOB_ID"
@@ -161,16 +167,67 @@ LAUNCHER_UNPACK_EOF
   fi
 fi
 
-# 2b. no usable interpreter yet: a venv from the project's lock, cached by the lock's hash
+# 2b. no usable interpreter yet: a venv from the node's lock (images/README.md), cached by the lock's hash: the
+# project's own lock, else the one launcher's agent brought along in the snapshot
 if [ -z "$PY" ]; then
-  log "venv from $LOCK"
-  [ -f "$CODE/$LOCK" ] || { echo "no python3 with launcher's dependencies, and the project has no $LOCK; name an interpreter (ssh: python: in the profile)" > "$STATE/step.err"; fail python; }
-  VENV="venvs/$(sha256sum "$CODE/$LOCK" | cut -c1-16)"
-  if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV.tmp" 2> "$STATE/step.err" && "$VENV.tmp/bin/pip" install -q -r "$CODE/$LOCK" \
-      > /dev/null 2> "$STATE/step.err" && mv "$VENV.tmp" "$VENV" || fail python
+  LOCK_AT="$CODE/$LOCK"
+  [ -f "$LOCK_AT" ] || LOCK_AT="$CODE/.launcher-agent/$LOCK"
+  [ -f "$LOCK_AT" ] || { echo "no python3 with launcher's dependencies, and no $LOCK in the snapshot; name an interpreter (ssh: python: in the profile)" > "$STATE/step.err"; fail python; }
+  LOCKS=("$LOCK_AT")
+  # The gpu extra's lock only where CUDA is: unsloth and vllm neither install nor import without it.
+  GPU_LOCK="${LOCK_AT%.lock}-gpu.lock"
+  command -v nvidia-smi > /dev/null && [ -f "$GPU_LOCK" ] && LOCKS+=("$GPU_LOCK")
+  log "venv from ${LOCKS[*]}"
+  VENV="$PWD/venvs/$(cat "${LOCKS[@]}" | sha256sum | cut -c1-16)"
+  # Built where it stays (a moved venv's scripts keep the old path in their #!) and whole once .ready exists; the
+  # flock makes two jobs on one box build it once.
+  exec 9> "$VENV.building"; command -v flock > /dev/null && flock 9
+  if [ ! -f "$VENV/.ready" ]; then
+    rm -rf "$VENV"
+    VENV_PY=$(command -v python@@PYVER@@ || command -v python3)
+    "$VENV_PY" -m venv "$VENV" 2> "$STATE/step.err" \
+      && "$VENV/bin/pip" install -q "${LOCKS[@]/#/--requirement=}" > /dev/null 2> "$STATE/step.err" \
+      && touch "$VENV/.ready" || fail python
   fi
-  PY="$PWD/$VENV/bin/python"
+  exec 9>&-
+  PY="$VENV/bin/python"
+fi
+
+# 3b. secrets kept in SSM Parameter Store (SecureString; EC2): read with the instance role, into the environment
+# only (a 0600 file that is sourced and deleted at once; never argv, never a log)
+if [ -n "$SECRETS_SSM" ]; then
+  log "secrets from SSM $SECRETS_SSM"
+  (umask 077; PYTHONPATH= "$PY" -c 'import shlex, sys, botocore.session
+ssm = botocore.session.get_session().create_client("ssm", region_name=sys.argv[2])
+kw = {"Path": sys.argv[1], "WithDecryption": True}
+while True:
+    page = ssm.get_parameters_by_path(**kw)
+    for p in page["Parameters"]:
+        print(p["Name"].rsplit("/", 1)[1] + "=" + shlex.quote(p["Value"]))
+    if not page.get("NextToken"):
+        break
+    kw["NextToken"] = page["NextToken"]' "$SECRETS_SSM" "$SSM_REGION" > "$STATE/secrets.env") 2> "$STATE/step.err" \
+    || { rm -f "$STATE/secrets.env"; fail secrets; }
+  set -a; . "$STATE/secrets.env"; set +a; rm -f "$STATE/secrets.env"
+fi
+
+# 3c. the SSH host key the client generated and already trusts (EC2 with --key-name): sshd restarts with it, so
+# the client's `logs -f` over SSH checks the host key instead of trusting the first one it sees. Optional: without
+# it, logs still come through the store.
+if [ -n "$HOSTKEY_SSM" ]; then
+  log "ssh host key from SSM $HOSTKEY_SSM"
+  if (umask 077; PYTHONPATH= "$PY" -c 'import sys, botocore.session
+ssm = botocore.session.get_session().create_client("ssm", region_name=sys.argv[2])
+print(ssm.get_parameter(Name=sys.argv[1], WithDecryption=True)["Parameter"]["Value"].strip())' \
+      "$HOSTKEY_SSM" "$SSM_REGION" > "$SSHD_DIR/ssh_host_ed25519_key.new") 2>> "$STATE/setup.log"; then
+    mv "$SSHD_DIR/ssh_host_ed25519_key.new" "$SSHD_DIR/ssh_host_ed25519_key"
+    echo "$HOSTKEY_PUB" > "$SSHD_DIR/ssh_host_ed25519_key.pub"
+    systemctl restart ssh 2>/dev/null || systemctl restart sshd 2>/dev/null || service ssh restart >> "$STATE/setup.log" 2>&1 \
+      || log "sshd did not restart: live logs come through the store"
+  else
+    rm -f "$SSHD_DIR/ssh_host_ed25519_key.new"
+    log "no ssh host key (see above): live logs come through the store"
+  fi
 fi
 
 # 4. the agent
@@ -188,8 +245,11 @@ exit "$RC"
 
 
 def render(spec: AgentSpec, *, base: str, snapshot_sha: str, snapshot_tar: str = "", snapshot_url: str = "",
-           python: str = "", teardown: str = "poweroff", keep_on_failure: bool = False, result_url: str = "") -> str:
-    """`base` is a shell word (it may use $HOME); everything else is quoted. teardown: poweroff | none."""
+           python: str = "", teardown: str = "poweroff", keep_on_failure: bool = False, result_url: str = "",
+           secrets_ssm: str = "", ssm_region: str = "", hostkey_ssm: str = "", hostkey_pub: str = "") -> str:
+    """`base` is a shell word (it may use $HOME); everything else is quoted. teardown: poweroff | none.
+    `secrets_ssm`: an SSM Parameter Store path whose SecureStrings become the job's secret env vars (EC2);
+    `hostkey_ssm`/`hostkey_pub`: the SSH host key sshd is restarted with (EC2 with a key pair)."""
     if teardown not in ("poweroff", "none"):
         raise ValueError(f"teardown must be poweroff or none, not {teardown!r}")
     q = shlex.quote
@@ -199,7 +259,9 @@ def render(spec: AgentSpec, *, base: str, snapshot_sha: str, snapshot_tar: str =
         # botocore: an s3 store on a node without keys in its environment signs with the instance role's.
         "DEPS": "pydantic, yaml" + (", botocore" if (spec.store_url or "").startswith("s3://") else ""),
         "DEADMAN_AT": str(int(spec.deadman_at) if spec.deadman_at else 4102444800),  # no deadline: 2100-01-01
-        "TEARDOWN": teardown, "KEEP": "1" if keep_on_failure else "0", "LOCK": q(LOCK), "SPEC_JSON": spec.to_json(),
+        "TEARDOWN": teardown, "KEEP": "1" if keep_on_failure else "0", "LOCK": q(LOCK), "PYVER": PYTHON_VERSION, "SPEC_JSON": spec.to_json(),
+        "SECRETS_SSM": q(secrets_ssm), "SSM_REGION": q(ssm_region), "HOSTKEY_SSM": q(hostkey_ssm),
+        "HOSTKEY_PUB": q(hostkey_pub),
     }
     # @@NAME@@ placeholders: the script is full of shell and Python braces that str.format would trip on.
     return re.sub(r"@@([A-Z_]+)@@", lambda m: values[m[1]], TEMPLATE)

@@ -21,7 +21,10 @@ Examples:
 class LaunchGroup(click.Group):
     """`launch [OPTIONS] SCRIPT ...` is `launch run [OPTIONS] SCRIPT ...`; other words are subcommands."""
 
-    lazy_commands = {"sync": ("launcher.cli_sync", "sync")}
+    lazy_commands = {"sync": ("launcher.cli_sync", "sync"), "pipeline": ("launcher.cli_pipeline", "pipeline"),
+                     "image": ("launcher.cli_image", "image")}
+    lazy_help = {"sync": "sync the datapool with its store", "pipeline": "run an experiment's STEPS, each a job",
+                 "image": "build (and push) the node image from images/requirements.lock"}
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.list_commands(ctx) and args[0] not in ("--help", "-h", "--version"):
@@ -50,7 +53,7 @@ class LaunchGroup(click.Group):
             rows = []
             for name in self.list_commands(ctx):
                 cmd = self.commands.get(name)
-                rows.append((name, cmd.get_short_help_str(60) if cmd else "sync the datapool with its store"))
+                rows.append((name, cmd.get_short_help_str(60) if cmd else self.lazy_help.get(name, "")))
             formatter.write_dl(rows)
         with formatter.section("Examples"):
             for line in EXAMPLES.strip().splitlines()[1:]:
@@ -89,7 +92,8 @@ def _parse_env(items) -> dict[str, str]:
               help="pass the env var NAME from here as a secret (repeatable; the value never enters plans or logs)")
 @click.option("--experiment", default=None, help="experiment name: datapool folder experiments/NAME (default: default)")
 @click.option("--datapool", default=None, metavar="URL", envvar="LAUNCH_DATAPOOL",
-              help="datapool store: file:///abs/dir or s3://bucket/prefix (default: $LAUNCH_DATAPOOL)")
+              help="datapool store: file:///abs/dir, s3://bucket/prefix or modal-volume://NAME/path "
+                   "(default: $LAUNCH_DATAPOOL)")
 @click.option("--endpoint-url", default=None, metavar="URL",
               help="S3-compatible endpoint for an s3:// --datapool (default: $AWS_ENDPOINT_URL, else AWS)")
 @click.option("--host", default=None, metavar="[USER@]HOST[:PORT]", help="--backend ssh: the box to run on")
@@ -101,12 +105,24 @@ def _parse_env(items) -> dict[str, str]:
 @click.option("--key-name", default=None, help="--backend ec2: EC2 key pair, for SSH to the node")
 @click.option("--key-path", default=None, metavar="FILE", help="--backend ec2: private key of --key-name")
 @click.option("--security-group", default=None, metavar="ID", help="--backend ec2: security group id")
+@click.option("--context", default=None, help="--backend k8s: kubeconfig context (default: the current one)")
+@click.option("--namespace", default=None, help="--backend k8s: namespace (default: the context's)")
+@click.option("--image", default=None, metavar="REPO:TAG",
+              help="--backend k8s: container image (default: the one built from images/requirements.lock)")
+@click.option("--pending-timeout", default=None, metavar="DURATION",
+              help="--backend k8s: report and delete a pod still Pending after this long (default 10m)")
+@click.option("--torchrun", is_flag=True, default=None,
+              help="--backend k8s: run a .py script under torchrun, one process per GPU (always with --num-nodes > 1)")
+@click.option("--num-nodes", type=int, default=None, metavar="N",
+              help="machines: --backend k8s runs N pods of an Indexed Job under torchrun (1..64)")
 @click.option("--name", default=None, help="run name (default: the script's name)")
 @click.option("--max-runtime", default=None, metavar="DURATION", help="stop the script after this long, e.g. 90m, 2h")
 @click.option("--grace-period", default=None, metavar="DURATION", help="SIGTERM-to-SIGKILL grace (default 30s)")
 @click.option("--push-interval", default=None, metavar="DURATION",
               help="push checkpoints and reports to the --datapool store this often while running (default 30s)")
 @click.option("--spot", is_flag=True, default=None, help="use spot/preemptible capacity")
+@click.option("--max-restarts", type=int, default=None, metavar="N",
+              help="relaunch a preempted job up to N times (same id); it resumes from its newest pushed checkpoint")
 @click.option("--terminate-after", is_flag=True, default=None, help="wait for the end, then tear the machine down")
 @click.option("--keep-on-failure", is_flag=True, default=None, help="keep the machine after a failure, for debugging")
 @click.option("--profile", default=None, metavar="FILE", help="YAML launch profile; flags override it")
@@ -115,7 +131,7 @@ def _parse_env(items) -> dict[str, str]:
 @click.argument("script")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 def run(script, script_args, profile, detach, dry_run, env, secrets, host, identity, region, zone, instance_type, ami,
-        key_name, key_path, security_group, **options):
+        key_name, key_path, security_group, context, namespace, image, pending_timeout, torchrun, **options):
     """Run SCRIPT (the default command: `launch SCRIPT` = `launch run SCRIPT`)."""
     from .fastmodels import without_plugins
 
@@ -126,16 +142,18 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, host, ident
 
     base = load_profile(profile) if profile else {}
     fields = merge(base, {**options, "env": _parse_env(env), "secrets": list(secrets)})
-    if host or identity:
-        ssh = dict(base.get("ssh") or {}) if isinstance(base.get("ssh"), dict) else {}
-        ssh.update({k: v for k, v in (("host", host), ("identity", identity)) if v})
-        fields["ssh"] = ssh
-    ec2_flags = {"region": region, "zone": zone, "instance_type": instance_type, "ami": ami, "key_name": key_name,
-                 "key_path": key_path, "security_group": security_group}
-    if any(ec2_flags.values()):
-        ec2 = dict(base.get("ec2") or {}) if isinstance(base.get("ec2"), dict) else {}
-        ec2.update({k: v for k, v in ec2_flags.items() if v})
-        fields["ec2"] = ec2
+    # Backend flags land in their profile section (ssh:, ec2:, k8s:), over what the profile set there.
+    sections = {
+        "ssh": {"host": host, "identity": identity},
+        "ec2": {"region": region, "zone": zone, "instance_type": instance_type, "ami": ami, "key_name": key_name,
+                "key_path": key_path, "security_group": security_group},
+        "k8s": {"context": context, "namespace": namespace, "image": image, "pending_timeout": pending_timeout,
+                "torchrun": torchrun},
+    }
+    for name, flags in sections.items():
+        given = {k: v for k, v in flags.items() if v is not None}
+        if given:
+            fields[name] = {**(base[name] if isinstance(base.get(name), dict) else {}), **given}
     fields["script"] = script
     fields["args"] = list(script_args) or base.get("args", [])
     job = build_job(f"profile {profile}" if profile else "launch", **fields)
@@ -226,6 +244,9 @@ def status(job_id):
 
     state, code = api.status(job_id)
     click.echo(state if code is None else f"{state} (exit code {code})")
+    tries = api.attempts(job_id)
+    if tries:
+        click.echo(f"attempt: {tries[0]} of at most {tries[1]} (--max-restarts {tries[1] - 1})")
     if state in ("failed", "lost", "timeout", "cancelled", "preempted"):
         why = api.reason(job_id)
         if why:

@@ -1,4 +1,4 @@
-"""`launch sync up|down`: mirror the local datapool root with its store (file:// or s3://)."""
+"""`launch sync up|down`: mirror the local datapool root with its store (file://, s3:// or modal-volume://)."""
 from __future__ import annotations
 
 import os
@@ -20,7 +20,8 @@ def _common(f):
         click.option("--delete", is_flag=True, help="Delete destination files that the source does not have."),
         click.option("--dry-run", is_flag=True, help="List what would move; change nothing."),
         click.option("--datapool", metavar="URL", envvar="LAUNCH_DATAPOOL",
-                     help="The store: file:///abs/dir or s3://bucket/prefix (default: $LAUNCH_DATAPOOL)."),
+                     help="The store: file:///abs/dir, s3://bucket/prefix or modal-volume://NAME/path "
+                          "(default: $LAUNCH_DATAPOOL)."),
         click.option("--root", metavar="DIR", type=click.Path(path_type=Path),
                      help="Local datapool root (default: $DATAPOOL_ROOT or ./datapool)."),
         click.option("--endpoint-url", metavar="URL",

@@ -8,6 +8,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .backends.k8s.options import MAX_NODES, K8sOptions
+from .backends.modal.options import ModalOptions
 from .errors import UserError, did_you_mean
 from .gpus import GpuRequest, parse_gpu
 from .units import parse_duration, parse_size
@@ -18,7 +20,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 RESERVED_ENV = {"DATAPOOL_ROOT": "--datapool", "EXPERIMENT": "--experiment", "EXPERIMENT_DIR": "--experiment",
                 "JOB_ID": None, "LAUNCH_BACKEND": "--backend"}
 # Stores the datapool can bind to; s3 comes with the sync engine, the others with their backends.
-DATAPOOL_SCHEMES = ("file", "s3")
+DATAPOOL_SCHEMES = ("file", "s3", "pvc", "modal-volume")
 
 
 def _err(exc: Exception) -> str:
@@ -74,7 +76,25 @@ class Ec2Options(BaseModel):
                                                          "made once per region)")
     instance_profile: str | None = Field(None, description="IAM instance profile the node runs as (its store access)")
     key_name: str | None = Field(None, description="EC2 key pair for SSH access (default: none, no inbound port)")
-    key_path: str | None = Field(None, description="private key file of --key-name")
+    key_path: str | None = Field(None, description="private key file of --key-name (live `logs -f` over SSH)")
+    ssh_user: str = Field("ubuntu", description="login user of the AMI for SSH (with --key-name)")
+    ssh_from: str | None = Field(None, description="CIDR allowed to reach port 22 of the node's own security group "
+                                                   "(default: your public IP /32)")
+
+    @field_validator("ssh_from")
+    @classmethod
+    def _ssh_from(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import ipaddress
+
+        try:
+            net = ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"bad ssh_from {v!r}: a CIDR such as 203.0.113.7/32") from None
+        if net.prefixlen == 0:
+            raise ValueError(f"ssh_from {v!r} opens port 22 to the whole internet: name your own address /32")
+        return str(net)
 
     @field_validator("region")
     @classmethod
@@ -128,12 +148,17 @@ class Job(BaseModel):
     grace_period: int = Field(30, description="seconds between SIGTERM and SIGKILL when stopping the script")
     push_interval: int = Field(30, description="how often checkpoints and reports are pushed to the store while running")
     spot: bool = Field(False, description="use spot/preemptible capacity")
+    max_restarts: int = Field(0, ge=0, le=20, description="relaunch a preempted job up to N times; it resumes "
+                              "from the newest checkpoint it pushed")
     terminate_after: bool = Field(False, description="client waits for the end and tears the machine down")
     keep_on_failure: bool = Field(False, description="keep the machine after a failure, for debugging")
-    num_nodes: int = Field(1, description="machines; only 1 for now")
+    num_nodes: int = Field(1, description="machines (k8s: pods of an Indexed Job, at most 64)")
     workdir: str = Field(".", description="project root whose files travel with the job")
     ssh: SshTarget | None = Field(None, description="the box for --backend ssh: host, identity, python, remote_dir")
     ec2: Ec2Options | None = Field(None, description="--backend ec2: region, zone, instance type, AMI, network")
+    k8s: K8sOptions | None = Field(None, description="--backend k8s: context, namespace, image, GPU label, "
+                                                    "pending timeout")
+    modal: ModalOptions | None = Field(None, description="--backend modal: Modal Secrets by name")
 
     @field_validator("script")
     @classmethod
@@ -232,6 +257,10 @@ class Job(BaseModel):
             raise ValueError(f"bad datapool URL {v!r}: a file URL needs an absolute path, e.g. file:///data/pool")
         if url.scheme == "s3" and not url.netloc:
             raise ValueError(f"bad datapool URL {v!r}: name the bucket, e.g. s3://my-bucket/pool")
+        if url.scheme == "pvc" and not url.netloc:
+            raise ValueError(f"bad datapool URL {v!r}: name the claim, e.g. pvc://team-pool/datapool")
+        if url.scheme == "modal-volume" and not url.netloc:
+            raise ValueError(f"bad datapool URL {v!r}: name the volume, e.g. modal-volume://team-pool/datapool")
         return v
 
     @field_validator("endpoint_url")
@@ -244,8 +273,8 @@ class Job(BaseModel):
     @field_validator("num_nodes")
     @classmethod
     def _nodes(cls, v: int) -> int:
-        if v != 1:
-            raise ValueError(f"num_nodes={v} is not supported yet: multi-node jobs arrive with the k8s/ec2 backends; use 1")
+        if not 1 <= v <= MAX_NODES:
+            raise ValueError(f"num_nodes={v}: use 1..{MAX_NODES} (more than one node needs --backend k8s)")
         return v
 
     @model_validator(mode="after")
@@ -255,6 +284,11 @@ class Job(BaseModel):
                              "in the profile)")
         if self.ssh is not None and self.backend != "ssh":
             raise ValueError(f"--host / ssh: only apply to --backend ssh, not {self.backend}; add --backend ssh")
+        if self.modal is not None and self.backend != "modal":
+            raise ValueError(f"modal: only applies to --backend modal, not {self.backend}; add --backend modal")
+        if self.k8s is not None and self.backend != "k8s":
+            raise ValueError(f"--context / --namespace / --image / k8s: only apply to --backend k8s, not "
+                             f"{self.backend}; add --backend k8s")
         if self.ec2 is not None and self.backend != "ec2":
             raise ValueError(f"--region / --instance-type / ec2: only apply to --backend ec2, not {self.backend}; "
                              "add --backend ec2")

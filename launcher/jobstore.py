@@ -21,6 +21,12 @@ class JobStore:
                  endpoint_url: str | None = None):
         self.rel = f"experiments/{experiment}/reports/jobs/{job_id}"
         self._http = None
+        self._vol = None  # a Modal volume's job folder (launcher/datapool/modal_volume.py) answers instead
+        if store_url and urlparse(store_url).scheme == "modal-volume":
+            from .datapool.modal_volume import VolumeFiles
+
+            self._vol, self.dir = VolumeFiles(store_url, self.rel), None
+            return
         if store_url is None or urlparse(store_url).scheme == "file":
             base = Path(unquote(urlparse(store_url).path)) if store_url else Path(local_root)
             self.dir: Path | None = job_report_dir(base / "experiments" / experiment, job_id)
@@ -42,6 +48,8 @@ class JobStore:
 
     def read(self, name: str, start: int = 0) -> bytes | None:
         """The object's bytes from `start` on; None if it does not exist (b'' if it has nothing past start)."""
+        if self._vol is not None:
+            return self._vol.read(name, start)
         if self.dir is not None:
             try:
                 with open(self.dir / name, "rb") as f:
@@ -63,6 +71,8 @@ class JobStore:
             raise
 
     def write(self, name: str, data: bytes) -> None:
+        if self._vol is not None:
+            return self._vol.write(name, data)
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             tmp = self.dir / f".{name}.tmp"
@@ -72,7 +82,18 @@ class JobStore:
         self.http.put_object(self.bucket, f"{self.prefix}/{name}", data,
                              {"Content-Type": "application/octet-stream"})
 
+    def remove(self, name: str) -> None:
+        """Delete one object; a missing one is fine."""
+        if self._vol is not None:
+            return self._vol.remove(name)
+        if self.dir is not None:
+            (self.dir / name).unlink(missing_ok=True)
+            return
+        self.http.request("DELETE", self.bucket, f"{self.prefix}/{name}")
+
     def exists(self, name: str) -> bool:
+        if self._vol is not None:
+            return self._vol.exists(name)
         if self.dir is not None:
             return (self.dir / name).exists()
         from .datapool.s3http import S3Error
@@ -86,6 +107,8 @@ class JobStore:
             raise
 
     def close(self) -> None:
+        if self._vol is not None:
+            self._vol.close()
         if self._http is not None:
             self._http.close()
             self._http = None

@@ -30,6 +30,12 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
     if job.spot and not caps.spot:
         raise UserError(f"--spot needs a cloud backend (ec2, k8s, modal): --backend {name} has no spot capacity; "
                         "drop --spot")
+    if job.max_restarts and not caps.spot:
+        raise UserError(f"--max-restarts relaunches a preempted job: --backend {name} is never preempted; "
+                        "drop --max-restarts (or use --spot on ec2, k8s or modal)")
+    if job.max_restarts and not job.spot:
+        notes.append(f"--max-restarts {job.max_restarts} without --spot: on-demand capacity is not preempted, so "
+                     "it will likely never be used")
     if job.num_nodes > caps.max_nodes:
         raise UserError(f"--num-nodes {job.num_nodes}: --backend {name} runs at most {caps.max_nodes} node(s)")
     if job.gpu:
@@ -69,9 +75,11 @@ def local_binding(job: Job) -> tuple[str, str | None]:
     return str(root.resolve()), job.datapool
 
 
-def make_plan(job: Job, *, snapshot=None) -> Plan:
+def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: float | None = None,
+              attempt: int = 1) -> Plan:
     """`snapshot` (a launcher.snapshot.Snapshot) is built by the caller for remote backends; None renders a
-    dry-run snapshot that is hashed but kept nowhere."""
+    dry-run snapshot that is hashed but kept nowhere. A relaunch (`attempt` > 1) passes the job's id and creation
+    time, so it keeps its id and its one deadline."""
     backend = get_backend(job.backend)
     job.check_script()
     notes = capability_notes(backend, job)
@@ -80,8 +88,8 @@ def make_plan(job: Job, *, snapshot=None) -> Plan:
         job = job.model_copy(update={"max_runtime": CLOUD_DEFAULT_MAX_RUNTIME})
         notes.append(f"max runtime {format_duration(CLOUD_DEFAULT_MAX_RUNTIME)} (the default for remote backends; "
                      "--max-runtime changes it)")
-    created = time.time()
-    job_id = new_job_id(job)
+    created = time.time() if created is None else created
+    job_id = job_id or new_job_id(job)
     snap = None
     if backend.capabilities.remote:
         if snapshot is None:
@@ -100,7 +108,7 @@ def make_plan(job: Job, *, snapshot=None) -> Plan:
         args=job.args, env=job.env, secrets=job.secrets, experiment=job.experiment, workdir=paths.workdir,
         datapool_root=paths.datapool_root, store_url=store, endpoint_url=job.endpoint_url, state_dir=paths.state_dir,
         deadline_at=deadline_for(created, job.max_runtime, job.grace_period), grace_period=job.grace_period,
-        push_interval=job.push_interval, spot=job.spot, attempt=1,
+        push_interval=job.push_interval, spot=job.spot, attempt=attempt,
     )
     plan = Plan(
         backend=backend.name, job_id=job_id, job=job, created=created, spec=spec, snapshot=snap,

@@ -296,6 +296,10 @@ def _agent_items() -> list[_Item]:
                 src = Path(dirpath) / name
                 rel = src.relative_to(pkg).as_posix()
                 items.append(_Item(f"{AGENT_DIR}/launcher/{rel}", src, os.lstat(src)))
+    # The node's locks travel with the agent: the bootstrap builds its venv from them when the node has no Python
+    # with launcher's dependencies and the project has no images/ of its own.
+    for lock in sorted((pkg.parent / "images").glob("requirements*.lock")):
+        items.append(_Item(f"{AGENT_DIR}/images/{lock.name}", lock, os.lstat(lock)))
     return items
 
 

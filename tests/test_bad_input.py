@@ -23,7 +23,7 @@ def script(project):
 @pytest.mark.parametrize("args,expect", [
     (["missing.py"], "script not found: missing.py"),
     (["--backend", "lokal", "train.py"], "unknown backend 'lokal' (did you mean 'local'?)"),
-    (["--backend", "modal", "train.py"], "backend 'modal' is not built yet"),
+    (["--backend", "modal", "train.py"], "--backend modal needs a datapool store"),
     (["--gpu", "A1000", "train.py"], "unknown GPU 'A1000'"),
     (["--gpu", "H100:16", "train.py"], "impossible GPU count 16"),
     (["--env", "NOEQUALS", "train.py"], "bad --env 'NOEQUALS': use KEY=VALUE"),
@@ -32,6 +32,8 @@ def script(project):
     (["--memory", "lots", "train.py"], "bad memory 'lots'"),
     (["--datapool", "gs://bucket/x", "train.py"], "unsupported datapool URL"),
     (["--spot", "train.py"], "--spot needs a cloud backend"),
+    (["--max-restarts", "2", "train.py"], "--max-restarts relaunches a preempted job: --backend local is never"),
+    (["--max-restarts", "-1", "train.py"], "max_restarts"),
     (["--secret", "LAUNCHER_TEST_UNSET_SECRET", "train.py"], "secret LAUNCHER_TEST_UNSET_SECRET is not set"),
     (["--profile", "nope.yaml", "train.py"], "profile not found: nope.yaml"),
     (["--bogus-flag", "train.py"], "No such option '--bogus-flag'; see `launch --help`"),

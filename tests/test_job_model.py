@@ -37,14 +37,14 @@ def test_job_fields_and_defaults():
 @pytest.mark.parametrize("fields,expect", [
     ({"gpu": "A1000"}, "field 'gpu': unknown GPU 'A1000'"),
     ({"backend": "lokal"}, "unknown backend 'lokal' (did you mean 'local'?)"),
-    ({"backend": "k8s"}, "backend 'k8s' is not built yet"),
+    ({"backend": "local", "k8s": {"namespace": "ml"}}, "only apply to --backend k8s"),
     ({"max_runtime": "2 hours"}, "bad max-runtime"),
     ({"env": {"1BAD": "x"}}, "bad env name '1BAD'"),
     ({"env": {"EXPERIMENT": "x"}}, "EXPERIMENT is set by launch"),
     ({"datapool": "gs://b/p"}, "unsupported datapool URL"),
     ({"datapool": "file://relative/p"}, "absolute path"),
     ({"experiment": "a/b"}, "bad experiment name"),
-    ({"num_nodes": 2}, "num_nodes=2 is not supported yet"),
+    ({"num_nodes": 65}, "num_nodes=65: use 1..64"),
     ({"spot": "maybe"}, "field 'spot'"),
     ({"gpus": "A100"}, "unknown field 'gpus' (did you mean 'gpu'?)"),
 ])

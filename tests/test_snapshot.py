@@ -276,7 +276,10 @@ def test_launcher_package_added_when_the_workdir_lacks_it(tmp_path):
     agent = {n[len(AGENT):] for n in names(snap, agent=True) if n.startswith(AGENT)}
     for must in ("launcher/__init__.py", "launcher/agent.py", "launcher/snapshot.py", "launcher/datapool/s3.py"):
         assert must in agent
-    assert all(n.endswith(".py") and "__pycache__" not in n for n in agent)
+    assert all(n.endswith(".py") and "__pycache__" not in n for n in agent if n.startswith("launcher/"))
+    # and the node's locks, for the bootstrap's venv (tests/test_images.py)
+    assert {n for n in agent if not n.startswith("launcher/")} == {"images/requirements.lock",
+                                                                   "images/requirements-gpu.lock"}
     assert (members(snap)[AGENT + "launcher/snapshot.py"].size
             == (REPO / "launcher" / "snapshot.py").stat().st_size)
 

@@ -10,9 +10,11 @@ BACKENDS: dict[str, str] = {
     "local": "launcher.backends.local:LocalBackend",
     "ssh": "launcher.backends.ssh:SshBackend",
     "ec2": "launcher.backends.ec2:Ec2Backend",
+    "k8s": "launcher.backends.k8s.backend:K8sBackend",
+    "modal": "launcher.backends.modal.backend:ModalBackend",
 }
 # Named in the design but not built yet: a clear message beats "unknown backend".
-PLANNED = ("modal", "k8s")
+PLANNED: tuple[str, ...] = ()
 
 
 def check_backend(name: str) -> None:

@@ -83,9 +83,24 @@ class Backend(ABC):
     def preflight(self, plan: Plan) -> None:
         """Checks that need the network or the machine (host keys, quotas); raise UserError. Nothing is created."""
 
+    def secrets_elsewhere(self, job: Job) -> bool:
+        """True when the job's secrets live in the backend's own store (a k8s Secret, a Modal Secret by name), so
+        they need not be set in this environment; its preflight checks they exist."""
+        return False
+
+    def locator(self, plan: Plan) -> dict[str, Any]:
+        """Where the job's resources will be (a region, a cluster): recorded with the `submitting` record, before
+        start, so a client killed mid-start leaves a record the sweeper can act on. Cheap; no network."""
+        return {}
+
     @abstractmethod
     def start(self, plan: Plan, *, detach: bool) -> dict[str, Any]:
         """Get a machine and start the agent on it; returns the handle's data."""
+
+    def restart(self, plan: Plan, previous: dict[str, Any]) -> dict[str, Any]:
+        """Relaunch a preempted job (`plan.spec.attempt` > 1, same id and deadline); `previous` is the last
+        attempt's handle data (an EC2 zone to move away from, say). Returns the new handle's data."""
+        return self.start(plan, detach=True)
 
     @abstractmethod
     def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
@@ -99,6 +114,9 @@ class Backend(ABC):
     def cancel(self, handle: Handle, grace: float | None = None) -> None:
         """Stop the job and tear down everything it holds (the cancel marker is already written). `grace`
         overrides the job's grace period (0: kill now)."""
+
+    def release(self, handle: Handle) -> None:
+        """The job reached a final state: free what it held beside the machine (secrets kept for the node)."""
 
     def interrupt(self, handle: Handle) -> None:
         """Ctrl-C in the foreground: ask the agent to stop soon (the cancel marker is already written)."""

@@ -55,14 +55,16 @@ class NodeDatapool:
                 local.close()
                 remote.close()
 
-    def pull_inputs(self) -> None:
-        """Before the script: bring the experiment's data/ and model/base from the store."""
+    def pull_inputs(self, resume: list[Path] = ()) -> None:
+        """Before the script: bring the experiment's data/ and model/base from the store, plus `resume` (a
+        relaunched job's checkpoints and report folder, so it carries on where the last attempt stopped)."""
         if self.store_url is None:
             return
+        extra = [rel + "/" for rel in map(self._rel, resume) if rel not in (None, "", ".")]
         with self._lock:
             local, remote = self._stores()
             try:
-                sync(remote, local, include=list(INPUTS))
+                sync(remote, local, include=[*INPUTS, *extra])
             finally:
                 local.close()
                 remote.close()

@@ -1,4 +1,4 @@
-"""Open a store from its URL: `file:///abs/dir` or `s3://bucket/prefix`."""
+"""Open a store from its URL: `file:///abs/dir`, `s3://bucket/prefix` or `modal-volume://NAME/path`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ from .base import Store
 from .errors import DatapoolUserError
 from .local import LocalStore
 
-SCHEMES = "file:///abs/dir or s3://bucket/prefix"
+SCHEMES = "file:///abs/dir, s3://bucket/prefix or modal-volume://NAME/path"
 
 
 def open_store(url: str, sub: str = "", *, endpoint_url: str | None = None, region: str | None = None,
@@ -36,5 +36,10 @@ def open_store(url: str, sub: str = "", *, endpoint_url: str | None = None, regi
 
         return S3Store(parsed.netloc, prefix, endpoint_url=endpoint_url, region=region, profile=profile,
                        workers=workers)
+    if scheme == "modal-volume":
+        from .modal_volume import VolumeStore, parse
+
+        name, path = parse(url)
+        return VolumeStore(name, "/".join(p for p in (path, sub.strip("/")) if p), create=not readonly)
     shown = f"'{scheme}://'" if scheme else "no scheme"
     raise DatapoolUserError(f"unsupported datapool URL '{url}' ({shown}): use {SCHEMES}")

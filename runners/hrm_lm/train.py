@@ -407,8 +407,6 @@ class Trainer:
         return 0
 
     def evaluate(self, log: "Logger") -> dict:
-        import torch
-
         from . import checkpoint as ck
         from .data import TorchSamples, collate
         from .model import generate

@@ -2,7 +2,11 @@
 
 local: the agent as a subprocess here. ssh: a real OpenSSH sshd on 127.0.0.1 (this machine is the node), the
 datapool store on a moto S3 server, the store credentials passed as --secret like a user would. ec2: boto3
-against a moto server (EC2, SSM, S3), each instance's user-data run here by the node simulator.
+against a moto server (EC2, SSM, S3), each instance's user-data run here by the node simulator. modal: the real
+`modal` client against the fake control plane (tests/modal/fakemodal.py), which runs each spawned call here, the
+datapool in a Modal volume it keeps in a folder.
+k8s: the official `kubernetes` client against kmock (tests/k8s/kmockserver.py), the pod simulator
+(tests/k8s/nodesim.py) running each Job's pods here, the store on moto with its credentials as --secret.
 """
 from __future__ import annotations
 
@@ -17,11 +21,15 @@ import yaml
 
 from ..ec2.ec2moto import GPU_AMI_PARAM, seed_ami_parameter, start_ec2_moto, without_aws
 from ..ec2.nodesim import NodeSimulator
+from ..k8s.cluster import IMAGE as K8S_IMAGE
+from ..k8s.cluster import KmockCluster
+from ..k8s.nodesim import NodeSimulator as PodSimulator
+from ..modal.fakeserver import start_fake_modal
 from ..motoserver import MOTO_ENV, start_moto
 from ..sshd import start_sshd
 
 REPO = Path(__file__).resolve().parents[2]
-BACKENDS = ["local", "ssh", "ec2"]
+BACKENDS = ["local", "ssh", "ec2", "modal", "k8s"]
 BUCKET = "contract"
 
 
@@ -32,6 +40,9 @@ class Target:
     env: dict[str, str]
     run_flags: list[str] = field(default_factory=list)
     store: object = None  # the moto server, for remote backends
+    # A max runtime that leaves room for the node's boot (it counts from submission) yet ends the script: Modal's
+    # container, its client's import and the bootstrap take longer than a box here does.
+    short_max_runtime: str = "8s"
 
     def launch(self, *args: str, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
         """`launch [backend flags] ARGS` for a run; subcommands (logs, down, ...) go through `cli`."""
@@ -109,15 +120,57 @@ def ec2_target(tmp_path: Path, server) -> Target:
     env = {**without_aws(base_env(tmp_path)), **server.aws_env(tmp_path)}
     flags = ["--profile", str(profile), "--gpu", "A10G", "--datapool", f"s3://{BUCKET}/{tmp_path.name}",
              "--endpoint-url", server.endpoint, "--push-interval", "1s"]
-    return Target("ec2", project, env, flags, server)
+    return Target("ec2", project, env, flags, server, short_max_runtime="20s")
+
+
+@pytest.fixture(scope="module")
+def fake_modal(tmp_path_factory):
+    """The fake Modal control plane (tests/modal/fakemodal.py): the real client talks to it, it runs the calls."""
+    server = start_fake_modal(tmp_path_factory.mktemp("fakemodal"))
+    yield server
+    server.stop()
+
+
+def modal_target(tmp_path: Path, server) -> Target:
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    env = {**base_env(tmp_path), **server.env}
+    flags = ["--backend", "modal", "--datapool", f"modal-volume://contract/{tmp_path.name}", "--push-interval", "1s",
+             "--spot"]  # --spot: no non-preemptible note, as a GPU job would run
+    return Target("modal", project, env, flags, server, short_max_runtime="25s")
+
+
+@pytest.fixture(scope="module")
+def k8s_cloud(tmp_path_factory, moto):
+    """kmock as the API server, the pod simulator (tests/k8s/nodesim.py) running each Job's pods here; the store
+    on the module's moto server, its credentials passed as --secret (a Secret owned by the Job)."""
+    cluster = KmockCluster(tmp_path_factory.mktemp("kmock"))
+    with PodSimulator(cluster, tmp_path_factory.mktemp("pods")):
+        yield cluster
+    cluster.stop()
+
+
+def k8s_target(tmp_path: Path, cluster, moto) -> Target:
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    env = {**base_env(tmp_path), **MOTO_ENV, **cluster.env()}
+    flags = ["--backend", "k8s", "--image", K8S_IMAGE, "--datapool", f"s3://{BUCKET}/{tmp_path.name}",
+             "--endpoint-url", moto.endpoint, "--secret", "AWS_ACCESS_KEY_ID", "--secret", "AWS_SECRET_ACCESS_KEY",
+             "--push-interval", "1s"]
+    # The max runtime counts from submission: the client's upload, the pod's start and its bootstrap come first.
+    return Target("k8s", project, env, flags, moto, short_max_runtime="25s")
 
 
 @pytest.fixture(params=BACKENDS)
 def target(request, tmp_path) -> Target:
+    if request.param == "k8s":
+        return k8s_target(tmp_path, request.getfixturevalue("k8s_cloud"), request.getfixturevalue("moto"))
     if request.param == "local":
         project = tmp_path / "project"
         project.mkdir()
         return Target("local", project, base_env(tmp_path))
     if request.param == "ec2":
         return ec2_target(tmp_path, request.getfixturevalue("ec2_cloud"))
+    if request.param == "modal":
+        return modal_target(tmp_path, request.getfixturevalue("fake_modal"))
     return ssh_target(tmp_path, request.getfixturevalue("sshd"), request.getfixturevalue("moto"))

@@ -90,7 +90,8 @@ def test_max_runtime_ends_in_timeout(target, tmp_path):
     (target.project / "slow.py").write_text(SLOW)
     marker = tmp_path / "signal.txt"
     # The max runtime counts from submission, so it includes a remote node's boot: room for that here.
-    out = target.launch("--max-runtime", "8s", "--grace-period", "5s", "--env", f"MARKER={marker}", "slow.py")
+    out = target.launch("--max-runtime", target.short_max_runtime, "--grace-period", "5s", "--env", f"MARKER={marker}",
+                        "slow.py")
     assert out.returncode == 143, out.stderr
     assert marker.read_text() == "SIGTERM"
     job_id = Registry(Path(target.env["LAUNCHER_HOME"])).list()[0].id

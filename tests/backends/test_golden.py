@@ -25,6 +25,13 @@ JOBS = {
                 ssh={"host": "ubuntu@gpu-box:2222", "identity": "~/.ssh/gpu-box.pem"}),
     "ec2": dict(backend="ec2", max_runtime="6h", env={"WANDB_MODE": "offline"}, experiment="golden", gpu="A10G",
                 spot=True, disk="200Gi", datapool="s3://team-bucket/pool", ec2={"region": "us-east-1"}),
+    "modal": dict(backend="modal", max_runtime="6h", env={"WANDB_MODE": "offline"}, secrets=["HF_TOKEN"],
+                  experiment="golden", gpu="A100", cpus=8, memory="32Gi", disk="100Gi", spot=True, max_restarts=1,
+                  datapool="modal-volume://team-pool/pool", modal={"secrets": ["huggingface"]}),
+    "k8s": dict(backend="k8s", max_runtime="6h", env={"WANDB_MODE": "offline"}, secrets=["HF_TOKEN"],
+                experiment="golden", gpu="H100:8", num_nodes=2, cpus=16, memory="128Gi", disk="200Gi",
+                datapool="s3://team-bucket/pool",
+                k8s={"context": "gpu-cluster", "namespace": "ml", "image": "ghcr.io/team/node:0123456789ab"}),
 }
 
 
@@ -41,6 +48,11 @@ def render(backend: str, project: Path) -> str:
         subs[f"files: {plan.snapshot['files']}"] = "files: SNAPSHOT-FILES"
         subs[f"bytes: {plan.snapshot['size']}\n"] = "bytes: SNAPSHOT-BYTES\n"
     subs[f"Value: {getpass.getuser()}\n"] = "Value: OWNER\n"  # the launcher:owner tag
+    if backend == "modal":  # its owner tag; the image named by the lock's hash (the lock changes on its own)
+        from launcher.images import lock_hash
+
+        subs[f"launcher-owner: {getpass.getuser()}\n"] = "launcher-owner: OWNER\n"
+        subs[f"lock_hash: {lock_hash()}\n"] = "lock_hash: LOCK-HASH\n"
     spec = plan.spec
     subs[repr(spec.deadline_at)] = "DEADLINE-AT"
     subs[str(int(spec.deadman_at))] = "DEADMAN-AT"
