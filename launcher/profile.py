@@ -7,21 +7,25 @@ from typing import Any
 from .errors import UserError
 
 
-def load_profile(path: str | Path) -> dict[str, Any]:
+def read_mapping(path: Path, what: str, example: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; a syntax error or another type is one UserError line naming the file."""
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"profile not found: {path}; give the path of a YAML file, e.g. configs/launch/local.yaml")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"profile {path}: not valid YAML{where}; fix the syntax") from None
+        raise UserError(f"{what} {path}: not valid YAML{where}; fix the syntax") from None
     if not isinstance(data, dict):
-        raise UserError(f"profile {path}: expected a mapping of job fields (gpu: A10G, ...), got {type(data).__name__}")
+        raise UserError(f"{what} {path}: expected a mapping ({example}), got {type(data).__name__}")
     return data
+
+
+def load_profile(path: str | Path) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise UserError(f"profile not found: {path}; give the path of a YAML file, e.g. configs/launch/local.yaml")
+    return read_mapping(Path(path), "profile", "job fields: gpu: A10G, ...")
 
 
 def merge(profile: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -41,16 +41,9 @@ class Pipeline:
 def read_vars(path: Path, what: str) -> dict[str, Any]:
     """The upper-case variables of a .py file, or the keys (upper-cased) of a .yaml file."""
     if path.suffix in (".yaml", ".yml"):
-        import yaml
+        from ..profile import read_mapping
 
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise UserError(f"{what} {path}: not valid YAML{where}; fix the syntax") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{what} {path}: expected a mapping (STEPS: [...], ...), got {type(data).__name__}")
+        data = read_mapping(path, what, "STEPS: [...], ...")
         return {str(k).upper(): v for k, v in data.items()}
     if path.suffix != ".py":
         raise UserError(f"{what} {path}: use a .py or .yaml file")

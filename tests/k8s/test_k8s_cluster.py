@@ -281,3 +281,36 @@ def test_down_and_sweeper_act_on_the_cluster_the_job_was_started_on(k8s, cluster
     assert swept.returncode == 0, swept.stderr
     assert "leaked-abc123 (kmock/ml)" in swept.stdout
     assert [j["metadata"]["name"] for j in cluster.objects("Job") if j["metadata"]["name"] == "leaked-abc123"] == []
+
+
+def test_a_hung_pod_past_its_active_deadline_is_a_timeout(k8s, cluster, nodes, tmp_path):
+    """The agent stops the script well before activeDeadlineSeconds, so the Job's own deadline fires only when the
+    node hangs: then the Job's DeadlineExceeded condition is what says timeout (there is no result)."""
+    import os
+    import signal
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "sleep.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(600)\n")
+    job_id = k8s("--detach", "--grace-period", "2s", "sleep.py", cwd=project).stdout.strip()
+
+    def mine():
+        return [j for j in cluster.objects("Job") if (j["metadata"].get("labels") or {}).get("launcher/job") == job_id]
+
+    end = time.time() + 60
+    while time.time() < end and not [r for j in mine() for r in list(nodes.pods.values())
+                                     if r.job_uid == j["metadata"]["uid"] and r.stage == "running"]:
+        time.sleep(0.3)
+    job = mine()[0]
+    runs = [r for r in list(nodes.pods.values()) if r.job_uid == job["metadata"]["uid"]]
+    assert runs and runs[0].proc is not None
+    os.killpg(runs[0].proc.pid, signal.SIGSTOP)  # the node hangs: no agent, no result.json, ever
+    cluster.batch.patch_namespaced_job(job["metadata"]["name"], NAMESPACE, {"spec": {"activeDeadlineSeconds": 1}})
+    end = time.time() + 60
+    while time.time() < end:
+        out = k8s("status", job_id, run_flags=False, cwd=project)
+        if not out.stdout.startswith(("running", "pending")):
+            break
+        time.sleep(1)
+    assert out.stdout.startswith("timeout"), out.stdout + out.stderr
+    assert "DeadlineExceeded" in out.stdout
