@@ -70,7 +70,7 @@ class LocalBackend(Backend):
         # The agent shares our terminal: its output is already on screen; just wait for it.
         pid = getattr(self, "_pid", None)
         if pid is not None:
-            os.waitpid(pid, 0)
+            _wait_child(pid)
         else:
             while nodectl.agent_alive(Path(handle.data["state_dir"])):
                 time.sleep(0.2)
@@ -100,6 +100,25 @@ class LocalBackend(Backend):
     def cancel(self, handle: Handle, grace: float | None = None) -> None:
         grace = float(handle.data.get("grace_period", 30)) if grace is None else grace
         nodectl.cancel(Path(handle.data["state_dir"]), grace)
+
+
+def _wait_child(pid: int) -> None:
+    """Until the forked agent exits, waking at least twice a second: a Ctrl-C the kernel hands to another thread of
+    ours would never interrupt a blocking waitpid, and Python runs its handler only when the main thread wakes."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel): poll
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            time.sleep(0.1)
+        return
+    try:
+        while not select.select([fd], [], [], 0.5)[0]:
+            pass
+        os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
 
 
 def _fork_agent(spec, cwd: str, log: Path | None) -> int:
