@@ -191,8 +191,12 @@ def test_max_runtime_stops_the_script(launch, project):
 def test_ctrl_c_in_foreground_cancels_cleanly(project, launcher_env):
     (project / "slow.py").write_text(SLOW)
     marker = project / "signal.txt"
+    # A terminal's foreground process has SIGINT at its default; a test process may not (an in-process test in the
+    # same xdist worker can leave it ignored, and an ignored SIGINT is inherited: Python then never raises
+    # KeyboardInterrupt). Give the client what a terminal gives it.
     proc = subprocess.Popen([sys.executable, "-m", "launcher", "slow.py"], cwd=project,
                             env={**launcher_env, "MARKER": str(marker)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert _wait_for(lambda: (project / "datapool").exists() and any(
         "tick 2" in p.read_text() for p in (project / "datapool").rglob("log.txt")))
