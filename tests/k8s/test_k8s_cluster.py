@@ -42,7 +42,7 @@ def moto(tmp_path_factory):
     server = start_moto(tmp_path_factory.mktemp("moto"))
     server.client().create_bucket(Bucket=BUCKET)
     yield server
-    server.proc.kill()
+    server.stop()
 
 
 @pytest.fixture
