@@ -191,9 +191,9 @@ def test_max_runtime_stops_the_script(launch, project):
 def test_ctrl_c_in_foreground_cancels_cleanly(project, launcher_env):
     (project / "slow.py").write_text(SLOW)
     marker = project / "signal.txt"
-    # A terminal's foreground process has SIGINT at its default; a test process may not (an in-process test in the
-    # same xdist worker can leave it ignored, and an ignored SIGINT is inherited: Python then never raises
-    # KeyboardInterrupt). Give the client what a terminal gives it.
+    # A terminal's foreground process has SIGINT at its default; the suite's may not: a non-interactive shell starts
+    # a `cmd &` with SIGINT ignored, an ignored SIGINT is inherited, and Python then never raises KeyboardInterrupt.
+    # Give the client what a terminal gives it.
     proc = subprocess.Popen([sys.executable, "-m", "launcher", "slow.py"], cwd=project,
                             env={**launcher_env, "MARKER": str(marker)},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
