@@ -380,7 +380,9 @@ class _RootIsTheStore:
 
 
 def node_datapool(spec: AgentSpec, root: Path):
-    if spec.store_url is None or spec.store_url.startswith("pvc://"):  # a mounted claim is the store
+    from .datapool import mount_only
+
+    if spec.store_url is None or mount_only(spec.store_url):  # the mounted claim is the store
         return _RootIsTheStore()
     if spec.store_url.startswith("modal-volume://"):  # mounted at the root on the Modal node: commits, no copies
         from .datapool.modal_volume import MountedVolume

@@ -57,9 +57,10 @@ def _check_secrets(job: Job) -> None:
 
 def _probe_store(p: Plan) -> None:
     """A missing bucket or missing credentials is the user's to fix: say so now, before any record or machine."""
-    if not p.spec.store_url or p.spec.store_url.startswith("pvc://"):  # a claim only the pods mount
+    from .datapool import mount_only, open_store
+
+    if not p.spec.store_url or mount_only(p.spec.store_url):  # the backend checks a claim exists (preflight)
         return
-    from .datapool import open_store
 
     store = open_store(p.spec.store_url, f"experiments/{p.job.experiment}", readonly=True,
                        endpoint_url=p.spec.endpoint_url)
@@ -73,7 +74,9 @@ def _jobstore_ref(p: Plan) -> dict:
     """How any process finds this job's folder in the store later (kept in the handle)."""
     if not get_backend(p.backend).capabilities.remote:  # the node is this machine: read its datapool directly
         return {"store_url": None, "local_root": p.spec.datapool_root, "experiment": p.job.experiment}
-    if (p.spec.store_url or "").startswith("pvc://"):
+    from .datapool import mount_only
+
+    if mount_only(p.spec.store_url):
         return {"store_url": None, "experiment": p.job.experiment}  # no store here: the backend's view answers
     return {"store_url": p.spec.store_url, "experiment": p.job.experiment, "endpoint_url": p.spec.endpoint_url}
 
@@ -100,7 +103,7 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
     backend.preflight(p)
     registry = Registry()  # add() below refuses an unusable registry (exit 2, the file named) before start
     handle_data = {"store": _jobstore_ref(p), "grace_period": p.job.grace_period, **backend.locator(p)}
-    if p.job.max_restarts:
+    if p.job.max_restarts and not backend.capabilities.retries_itself:
         handle_data.update(attempt=1, max_restarts=p.job.max_restarts)
         _save_for_restart(p)
     registry.add(p.job_id, p.job.run_name, backend.name, p.deadline_at, handle_data, state="submitting")

@@ -41,6 +41,9 @@ class Capabilities:
     max_nodes: int
     datapool_schemes: tuple[str, ...]  # store URL schemes its nodes can reach
     resources_enforced: bool  # cpus / memory / disk are requests the platform enforces
+    # The platform reruns a preempted attempt itself (Modal's retries): --max-restarts goes to it, and the client
+    # never relaunches on top (which would allow twice the restarts asked for).
+    retries_itself: bool = False
 
 
 @dataclass

@@ -5,8 +5,8 @@ into the other by manifest. boto3 is imported only when an S3 store first talks 
 """
 from .errors import DatapoolUserError, IntegrityError, SyncError
 from .local import LocalStore
-from .stores import open_store
+from .stores import mount_only, open_store
 from .sync import PathFilter, Reporter, SyncResult, sync
 
 __all__ = ["DatapoolUserError", "IntegrityError", "LocalStore", "PathFilter", "Reporter", "SyncError",
-           "SyncResult", "open_store", "sync"]
+           "SyncResult", "mount_only", "open_store", "sync"]

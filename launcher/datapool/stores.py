@@ -9,6 +9,12 @@ from .errors import DatapoolUserError
 from .local import LocalStore
 
 SCHEMES = "file:///abs/dir, s3://bucket/prefix or modal-volume://NAME/path"
+MOUNT_ONLY = ("pvc",)  # stores only the nodes reach, as their datapool folder (a Kubernetes claim)
+
+
+def mount_only(url: str | None) -> bool:
+    """A store the client cannot open and the node need not sync: the node mounts it as its datapool."""
+    return bool(url) and urlparse(url).scheme.lower() in MOUNT_ONLY
 
 
 def open_store(url: str, sub: str = "", *, endpoint_url: str | None = None, region: str | None = None,

@@ -106,6 +106,7 @@ def test_the_client_sends_the_plan_and_the_call_runs(fake, home, tmp_path, monke
     assert (res["gpu_config"]["gpu_type"], res.get("gpu_config", {}).get("count", 1)) == ("T4", 1)
     assert (res["milli_cpu"], res["memory_mb"], res["ephemeral_disk_mb"]) == (2000, 1024, 10 * 1024)
     assert fn["retry_policy"]["retries"] == 1
+    assert api.attempts(run.job_id) is None  # Modal's retries rerun a preempted attempt; the client adds none on top
     assert fn["definition_type"] == "DEFINITION_TYPE_SERIALIZED"
     assert [m["mount_path"] for m in fn["volume_mounts"]] == ["/launcher-node/volume"]
     assert len(fn["secret_ids"]) == 2 and "st-named-team-hf" in fn["secret_ids"]

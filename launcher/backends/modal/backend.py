@@ -20,7 +20,7 @@ from . import request
 class ModalBackend(Backend):
     name = "modal"
     capabilities = Capabilities(remote=True, gpus=request.gpus_offered(), spot=True, max_nodes=1,
-                                datapool_schemes=("modal-volume", "s3"), resources_enforced=True)
+                                datapool_schemes=("modal-volume", "s3"), resources_enforced=True, retries_itself=True)
 
     def check(self, job: Job) -> list[str]:
         notes = []
