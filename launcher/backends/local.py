@@ -159,17 +159,13 @@ def _fork_agent(spec, cwd: str, log: Path | None) -> int:
 
 def _check_writable(path: Path, what: str) -> None:
     """The datapool must be writable before the job is recorded: a detached job would otherwise die unseen."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"{what} {path}: {probe} is a file, not a directory; pick another --datapool / DATAPOOL_ROOT")
-    try:
-        readonly = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
-    except OSError:
-        readonly = False
-    if readonly or not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {path} is not writable ({probe} is read-only); pick another --datapool / "
-                        "DATAPOOL_ROOT or fix its permissions")
+    from ..datapool.local import FILE_IN_THE_WAY, blocked_at
+
+    blocked = (path, FILE_IN_THE_WAY) if path.exists() and not path.is_dir() else blocked_at(path)
+    if blocked is None:
+        return
+    spot, why = blocked
+    if why == FILE_IN_THE_WAY:
+        raise UserError(f"{what} {path}: {spot} is a file, not a directory; pick another --datapool / DATAPOOL_ROOT")
+    raise UserError(f"{what} {path} is not writable ({spot} is read-only); pick another --datapool / "
+                    "DATAPOOL_ROOT or fix its permissions")

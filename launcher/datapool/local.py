@@ -75,16 +75,17 @@ class LocalStore(Store):
         if tree:
             targets.append(self.base)
         for target in targets:
-            spot = target if target.exists() else _existing_ancestor(target)
-            if not spot.is_dir() and spot != target:
+            blocked = blocked_at(target)
+            if blocked is None:
+                continue
+            spot, why = blocked
+            if why == FILE_IN_THE_WAY:
                 raise DatapoolUserError(f"datapool root {self.root}: {spot} is a file, not a directory: "
                                         f"pass a directory")
-            need = os.W_OK | (os.X_OK if spot.is_dir() else 0)
-            if not os.access(spot, need):
-                where = "" if spot == self.root else f" ({spot} is not)"
-                what = "the synced files and the hash cache go" if tree else "the hash cache (.launcher/) goes"
-                raise DatapoolUserError(f"{self.root} is not writable{where}, and {what} there: make it writable "
-                                        f"or pass {self.flag} a writable directory")
+            where = "" if spot == self.root else f" ({spot} is not)"
+            what = "the synced files and the hash cache go" if tree else "the hash cache (.launcher/) goes"
+            raise DatapoolUserError(f"{self.root} is not writable{where}, and {what} there: make it writable "
+                                    f"or pass {self.flag} a writable directory")
 
     # --- listing
     def _walk(self) -> list[tuple[str, os.stat_result]]:
@@ -330,6 +331,24 @@ class LocalStore(Store):
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
+
+
+FILE_IN_THE_WAY, READ_ONLY = "a file, not a directory", "read-only"
+
+
+def blocked_at(target: Path) -> tuple[Path, str] | None:
+    """Where writing `target` (and the folders above it that do not exist yet) would fail, and why
+    (FILE_IN_THE_WAY or READ_ONLY); None when it would not. A read-only mount counts even for root."""
+    spot = _existing_ancestor(target)
+    if spot != target and not spot.is_dir():
+        return spot, FILE_IN_THE_WAY
+    try:
+        readonly = bool(os.statvfs(spot).f_flag & os.ST_RDONLY)
+    except OSError:
+        readonly = False
+    if readonly or not os.access(spot, os.W_OK | (os.X_OK if spot.is_dir() else 0)):
+        return spot, READ_ONLY
+    return None
 
 
 def _existing_ancestor(path: Path) -> Path:

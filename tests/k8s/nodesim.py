@@ -3,7 +3,12 @@ garbage collectors), through the same API the launcher uses, so a rendered Job i
 
 * Job controller: a resumed Job gets its pods (one per completion index for an Indexed Job, with the hostname,
   subdomain, labels, annotation and `JOB_COMPLETION_INDEX` the real controller sets); the Job's conditions follow
-  its pods (Complete; Failed by podFailurePolicy, backoffLimit or DeadlineExceeded after activeDeadlineSeconds).
+  its pods (Complete; Failed by DeadlineExceeded after activeDeadlineSeconds; a failed pod goes through the Job's
+  podFailurePolicy rules in order, onExitCodes and onPodConditions, as the controller does: FailJob fails the Job
+  with the controller's reason and message, Ignore replaces the pod, Count or no match counts to backoffLimit).
+* Disruption (`preempt`): what a cluster does when a node is taken away: the pod gets a DisruptionTarget condition
+  and is deleted, so the kubelet SIGTERMs it (or nothing does: the node is gone); it ends Failed, and its object goes
+  once the Job controller has counted it (the job-tracking finalizer).
 * Scheduler: a pod lands on a simulated node whose labels match its nodeSelector and which has the nvidia.com/gpu
   it requests; else PodScheduled=False/Unschedulable and a FailedScheduling event, with the scheduler's wording.
 * Kubelet: the image must be one the nodes have (else ErrImagePull, then ImagePullBackOff); env, ConfigMap and
@@ -62,6 +67,8 @@ class PodRun:
     grace: int = 30
     terminating: bool = False
     waiting: str = ""
+    disrupted: bool = False  # deleted by the cluster: the object goes once the Job controller has seen it fail
+    replaced: bool = False  # a podFailurePolicy Ignore (or a retry): a new pod took its index
 
 
 class NodeSimulator:
@@ -84,6 +91,7 @@ class NodeSimulator:
         (self.bin / "python3").write_text(PYTHON_SHIM)
         (self.bin / "python3").chmod(0o755)
         self.errors: list[str] = []
+        self.failures: dict[str, int] = {}  # Job uid -> pods failed that count to its backoffLimit
         self.hold: set[str] = set()  # pod name prefixes left Pending until removed from here
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="k8s-node-simulator", daemon=True)
@@ -140,24 +148,28 @@ class NodeSimulator:
             count = spec.get("completions") or 1
             for index in range(count):
                 self._make_pod(job, index)
-        runs = [r for r in list(self.pods.values()) if r.job_uid == uid]
+        runs = [r for r in list(self.pods.values()) if r.job_uid == uid and not r.replaced]
         for run in runs:
             self._kubelet(job, run)
         deadline = spec.get("activeDeadlineSeconds")
         if deadline is not None and time.time() - self.started[uid] > deadline:
             self._fail(job, runs, "DeadlineExceeded", "Job was active longer than specified deadline")
             return
-        failed = [r for r in runs if r.stage == "done" and r.proc.returncode != 0]
-        if failed:
-            run = failed[0]
+        for run in [r for r in runs if r.stage == "done" and r.proc.returncode != 0]:
+            pod = self.plain(self.core.read_namespaced_pod(run.name, ns))
             code = run.proc.returncode if run.proc.returncode >= 0 else 128 - run.proc.returncode
-            rules = (spec.get("podFailurePolicy") or {}).get("rules") or []
-            index = next((i for i, r in enumerate(rules) if r.get("onExitCodes")), None)
-            if index is not None:
-                self._fail(job, runs, "PodFailurePolicy", f"Container agent for pod {ns}/{run.name} failed with exit "
-                                                          f"code {code} matching FailJob rule at index {index}")
-            else:
-                self._fail(job, runs, "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+            action, message = _pod_failure_policy(spec, pod, code)
+            if action == "FailJob":
+                self._fail(job, runs, "PodFailurePolicy", message)
+                return
+            if action != "Ignore":
+                self.failures[uid] = self.failures.get(uid, 0) + 1
+                if self.failures[uid] > spec.get("backoffLimit", 6):
+                    self._fail(job, runs, "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+                    return
+            run.replaced = True
+            self._gone(run)
+            self._make_pod(job, run.index)
             return
         if runs and all(r.stage == "done" for r in runs):
             self.batch.patch_namespaced_job_status(name, ns, {"status": {
@@ -174,6 +186,17 @@ class NodeSimulator:
         self.batch.patch_namespaced_job_status(meta["name"], meta["namespace"], {"status": {
             "active": 0, "failed": 1, "conditions": [_cond("FailureTarget", reason, message),
                                                      _cond("Failed", reason, message)]}})
+        for run in runs:
+            if run.disrupted and run.stage == "done":
+                self._gone(run)  # counted: the finalizer is lifted and the deleted pod's object goes
+
+    def _gone(self, run: PodRun) -> None:
+        if run.disrupted or run.replaced:
+            try:
+                self.core.delete_namespaced_pod(run.name, run.namespace)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            self.pods.pop((run.namespace, run.name), None)
 
     def _make_pod(self, job: dict, index: int) -> None:
         meta, spec = job["metadata"], job["spec"]
@@ -391,6 +414,39 @@ class NodeSimulator:
         except Exception:  # noqa: BLE001 - the pod was deleted meanwhile (garbage collection)
             pass
 
+    # -- node disruption -----------------------------------------------------------------------------------------
+
+    def preempt(self, job_id: str, reason: str = "PreemptionByScheduler", message: str | None = None, *,
+                node_lost: bool = False) -> list[str]:
+        """The node under the job's running pods is taken away. Each gets the DisruptionTarget condition the
+        cluster sets (reason PreemptionByScheduler, DeletionByTaintManager, EvictionByEvictionAPI or DeletionByPodGC,
+        with that component's message unless one is given) and is deleted: the kubelet SIGTERMs the container and
+        SIGKILLs it after terminationGracePeriodSeconds; with node_lost there is no kubelet, so everything in it
+        dies at once (no SIGTERM handler runs, nothing is pushed). The pod ends Failed; the Job controller applies
+        the Job's podFailurePolicy to it. Returns the pods' names."""
+        message = message or DISRUPTION_MESSAGES[reason]
+        uids = {u for u, j in self.jobs.items() if (j["metadata"].get("labels") or {}).get("launcher/job") == job_id}
+        hit = []
+        for run in [r for r in list(self.pods.values()) if r.job_uid in uids and r.stage == "running"]:
+            pod = self.plain(self.core.read_namespaced_pod(run.name, run.namespace))
+            conditions = [c for c in (pod.get("status") or {}).get("conditions") or []
+                          if c.get("type") != "DisruptionTarget"]
+            self._status(run, {"conditions": [*conditions, {"type": "DisruptionTarget", "status": "True",
+                                                            "reason": reason, "message": message,
+                                                            "lastTransitionTime": now_iso()}]})
+            if reason in DISRUPTION_EVENTS:
+                event, text, source = DISRUPTION_EVENTS[reason]
+                self._event(run, "Normal", event, text.format(pod=f"{run.namespace}/{run.name}",
+                                                              uid=secrets.token_hex(8)), source=source)
+            run.disrupted = True
+            if node_lost:
+                run.terminating = True
+                self._kill(run)
+            else:
+                self._terminate(run, delete=False)
+            hit.append(run.name)
+        return hit
+
     # -- termination and garbage collection ----------------------------------------------------------------------
 
     def _terminate(self, run: PodRun, delete: bool) -> None:
@@ -464,6 +520,43 @@ class NodeSimulator:
 
     def pod_dirs(self, job_id: str) -> list[Path]:
         return sorted((self.workdir / "pods").glob(f"{job_id}-*"))
+
+
+# What each component writes on the pod it takes away (k8s.io/kubernetes: scheduler preemption, taint eviction
+# controller, eviction API, pod GC).
+DISRUPTION_MESSAGES = {
+    "PreemptionByScheduler": "default-scheduler: preempting to accommodate a higher priority pod",
+    "DeletionByTaintManager": "Taint manager: deleting due to NoExecute taint",
+    "EvictionByEvictionAPI": "Eviction API: evicting",
+    "DeletionByPodGC": "PodGC: node no longer exists",
+}
+
+# The event the component leaves on the pod (it outlives the pod object): (reason, message, source).
+DISRUPTION_EVENTS = {
+    "PreemptionByScheduler": ("Preempted", "Preempted by pod {uid} on node node-1", "default-scheduler"),
+    "DeletionByTaintManager": ("TaintManagerEviction", "Marking for deletion Pod {pod}", "taint-eviction-controller"),
+}
+
+
+def _pod_failure_policy(spec: dict, pod: dict, code: int) -> tuple[str, str]:
+    """The first podFailurePolicy rule the failed pod matches, as the Job controller reads them: (action, the
+    controller's message); ("Count", "") when none matches."""
+    ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+    container = pod["spec"]["containers"][0]["name"]
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    for index, rule in enumerate((spec.get("podFailurePolicy") or {}).get("rules") or []):
+        on_codes = rule.get("onExitCodes")
+        if on_codes and on_codes.get("containerName") in (None, container) and code != 0:
+            inside = code in on_codes["values"]
+            if inside == (on_codes["operator"] == "In"):
+                return rule["action"], (f"Container {container} for pod {ns}/{name} failed with exit code {code} "
+                                        f"matching {rule['action']} rule at index {index}")
+        for want in rule.get("onPodConditions") or []:
+            for cond in conditions:
+                if cond.get("type") == want["type"] and cond.get("status") == want.get("status", "True"):
+                    return rule["action"], (f"Pod {ns}/{name} has condition {want['type']} matching "
+                                            f"{rule['action']} rule at index {index}")
+    return "Count", ""
 
 
 def _cond(type_: str, reason: str, message: str) -> dict:

@@ -118,3 +118,19 @@ def test_only_rank_0_pushes_outputs():
     other.final_push()
     other.push_file(Path("r/result.json"))
     assert pool.calls == ["pull", "file log-rank2.txt"]  # its inputs, its log; no outputs, no result
+
+
+def test_a_disruption_is_named_from_the_job_when_the_pod_is_gone():
+    failed = {"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+              "message": "Pod ml/job-x-abcde has condition DisruptionTarget matching FailJob rule at index 0"}
+    events = [event("Pod", "job-x-abcde", "Started", "Started container agent"),
+              event("Pod", "job-x-abcde", "Preempted", "Preempted by pod 1234 on node node-1"),
+              event("Pod", "other-abcde", "Preempted", "Preempted by pod 5678 on node node-1")]
+    assert stuck.disrupted_job("job-x", failed, lambda: events) == (
+        "Job job-x: Pod ml/job-x-abcde has condition DisruptionTarget matching FailJob rule at index 0; "
+        "Preempted: Preempted by pod 1234 on node node-1")
+    assert stuck.disrupted_job("job-x", failed, lambda: []).endswith("rule at index 0")  # events expire after 1 h
+    on_exit = {**failed, "message": "Container agent for pod ml/job-x-abcde failed with exit code 3 matching FailJob "
+                                    "rule at index 1"}
+    assert stuck.disrupted_job("job-x", on_exit, lambda: events) is None
+    assert stuck.disrupted_job("job-x", {**failed, "reason": "BackoffLimitExceeded"}, lambda: events) is None

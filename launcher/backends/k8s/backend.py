@@ -206,7 +206,7 @@ class K8sBackend(Backend):
             why = f"Job {name}: {failed.get('reason', 'Failed')}: {failed.get('message', '')}".rstrip(": ")
             if failed.get("reason") == "DeadlineExceeded":
                 return "timeout", None, why
-            disruption = stuck.disrupted(pods)
+            disruption = stuck.disrupted(pods) or stuck.disrupted_job(name, failed, lambda: kube.events(ns))
             if disruption:
                 return "preempted", None, disruption
             return "failed", stuck.exit_code(pods), why

@@ -13,12 +13,16 @@ Anything else Pending longer than the pending timeout is reported with the pod's
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from typing import Callable
 
 from ...units import format_duration
 
 IMMEDIATE_WAITING = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                      "CreateContainerError")
+# What the scheduler, the taint eviction controller and the eviction API leave on a pod they take away.
+DISRUPTION_EVENTS = ("Preempted", "TaintManagerEviction", "Evicted")
 # An autoscaler says it is bringing a node: FailedScheduling is then expected for a while.
 SCALING_UP = ("TriggeredScaleUp", "Nominated")
 
@@ -94,6 +98,19 @@ def disrupted(pods: list[dict]) -> str | None:
             if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
                 return f"pod {pod['metadata']['name']}: {cond.get('reason', '')}: {cond.get('message', '')}"
     return None
+
+
+def disrupted_job(job_name: str, failed: dict, events: Callable[[], list[dict]]) -> str | None:
+    """A Job failed by its DisruptionTarget rule whose pod is already gone (a pod the cluster deletes goes as soon
+    as the Job controller has counted it): the controller's message, and the last event left on that pod (events
+    are listed only then)."""
+    message = failed.get("message") or ""
+    m = re.match(r"Pod [^/\s]+/(\S+) has condition DisruptionTarget ", message)
+    if failed.get("reason") != "PodFailurePolicy" or not m:
+        return None
+    last = [e for e in events_for(events(), "Pod", m[1]) if e.get("reason") in DISRUPTION_EVENTS][-1:]
+    seen = f"; {last[0].get('reason')}: {last[0].get('message', '')}" if last else ""
+    return f"Job {job_name}: {message}{seen}"
 
 
 def exit_code(pods: list[dict]) -> int | None:
