@@ -22,6 +22,7 @@ from launcher import bootstrap
 from launcher.proc import ProcRef
 from launcher.snapshot import build
 from launcher.spec import DEADMAN_MARGIN_S, SPEC_VERSION, AgentSpec
+from .waiting import wait_for as _wait_for
 
 EXPERIMENT = "boot"
 HELLO = 'import os, pathlib\nprint("hello from the node", os.environ["JOB_ID"], flush=True)\n' \
@@ -31,15 +32,6 @@ HELLO = 'import os, pathlib\nprint("hello from the node", os.environ["JOB_ID"], 
 # the agent's first stop check (0.2 s after the start).
 STUBBORN = 'trap "" TERM\necho "$$" > "$READY"\nexec sleep 600\n'
 STUB = '#!/bin/sh\necho "$(basename "$0") $*" >> "$TEARDOWN_LOG"\nexit 0\n'
-
-
-def _wait_for(predicate, timeout: float = 60, poll: float = 0.1) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return predicate()
 
 
 def _state(pid: int) -> str | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from launcher.layout import LAYOUT_DIRS
+from .waiting import wait_for as _wait_for
 
 PRINT_ENV = """
 import json, os, sys
@@ -46,15 +47,6 @@ def _job_dir(project, experiment="default"):
     jobs = project / "datapool" / "experiments" / experiment / "reports" / "jobs"
     (job,) = list(jobs.iterdir())
     return job
-
-
-def _wait_for(predicate, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_runs_script_with_args_untouched_and_env_contract(launch, project):

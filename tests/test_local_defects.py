@@ -20,6 +20,7 @@ import pytest
 
 from launcher.proc import start_time
 from launcher.registry import Registry
+from .waiting import wait_for as _wait_for
 
 NOBODY = 65534
 
@@ -38,15 +39,6 @@ subprocess.Popen(["bash", "-c", 'sleep 300 & echo "$!" > "$GC_PID.tmp" && mv "$G
 for i in range(3000):
     time.sleep(0.1)
 """
-
-
-def _wait_for(predicate, timeout: float = 30, poll: float = 0.1) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return predicate()
 
 
 def _dead(pid: int) -> bool:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from launcher.registry import Registry
+from ..waiting import wait_for
 
 PRINT_EXIT = """
 import os, sys
@@ -37,15 +38,6 @@ print("started", flush=True)
 for i in range(1200):
     time.sleep(0.1)
 """
-
-
-def wait_for(predicate, timeout=60.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def state_of(target, job_id) -> str:

@@ -1,6 +1,7 @@
 """`launch sync up|down` as a real subprocess against moto: round trip, dry run, bad input, SIGKILL mid-sync."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -9,8 +10,10 @@ import sys
 import time
 
 from .helpers import BUCKET, REPO, bucket_tree, read_tree, write_tree
+from ..waiting import wait_for
 
 URL = f"s3://{BUCKET}/pool"
+_wait_for = functools.partial(wait_for, timeout=60, poll=0.005)  # catch an upload mid-way
 
 
 def _env(aws_env, **extra):
@@ -88,15 +91,6 @@ def test_bad_input_one_line_exit_2_nothing_changed(s3, aws_env, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "warning: --include 'nope/*' matches no file" in r.stderr
     assert bucket_tree(s3) == {}
-
-
-def _wait_for(cond, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def test_sigkill_mid_upload_then_rerun_converges(s3, aws_env, tmp_path):
