@@ -20,6 +20,7 @@ import pytest
 
 from launcher.proc import start_time
 from launcher.registry import Registry
+from .user_errors import one_error_line as _one_error_line
 from .waiting import wait_for as _wait_for
 
 NOBODY = 65534
@@ -47,15 +48,6 @@ def _dead(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except (OSError, IndexError):
         return True
-
-
-def _one_error_line(r, *words) -> str:
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

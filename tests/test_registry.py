@@ -15,6 +15,7 @@ import pytest
 
 from launcher.errors import UserError
 from launcher.registry import ACTIVE_STATES, Registry
+from .user_errors import one_error_line as _one_error_line
 
 NOBODY = 65534
 
@@ -22,15 +23,6 @@ NOBODY = 65534
 @pytest.fixture
 def registry(launcher_env) -> Registry:
     return Registry(Path(launcher_env["LAUNCHER_HOME"]))
-
-
-def _one_error_line(r, *words) -> str:
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def _states(registry) -> dict[str, str]:

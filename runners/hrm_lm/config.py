@@ -143,19 +143,13 @@ def validate_config(raw: dict, source: str = "config") -> HRMConfig:
 
 def load_config(path: str | Path, overrides: dict | None = None) -> HRMConfig:
     """Read YAML, apply `train.*` overrides from the command line, validate once."""
-    import yaml
+    from runners.common.config import read_yaml  # the runners' one YAML reader (reads `1e-5` as a float)
+    from runners.common.errors import RunnerError
 
-    from runners.common.config import yaml_load  # the runners' one YAML reader (reads `1e-5` as a float)
-
-    path = Path(path)
-    if not path.is_file():
-        raise HRMUserError(f"config file not found: {path}")
     try:
-        raw = yaml_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise HRMUserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise HRMUserError(f"{path}: top level must be a mapping with model/train/data keys")
+        raw = read_yaml(path)
+    except RunnerError as exc:  # HRM-LM's own type, for the scripts that catch only it
+        raise HRMUserError(str(exc)) from None
     train = dict(raw.get("train") or {})
     for key, value in (overrides or {}).items():
         if value is not None:
