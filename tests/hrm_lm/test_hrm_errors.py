@@ -79,6 +79,22 @@ def test_unknown_config_key(datapool, capsys, tmp_path):
     assert not datapool.exists()
 
 
+@pytest.mark.parametrize("text, message", [(None, "config file not found"), ("model: [1,\n", "not valid YAML"),
+                                           ("- a\n- b\n", "expected a mapping at the top level")])
+def test_config_file_missing_unreadable_or_not_a_mapping(datapool, capsys, tmp_path, text, message):
+    cfg = tmp_path / "cfg.yaml"
+    if text is not None:
+        cfg.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        from runners.hrm_lm.train import main
+
+        main(["--config", str(cfg)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err and str(cfg) in err, err
+    assert not datapool.exists()
+
+
 def test_bad_value_names_key(datapool, capsys):
     assert "train.batch_size" in _fails(capsys, datapool, "--batch_size", "0")
 
