@@ -136,7 +136,9 @@ def _save_for_restart(p: Plan) -> None:
 
     path = _restart_file(p.job_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"job": p.job.model_dump(mode="json"), "created": p.created,
+    # The workdir made absolute: whoever relaunches (`launch status`, `jobs`) may look from another directory.
+    job = {**p.job.model_dump(mode="json"), "workdir": str(Path(p.job.workdir).resolve())}
+    path.write_text(json.dumps({"job": job, "created": p.created,
                                 "snapshot": p.snapshot, "snapshot_file": p.snapshot_file}))
 
 

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONTEXT = "kmock"
 NAMESPACE = "ml"
 IMAGE = "launcher-test:local"  # the one image the simulated nodes have
+BUCKET = "k8s-tests"  # the s3 datapool's bucket on the module's moto server
 
 
 class KmockCluster:
@@ -92,3 +93,11 @@ class KmockCluster:
         self.proc.kill()
         self.proc.wait(10)
         self.proc.stdout.close()
+
+
+def store_text(moto, store: str, key: str) -> str | None:
+    prefix = store.split("/", 3)[3]
+    try:
+        return moto.client().get_object(Bucket=BUCKET, Key=f"{prefix}/{key}")["Body"].read().decode()
+    except Exception:  # noqa: BLE001 - NoSuchKey
+        return None

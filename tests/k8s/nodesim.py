@@ -155,7 +155,8 @@ class NodeSimulator:
         if deadline is not None and time.time() - self.started[uid] > deadline:
             self._fail(job, runs, "DeadlineExceeded", "Job was active longer than specified deadline")
             return
-        for run in [r for r in runs if r.stage == "done" and r.proc.returncode != 0]:
+        run = next((r for r in runs if r.stage == "done" and r.proc.returncode != 0), None)
+        if run is not None:  # one failed pod per round, as the controller syncs
             pod = self.plain(self.core.read_namespaced_pod(run.name, ns))
             code = run.proc.returncode if run.proc.returncode >= 0 else 128 - run.proc.returncode
             action, message = _pod_failure_policy(spec, pod, code)

@@ -8,18 +8,13 @@ import subprocess
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
-import pytest
 import yaml
 
 from launcher.registry import Registry
 
-from ..motoserver import MOTO_ENV, free_port, start_moto
-from .cluster import IMAGE, NAMESPACE
-
-REPO = Path(__file__).resolve().parents[2]
-BUCKET = "k8s-tests"
+from ..motoserver import MOTO_ENV, free_port
+from .cluster import BUCKET, IMAGE, NAMESPACE, store_text
 
 GLOO = """
 import os, torch, torch.distributed as dist
@@ -35,39 +30,6 @@ with open(os.path.join(os.environ["EXPERIMENT_DIR"], "reports", f"rank{rank}.txt
     f.write(line)
 dist.destroy_process_group()
 """
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def k8s(cluster, nodes, moto, launcher_env, tmp_path):
-    """`k8s(*args)`: `launch --backend k8s ...` against the module's cluster, its pods run by the simulator."""
-    env = {**launcher_env, **MOTO_ENV, **cluster.env()}
-    env.pop("AWS_PROFILE", None)
-    store = f"s3://{BUCKET}/{tmp_path.name}"
-
-    def run(*args, cwd=REPO, run_flags=True, timeout=150):
-        flags = ["--backend", "k8s", "--image", IMAGE, "--datapool", store, "--endpoint-url", moto.endpoint,
-                 "--secret", "AWS_ACCESS_KEY_ID", "--secret", "AWS_SECRET_ACCESS_KEY", "--push-interval", "1s"]
-        return subprocess.run([sys.executable, "-m", "launcher", *(flags if run_flags else []), *args], cwd=cwd,
-                              env=env, capture_output=True, text=True, timeout=timeout)
-
-    run.env, run.store, run.home = env, store, Path(env["LAUNCHER_HOME"])
-    return run
-
-
-def store_text(moto, store: str, key: str) -> str | None:
-    prefix = store.split("/", 3)[3]
-    try:
-        return moto.client().get_object(Bucket=BUCKET, Key=f"{prefix}/{key}")["Body"].read().decode()
-    except Exception:  # noqa: BLE001 - NoSuchKey
-        return None
 
 
 def last_job(k8s) -> str:

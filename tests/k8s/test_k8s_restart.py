@@ -14,8 +14,7 @@ from launcher.backends.k8s.backend import K8sBackend
 from launcher.registry import Registry
 
 from ..motoserver import MOTO_ENV
-from .cluster import NAMESPACE
-from .test_k8s_cluster import BUCKET, k8s, moto, store_text  # noqa: F401 - k8s and moto are this module's fixtures too
+from .cluster import BUCKET, NAMESPACE, store_text
 
 # Resumable work, as in tests/ec2: one file per finished step; on start the newest step found in CHECKPOINT_DIR is
 # where it goes on from.
@@ -127,6 +126,24 @@ def test_preempted_pod_relaunches_and_resumes_from_the_pushed_checkpoint(k8s, cl
     resumed = int(log.split("attempt 2 starts at step ")[1].split()[0])  # LAUNCH_ATTEMPT=2 on the new pod
     assert resumed >= 3, log  # it went on from the checkpoints pushed before the preemption
     assert log.index("attempt 1 starts") < log.index("attempt 2 starts") < log.index("all steps done")
+
+
+def test_in_the_foreground_the_output_goes_on_across_the_relaunch(k8s, cluster, nodes, moto, project, tmp_path):
+    """The client that launched it is the one that looks: it relaunches and follows the new Job's pod."""
+    client = k8s("--spot", "--max-restarts", "1", "steps.py", cwd=project, popen=True)
+    try:
+        ckpts = f"{tmp_path.name}/experiments/default/model/steps_checkpoints/"
+        assert _wait(lambda: moto.client().list_objects_v2(Bucket=BUCKET, Prefix=ckpts).get("KeyCount", 0) >= 3,
+                     timeout=90), "no checkpoint reached the store"
+        job_id = Registry(k8s.home).list()[0].id
+        assert len(nodes.preempt(job_id)) == 1
+        out, err = client.communicate(timeout=150)
+    finally:
+        client.kill()
+    assert client.returncode == 0, out + err
+    assert f"[launcher] {job_id} was preempted (attempt 1); relaunched as attempt 2 of 2" in err
+    assert "attempt 1 starts at step 0" in out and "all steps done" in out, out  # both pods' output, in order
+    assert int(out.split("attempt 2 starts at step ")[1].split()[0]) >= 3, out
 
 
 def test_a_lost_node_with_no_restarts_left_ends_preempted_with_the_clusters_reason(k8s, cluster, nodes, moto, here,

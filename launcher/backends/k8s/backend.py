@@ -43,6 +43,11 @@ def _stuck_file(job_id: str) -> Path:
     return launcher_home() / "jobs" / job_id / "k8s-stuck.txt"
 
 
+def _job_uid(pod: dict) -> str | None:
+    """The Job a pod belongs to, by uid: a relaunch's Job has the same name."""
+    return next((o.get("uid") for o in pod["metadata"].get("ownerReferences") or [] if o.get("kind") == "Job"), None)
+
+
 class K8sBackend(Backend):
     name = "k8s"
     capabilities = Capabilities(remote=True, gpus=tuple(CATALOG), spot=True, max_nodes=MAX_NODES,
@@ -256,17 +261,22 @@ class K8sBackend(Backend):
             resp.release_conn()
 
     def _follow(self, handle: Handle, kube, ns: str, name: str) -> Iterator[bytes]:
-        """Rank 0's pod output once it runs; until then, the job's state (a stuck pod ends the wait)."""
+        """Rank 0's pod output once it runs; until then, the job's state (a stuck pod ends the wait). A preempted
+        job that the look after its pod's end relaunched is a new Job of the same name: its rank 0 is followed next."""
         from ... import api
 
+        followed: set[str | None] = set()  # the Jobs (uids) whose rank 0 was streamed
         while True:
-            pods = kube.pods(ns, name)
+            pods = [p for p in kube.pods(ns, name) if _job_uid(p) not in followed]
             if pods and (pods[0].get("status") or {}).get("phase") != "Pending":
+                followed.add(_job_uid(pods[0]))
                 yield from self._pod_log(kube, ns, pods[0]["metadata"]["name"], follow=True)
-                return
-            state = api.status(handle.job_id)[0]  # records a stuck pod's reason, once
+                continue
+            state = api.status(handle.job_id)[0]  # records a stuck pod's reason, once; relaunches a preempted job
             if state not in ACTIVE:
-                yield f"[launcher] {handle.job_id} {state}: {api.reason(handle.job_id) or 'no reason given'}\n".encode()
+                if not followed:
+                    yield f"[launcher] {handle.job_id} {state}: {api.reason(handle.job_id) or 'no reason given'}\n" \
+                        .encode()
                 return
             time.sleep(1)
 
