@@ -110,7 +110,7 @@ class Agent:
             self.stop("cancelled", signal.SIGINT)
             return
         cancelled = (self.state_dir / CANCEL_MARKER).exists()
-        self.stop("preempted" if self.spec.spot and not cancelled else "cancelled", signal.SIGTERM)
+        self.stop("preempted" if self.spec.preemptible and not cancelled else "cancelled", signal.SIGTERM)
 
     def stop(self, reason: str, sig: int = signal.SIGTERM) -> None:
         """Ask the script to stop; SIGKILL after the grace period. A second request kills at once."""

@@ -33,7 +33,7 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
     if job.max_restarts and not caps.spot:
         raise UserError(f"--max-restarts relaunches a preempted job: --backend {name} is never preempted; "
                         "drop --max-restarts (or use --spot on ec2, k8s or modal)")
-    if job.max_restarts and not job.spot:
+    if job.max_restarts and not job.spot and not caps.preempts_on_demand:
         notes.append(f"--max-restarts {job.max_restarts} without --spot: on-demand capacity is not preempted, so "
                      "it will likely never be used")
     if job.num_nodes > caps.max_nodes:
@@ -108,7 +108,8 @@ def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: fl
         args=job.args, env=job.env, secrets=job.secrets, experiment=job.experiment, workdir=paths.workdir,
         datapool_root=paths.datapool_root, store_url=store, endpoint_url=job.endpoint_url, state_dir=paths.state_dir,
         deadline_at=deadline_for(created, job.max_runtime, job.grace_period), grace_period=job.grace_period,
-        push_interval=job.push_interval, spot=job.spot, attempt=attempt,
+        push_interval=job.push_interval, attempt=attempt,
+        preemptible=job.spot or backend.capabilities.preempts_on_demand,
     )
     plan = Plan(
         backend=backend.name, job_id=job_id, job=job, created=created, spec=spec, snapshot=snap,

@@ -53,7 +53,8 @@ class AgentSpec(BaseModel):
     deadline_at: float | None
     grace_period: int
     push_interval: int
-    spot: bool
+    # A SIGTERM nobody asked for (no cancel marker) means the platform took the machine: preempted, not cancelled.
+    preemptible: bool
     # 1 for the first run; a relaunch after a preemption (--max-restarts) counts up and resumes from the store.
     attempt: int
 

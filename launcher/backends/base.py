@@ -44,6 +44,9 @@ class Capabilities:
     # The platform reruns a preempted attempt itself (Modal's retries): --max-restarts goes to it, and the client
     # never relaunches on top (which would allow twice the restarts asked for).
     retries_itself: bool = False
+    # Jobs are taken away without --spot too (k8s: a drain, node pressure, a higher-priority pod): such a stop is
+    # a preemption, and --max-restarts relaunches it.
+    preempts_on_demand: bool = False
 
 
 @dataclass

@@ -119,3 +119,16 @@ def test_bad_input_is_one_line_and_exit_2(launcher_env, project, args, message):
     assert out.returncode == 2, out.stdout + out.stderr
     assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not (Path(launcher_env["LAUNCHER_HOME"]) / "jobs.db").exists()
+
+
+@pytest.mark.parametrize("backend, preemptible, noted", [("k8s", True, False), ("ec2", False, True)])
+def test_an_unasked_stop_is_a_preemption_where_the_platform_takes_on_demand_jobs_too(tmp_path, backend,
+                                                                                        preemptible, noted):
+    """k8s drains and evicts pods spot or not: without --spot, the agent still reads a SIGTERM nobody asked for as a
+    preemption, and --max-restarts is no dead letter. On EC2 on-demand capacity stays; the plan says so."""
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    job = Job(script="train.py", backend=backend, workdir=str(tmp_path), datapool="s3://bkt/pool", max_restarts=2,
+              **({"gpu": "A10G"} if backend == "ec2" else {}))
+    plan = make_plan(job)
+    assert plan.spec.preemptible is preemptible
+    assert any("without --spot" in n for n in plan.notes) is noted, plan.notes

@@ -129,8 +129,9 @@ def test_preempted_pod_relaunches_and_resumes_from_the_pushed_checkpoint(k8s, cl
 
 
 def test_in_the_foreground_the_output_goes_on_across_the_relaunch(k8s, cluster, nodes, moto, project, tmp_path):
-    """The client that launched it is the one that looks: it relaunches and follows the new Job's pod."""
-    client = k8s("--spot", "--max-restarts", "1", "steps.py", cwd=project, popen=True)
+    """The client that launched it is the one that looks: it relaunches and follows the new Job's pod. No --spot:
+    a cluster takes on-demand pods away too (drain, node pressure, priority), and that is a preemption as well."""
+    client = k8s("--max-restarts", "1", "steps.py", cwd=project, popen=True)
     try:
         ckpts = f"{tmp_path.name}/experiments/default/model/steps_checkpoints/"
         assert _wait(lambda: moto.client().list_objects_v2(Bucket=BUCKET, Prefix=ckpts).get("KeyCount", 0) >= 3,

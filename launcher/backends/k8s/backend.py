@@ -51,7 +51,7 @@ def _job_uid(pod: dict) -> str | None:
 class K8sBackend(Backend):
     name = "k8s"
     capabilities = Capabilities(remote=True, gpus=tuple(CATALOG), spot=True, max_nodes=MAX_NODES,
-                                datapool_schemes=("s3", "pvc"), resources_enforced=True)
+                                datapool_schemes=("s3", "pvc"), resources_enforced=True, preempts_on_demand=True)
 
     # -- plan (pure) ---------------------------------------------------------------------------------------------
 
