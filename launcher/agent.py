@@ -233,7 +233,13 @@ class Agent:
             except Exception:  # noqa: BLE001 - an unreachable store is asked again next round
                 marked = False
             if marked:
-                self.stop("cancelled")
+                # One marker is one request, and it stays there: seen again (or after `down`'s own signal), it must
+                # not count as the impatient second request that kills at once. The grace period is the script's.
+                with self._lock:
+                    asked = self.reason is not None
+                if not asked:
+                    self.stop("cancelled")
+                break
         if store is not None:
             store.close()
 

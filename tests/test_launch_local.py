@@ -20,11 +20,12 @@ print("a line on stderr", file=sys.stderr)
 sys.exit(int(os.environ.get("EXIT_WITH", "0")))
 """
 
-# Writes a marker when SIGTERM/SIGINT arrives, then exits like a well-behaved runner (save, exit 143).
+# Writes a marker when SIGTERM/SIGINT arrives, then exits like a well-behaved runner (save for SAVE_S, exit 143).
 SLOW = """
 import os, signal, sys, time
 from pathlib import Path
 def stop(signum, frame):
+    time.sleep(float(os.environ.get("SAVE_S", "0")))
     Path(os.environ["MARKER"]).write_text(signal.Signals(signum).name)
     sys.exit(143 if signum == signal.SIGTERM else 130)
 signal.signal(signal.SIGTERM, stop)
@@ -187,14 +188,14 @@ def test_ctrl_c_in_foreground_cancels_cleanly(project, launcher_env):
     # a `cmd &` with SIGINT ignored, an ignored SIGINT is inherited, and Python then never raises KeyboardInterrupt.
     # Give the client what a terminal gives it.
     proc = subprocess.Popen([sys.executable, "-m", "launcher", "slow.py"], cwd=project,
-                            env={**launcher_env, "MARKER": str(marker)},
+                            env={**launcher_env, "MARKER": str(marker), "SAVE_S": "2.5"},  # > the marker poll
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert _wait_for(lambda: (project / "datapool").exists() and any(
         "tick 2" in p.read_text() for p in (project / "datapool").rglob("log.txt")))
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, err  # the script's own exit after its save, not a SIGKILL's 137
     assert marker.read_text() == "SIGINT"
     assert json.loads((_job_dir(project) / "result.json").read_text())["reason"] == "cancelled"
     assert "cancelled" in err

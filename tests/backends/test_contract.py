@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from launcher.registry import Registry
+from launcher.spec import CANCEL_POLL_S
 from ..waiting import wait_for
 
 PRINT_EXIT = """
@@ -26,11 +27,12 @@ for i in range(8):
 print("done", flush=True)
 """
 
-# A well-behaved runner: on SIGTERM it notes the signal and exits 143.
+# A well-behaved runner: on SIGTERM it saves (SAVE_S seconds), notes the signal and exits 143.
 SLOW = """
 import os, signal, sys, time
 from pathlib import Path
 def stop(signum, frame):
+    time.sleep(float(os.environ.get("SAVE_S", "0")))
     Path(os.environ["MARKER"]).write_text(signal.Signals(signum).name)
     sys.exit(143)
 signal.signal(signal.SIGTERM, stop)
@@ -69,13 +71,17 @@ def test_detach_then_logs_follow_to_the_end(target):
 def test_down_cancels_a_running_job(target, tmp_path):
     (target.project / "slow.py").write_text(SLOW)
     marker = tmp_path / "signal.txt"
-    job_id = target.launch("--detach", "--env", f"MARKER={marker}", "slow.py").stdout.strip()
+    # The script's save outlasts the agent's look at the cancel marker (CANCEL_POLL_S): the grace period (30 s
+    # by default) is the script's, however often the marker is seen.
+    job_id = target.launch("--detach", "--env", f"MARKER={marker}", "--env", f"SAVE_S={CANCEL_POLL_S + 2}",
+                           "slow.py").stdout.strip()
     assert wait_for(lambda: "started" in target.cli("logs", job_id).stdout)
     down = target.cli("down", job_id)
     assert down.returncode == 0, down.stderr
     assert down.stdout.strip() == f"{job_id}: cancelled"
-    assert marker.read_text() == "SIGTERM"
-    assert target.cli("status", job_id).stdout.startswith("cancelled")
+    assert marker.read_text() == "SIGTERM"  # the handler ran to its end
+    status = target.cli("status", job_id).stdout
+    assert status.startswith("cancelled") and "143" in status.splitlines()[0], status
 
 
 def test_max_runtime_ends_in_timeout(target, tmp_path):
