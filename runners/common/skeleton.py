@@ -358,7 +358,7 @@ def _train_and_save(ctx: RunContext, trainer, sigterm, done) -> None:
     elif ctx.eval is not None and done is None:
         final_eval = trainer.evaluate()
         summary.update(final_eval)
-        print("runner: final eval " + "  ".join(f"{k[len('eval_'):]} {v:.4g}" for k, v in final_eval.items()
+        print("runner: final eval " + "  ".join(f"{k.removeprefix('eval_')} {v:.4g}" for k, v in final_eval.items()
                                                if isinstance(v, (int, float)) and k not in _EVAL_TIMING), flush=True)
     if config.output.save_final and trainer.is_world_process_zero():
         ctx.recipe.save_final(ctx, trainer)

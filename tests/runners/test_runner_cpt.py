@@ -1,6 +1,8 @@
 """CPT through the shared run path: the eval loop on the validation split, and a finished run stays finished."""
 from __future__ import annotations
 
+import json
+
 from .conftest import check_finished_then_extend, eval_rows, read_metrics, run_main, train_rows
 
 
@@ -39,3 +41,15 @@ def test_cpt_data_config_tokenizes_a_mixture_with_the_models_tokenizer(pool, tmp
     raw.unlink()
     assert run_main("cpt_run", *argv, "--use_prepared", "--set", "run_name=cpt-prepared") == 0
     assert [r["step"] for r in train_rows(read_metrics(pool, "cpt-prepared"))] == [1, 2]
+
+
+def test_cpt_final_eval_line_names_each_metric_whole(pool, capfd):
+    """Without an eval loop the run ends with one eval pass; its line names the metrics as the trainer does,
+    `eval_` dropped where it is a prefix and nothing cut where it is not (`num_input_tokens_seen`)."""
+    assert run_main("cpt_run", "--config", "configs/cpt/smoke.yaml", "--set", "trainer.max_steps=2",
+                    "--set", "run_name=cpt-final-eval") == 0
+    line = next(ln for ln in capfd.readouterr().out.splitlines() if ln.startswith("runner: final eval "))
+    names = line.removeprefix("runner: final eval ").split()[::2]
+    assert names[0] == "loss", line
+    summary = json.loads((pool / "reports" / "cpt-final-eval" / "summary.json").read_text())
+    assert all(f"eval_{n}" in summary or n in summary for n in names), (line, sorted(summary))
