@@ -28,8 +28,9 @@ def build_parser(prog: str | None, description: str, needs_task: bool, train_fla
     p = _Parser(prog=prog, description=description)
     p.add_argument("--config", required=True, help="run YAML (configs/<kind>/*.yaml)")
     if needs_task:
-        p.add_argument("--task", "--task-module", dest="task", required=True,
-                       help="task plugin: a file (tasks/smoke_task.py) or a module name (tasks.smoke_task)")
+        p.add_argument("--task", "--task-module", dest="task",
+                       help="task plugin: a file (tasks/smoke_task.py) or a module name (tasks.smoke_task); "
+                            "SFT on tokenized data (data.pretokenized, --data_config) needs none")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set trainer.max_steps=10 (repeatable; values are YAML)")
     if not train_flags:

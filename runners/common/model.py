@@ -10,8 +10,11 @@ from runners.common.errors import RunnerError
 from runners.common.paths import looks_like_hub_id, resolve_in_experiment
 
 
-def corpus_for_tiny(task: ModuleType, config: RunConfig) -> list[str]:
+def corpus_for_tiny(task: ModuleType | None, config: RunConfig) -> list[str]:
     """Text for the tiny tokenizer: the task's own (`get_corpus`), else its RL/eval prompts."""
+    if task is None:
+        raise RunnerError("model.init: tiny builds its tokenizer from a task's text the first time: pass --task "
+                          "(e.g. tasks/smoke_task.py) or set model.name_or_path to a model that is built")
     if callable(getattr(task, "get_corpus", None)):
         return [t for t in task.get_corpus(config) if t]
     for hook in ("get_rl_dataset", "get_eval_dataset"):
@@ -43,7 +46,7 @@ def model_source(config: RunConfig, exp_dir: Path) -> tuple[str, bool]:
     raise RunnerError(f"model.name_or_path: no model directory at {local} (relative paths are inside EXPERIMENT_DIR)")
 
 
-def build_if_needed(config: RunConfig, source: str, must_build: bool, task: ModuleType) -> None:
+def build_if_needed(config: RunConfig, source: str, must_build: bool, task: ModuleType | None) -> None:
     if not must_build:
         return
     from runners.common.tiny_model import build_tiny_model

@@ -203,8 +203,9 @@ def _check_inputs(ctx: RunContext, argv) -> None:
     if cli.wandb_project and "wandb" not in config.output.report_to:
         config.output.report_to.append("wandb")  # the seed's flag means "log to wandb, here"
     check_trackers(config.output.report_to)
-    if recipe.needs_task:
-        ctx.task = load_task(cli.task, recipe.hooks_kind, required=recipe.required_hooks(ctx))
+    required = recipe.required_hooks(ctx) if recipe.needs_task else []
+    if recipe.needs_task and (cli.task is not None or required != []):  # tokenized data needs no task
+        ctx.task = load_task(cli.task, recipe.hooks_kind, required=required)
         validate_task_section(ctx.task, config.task)
     ctx.paths = run_paths(recipe.script_stem, config.run_name)
     recipe.check(ctx)

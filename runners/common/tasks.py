@@ -50,6 +50,9 @@ def present_hooks(module: ModuleType) -> list[str]:
 def load_task(spec: str, kind: str, required: list[str] | None = None) -> ModuleType:
     """Import the task and refuse it, listing needed vs present hooks, if the runner cannot use it."""
     required = HOOKS[kind][0] if required is None else list(required)
+    if spec is None:
+        raise RunnerError(f"--task is required: the {kind} runner reads its data from a task's hooks "
+                          f"({', '.join(required)}); e.g. --task tasks/smoke_task.py")
     module = _import(spec)
     missing = [h for h in required if not callable(getattr(module, h, None))]
     if missing:

@@ -137,8 +137,8 @@ def test_sft_runner_trains_on_our_output(exp, tokenize):
     assert rc == 0, err
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "DATAPOOL_ROOT": str(exp.parent.parent), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "runners/sft_run.py", "--config", "configs/sft/smoke.yaml",
-                        "--task", "tasks/smoke_task.py", "--set", "data.pretokenized=data/tokenized/sft/chat",
+    r = subprocess.run([sys.executable, "runners/sft_run.py", "--config", "configs/sft/smoke.yaml",  # no task
+                        "--set", "data.pretokenized=data/tokenized/sft/chat",
                         "--set", "trainer.max_steps=4", "--set", "trainer.save_steps=100", "--set", "run_name=pretok"],
                        cwd=repo, env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -71,6 +71,21 @@ def test_missing_pretokenized_dir(prebuilt, capsys):
     assert_refused(code, capsys, prebuilt, before, "is not a pre-tokenized dir")
 
 
+def test_no_task_where_the_data_comes_from_one(pool, capsys):
+    code = run_main("rl_run", "--config", "configs/rl/smoke.yaml")
+    assert_refused(code, capsys, pool.parent.parent, [], "--task is required: the rl runner reads its data from")
+
+
+def test_no_task_on_tokenized_data_with_a_tiny_model_not_built_yet(pool, capsys):
+    # Tokenized data needs no task, but a tiny model built on first use takes its tokenizer's text from one.
+    tokenized = pool / "data" / "tokenized" / "sft" / "smoke"
+    (tokenized / "train").mkdir(parents=True)
+    (tokenized / "meta.json").write_text('{"mode": "sft", "format": "arrow"}')
+    before = files_under(pool.parent.parent)
+    code = run_main("sft_run", "--config", "configs/sft/smoke.yaml", "--set", "data.pretokenized=data/tokenized/sft/smoke")
+    assert_refused(code, capsys, pool.parent.parent, before, "model.init: tiny builds its tokenizer from a task's text")
+
+
 def test_cli_exit_code_and_single_line(tmp_path):
     """The real script: a typo exits 2 with one line and no traceback, before importing TRL."""
     proc = run_script("rl_run", "--config", "configs/rl/smoke.yaml", "--task", SMOKE, "--set", "modle.init=tiny",
