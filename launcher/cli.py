@@ -281,6 +281,8 @@ def down(job_id, expired, backend, region, dry_run):
     if bool(job_id) == bool(expired):
         raise UserError("give either a JOB id or --expired, e.g. `launch down rl-run-3fa9c1`")
     if expired:
+        if region and backend != "ec2":
+            raise UserError("--region is an EC2 region: it goes with `launch down --expired --backend ec2`")
         ended = api.down_expired(backend=backend, region=region, dry_run=dry_run)
         click.echo("\n".join(ended) if ended else "no expired jobs")
         return

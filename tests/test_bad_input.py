@@ -62,3 +62,26 @@ def test_unknown_job_after_jobs_exist(launch, script, project):
     assert launch(script).returncode == 0
     out = launch("logs", "zzz-000000")
     assert out.returncode == 2 and out.stderr.startswith("error: unknown job 'zzz-000000'")
+
+
+# The sweeper, asked about a cloud it cannot reach: no credentials anywhere (no env, no files, no instance metadata),
+# and nothing on 127.0.0.1:9. Each is one line, never the cloud client's traceback.
+_NO_CLOUD = {"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE":
+             "/nonexistent", "MODAL_SERVER_URL": "http://127.0.0.1:9", "MODAL_CONFIG_PATH": "/nonexistent",
+             "KUBECONFIG": "/nonexistent"}
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--backend", "ec2", "--region", "us-east-1", "--dry-run"], "no AWS credentials"),
+    (["--backend", "modal"], "no usable Modal token"),
+    (["--backend", "k8s"], "no usable kubeconfig ("),
+    (["--region", "us-east-1"], "--region is an EC2 region: it goes with `launch down --expired --backend ec2`"),
+])
+def test_sweeper_without_a_cloud_to_ask(args, expect, project, launcher_env, tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in launcher_env.items() if not k.startswith(("AWS_", "MODAL_", "KUBE"))}
+    out = subprocess.run([sys.executable, "-m", "launcher", "down", "--expired", *args], cwd=project,
+                         env={**env, **_NO_CLOUD, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120)
+    _assert_clean_refusal(out, expect, project, launcher_env)

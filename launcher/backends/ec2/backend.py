@@ -245,6 +245,7 @@ class Ec2Backend(Backend):
     def sweep(self, now: float, *, region: str | None = None, dry_run: bool = False) -> list[str]:
         """Teardown layer 4, registry or not: every tagged instance past its deadline, in any live state."""
         region = region or aws.default_region()
+        aws.check_credentials(region)  # no credentials is one line, not botocore's traceback
         ec2 = aws.client("ec2", region)
         found = aws.expired(ec2, now)
         if found and not dry_run:

@@ -43,7 +43,7 @@ class Kube:
                     raise
                 config.load_incluster_config(client_configuration=cfg)
             except config.ConfigException:
-                where = f"context {context!r}" if context else "a kubeconfig"
+                where = f"context {context!r}" if context else "kubeconfig"
                 raise UserError(f"no usable {where} ({exc}): set KUBECONFIG or pass --context NAME "
                                 "(`kubectl config get-contexts` lists them)") from None
         cfg.retries = 2
