@@ -64,7 +64,12 @@ def build(push: str | None, gpu: bool, dry_run: bool) -> None:
     tags = [f"{repo}:{images.lock_hash()}"] + ([f"{repo}:{extra_tag}"] if extra_tag else [])
     docker = shutil.which("docker")
     root = images.IMAGES_DIR.parent
-    commands = build_commands(tags, gpu=gpu, push=push is not None, buildx=_has_buildx(docker) if docker else True)
+    buildx = _has_buildx(docker) if docker else True
+    if docker and not buildx and not dry_run and _docker_major(docker) >= 23:
+        raise UserError("this Docker has no buildx plugin, and since Docker 23 BuildKit (images/Dockerfile caches "
+                        "its uv downloads with RUN --mount) comes only with it: install it (the docker-buildx or "
+                        "docker-buildx-plugin package), or print the commands with --dry-run")
+    commands = build_commands(tags, gpu=gpu, push=push is not None, buildx=buildx)
     if dry_run or not docker:
         click.echo(f"cd {shlex.quote(str(root))}")
         for cmd in commands:
@@ -111,6 +116,16 @@ def _has_buildx(docker: str) -> bool:
                               timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def _docker_major(docker: str) -> int:
+    """The client's major version from `docker --version` (no daemon needed); 0 when it does not say."""
+    try:
+        out = subprocess.run([docker, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    found = re.search(r"version (\d+)\.", out)
+    return int(found.group(1)) if found else 0
 
 
 def _parse_push(value: str) -> tuple[str, str | None]:

@@ -261,6 +261,7 @@ def _launch(capsys, *argv: str) -> tuple[int, str, str]:
 FAKE_DOCKER = """#!/bin/bash
 printf '%s\\n' "$*" >> "$DOCKER_LOG"
 [ "$1 $2" = "buildx version" ] && exit "${BUILDX_RC:-0}"
+[ "$1" = --version ] && echo "Docker version ${DOCKER_VERSION:-20.10.24}, build 297e128" && exit 0
 [ "$1" = push ] && [ -n "${PUSH_RC:-}" ] && exit "$PUSH_RC"
 exit 0
 """
@@ -316,8 +317,17 @@ def test_without_buildx_docker_build_then_push_each_tag(docker, monkeypatch, cap
     code, out, err = _launch(capsys, "--push", "localhost:5000/node")
     assert code == 0, err
     tag = f"localhost:5000/node:{images.lock_hash()}"
-    assert docker.read_text().splitlines() == [
-        "buildx version", shlex.join(["build", *_expected_args([tag]), "."]), f"push {tag}"]
+    assert docker.read_text().splitlines() == [  # Docker 20: BuildKit without buildx (DOCKER_BUILDKIT=1)
+        "buildx version", "--version", shlex.join(["build", *_expected_args([tag]), "."]), f"push {tag}"]
+
+
+def test_docker_23_or_later_without_buildx_is_one_line_and_builds_nothing(docker, monkeypatch, capsys):
+    monkeypatch.setenv("BUILDX_RC", "1")
+    monkeypatch.setenv("DOCKER_VERSION", "28.0.1")
+    code, out, err = _launch(capsys, "--push", "localhost:5000/node")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: this Docker has no buildx plugin"), err
+    assert docker.read_text().splitlines() == ["buildx version", "--version"]
 
 
 def test_dry_run_runs_nothing(docker, capsys):
@@ -332,7 +342,7 @@ def test_a_failed_docker_call_is_the_exit_code_and_stops_there(docker, monkeypat
     monkeypatch.setenv("PUSH_RC", "3")
     code, out, err = _launch(capsys, "--push", "ghcr.io/me/node:v1")
     assert code == 3
-    assert [line.split()[0] for line in docker.read_text().splitlines()] == ["buildx", "build", "push"]
+    assert [line.split()[0] for line in docker.read_text().splitlines()] == ["buildx", "--version", "build", "push"]
     assert "failed with exit code 3" in err and out == ""
 
 
