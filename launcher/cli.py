@@ -23,8 +23,10 @@ class LaunchGroup(click.Group):
 
     lazy_commands = {"sync": ("launcher.cli_sync", "sync"), "pipeline": ("launcher.cli_pipeline", "pipeline"),
                      "image": ("launcher.cli_image", "image")}
-    lazy_help = {"sync": "sync the datapool with its store", "pipeline": "run an experiment's STEPS, each a job",
-                 "image": "build (and push) the node image from images/requirements.lock"}
+    # What `launch --help` says of the commands it does not import to say it (their own imports are heavier).
+    lazy_help = {"sync": "Sync the datapool with its store (only changed files move, verified).",
+                 "pipeline": "Run an experiment's STEPS, each a job.",
+                 "image": "Build (and push) the node image from images/requirements.lock."}
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.list_commands(ctx) and args[0] not in ("--help", "-h", "--version"):
@@ -53,7 +55,7 @@ class LaunchGroup(click.Group):
             rows = []
             for name in self.list_commands(ctx):
                 cmd = self.commands.get(name)
-                rows.append((name, cmd.get_short_help_str(60) if cmd else self.lazy_help.get(name, "")))
+                rows.append((name, cmd.get_short_help_str(100) if cmd else self.lazy_help.get(name, "")))
             formatter.write_dl(rows)
         with formatter.section("Examples"):
             for line in EXAMPLES.strip().splitlines()[1:]:
