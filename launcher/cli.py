@@ -251,6 +251,9 @@ def status(job_id):
         click.echo(f"attempt: {tries[0]} of at most {tries[1]} (--max-restarts {tries[1] - 1})")
     if state in ("failed", "lost", "timeout", "cancelled", "preempted"):
         why = api.reason(job_id)
+        if not why and state == "preempted":  # the agent saw it coming (a SIGTERM nobody asked for) and said so
+            why = "the machine was taken away (spot reclaim, drain or eviction); the agent pushed what it had" + (
+                "" if tries else "; --max-restarts N relaunches such a job, resuming from its checkpoints")
         if why:
             click.echo(f"reason: {why}")
 

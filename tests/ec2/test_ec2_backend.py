@@ -327,6 +327,7 @@ def test_preempted_with_no_restarts_left_stays_preempted(ec2_launch, ec2_moto, e
     assert _wait(lambda: "starts at step" in ec2_launch("logs", job_id).stdout)
     cloud.preempt(rec.handle["instance"])
     assert _wait(lambda: ec2_launch("status", job_id).stdout.startswith("preempted"), timeout=60)
+    assert "--max-restarts N relaunches such a job" in ec2_launch("status", job_id).stdout
     assert len(ec2_moto.client("ec2").describe_instances(
         Filters=[{"Name": "tag:launcher:job", "Values": [job_id]}])["Reservations"]) == 1
 
