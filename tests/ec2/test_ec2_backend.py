@@ -3,6 +3,7 @@ user-data really runs the job, the result and checkpoints land in S3, and the in
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import signal
@@ -16,8 +17,12 @@ import yaml
 
 from launcher.registry import Registry
 
+from ..resumable import STEPS
+from ..waiting import wait_for
 from .ec2moto import GPU_AMI_PARAM, seed_ami_parameter
 from .nodesim import NodeSimulator
+
+_wait = functools.partial(wait_for, timeout=90, poll=0.3)  # a node boots, then pushes
 
 BUCKET = "ec2-pool"
 
@@ -80,15 +85,6 @@ def _instance(ec2_moto, env_home: str):
     rec = Registry(Path(env_home)).list()[0]
     inst = ec2_moto.client("ec2").describe_instances(InstanceIds=[rec.handle["instance"]])["Reservations"][0]
     return rec, inst["Instances"][0]
-
-
-def _wait(pred, timeout=90):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.3)
-    return False
 
 
 def _s3_json(ec2_moto, key):
@@ -262,21 +258,6 @@ def test_setup_failure_reaches_the_store_and_the_node_terminates(ec2_launch, ec2
     assert _wait(lambda: _instance(ec2_moto, ec2_env["LAUNCHER_HOME"])[1]["State"]["Name"] == "terminated")
 
 
-# Resumable work: one file per finished step (a file written once settles and is pushed; one rewritten every
-# step never would be), and on start the newest step found in CHECKPOINT_DIR is where it goes on from.
-STEPS = """
-import os, time
-from pathlib import Path
-ckpt = Path(os.environ["CHECKPOINT_DIR"])
-ckpt.mkdir(parents=True, exist_ok=True)
-done = [int(p.stem.split("-")[1]) for p in ckpt.glob("step-*.txt")]
-start = max(done) + 1 if done else 0
-print(f"attempt {os.environ['LAUNCH_ATTEMPT']} starts at step {start}", flush=True)
-for i in range(start, 14):
-    (ckpt / f"step-{i}.txt").write_text(str(i))
-    time.sleep(0.5)
-print("all steps done", flush=True)
-"""
 
 
 def test_spot_preemption_relaunches_and_resumes_from_the_pushed_checkpoint(ec2_launch, ec2_moto, ec2_env, cloud,

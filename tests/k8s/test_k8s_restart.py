@@ -4,7 +4,6 @@ from the checkpoints pushed before; with no restarts left it ends `preempted`, s
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -14,32 +13,9 @@ from launcher.backends.k8s.backend import K8sBackend
 from launcher.registry import Registry
 
 from ..motoserver import MOTO_ENV
+from ..resumable import STEPS
+from ..waiting import wait_for
 from .cluster import BUCKET, NAMESPACE, store_text
-
-# Resumable work, as in tests/ec2: one file per finished step; on start the newest step found in CHECKPOINT_DIR is
-# where it goes on from.
-STEPS = """
-import os, time
-from pathlib import Path
-ckpt = Path(os.environ["CHECKPOINT_DIR"])
-ckpt.mkdir(parents=True, exist_ok=True)
-done = [int(p.stem.split("-")[1]) for p in ckpt.glob("step-*.txt")]
-start = max(done) + 1 if done else 0
-print(f"attempt {os.environ['LAUNCH_ATTEMPT']} starts at step {start}", flush=True)
-for i in range(start, 14):
-    (ckpt / f"step-{i}.txt").write_text(str(i))
-    time.sleep(0.5)
-print("all steps done", flush=True)
-"""
-
-
-def _wait(predicate, timeout: float = 60, every: float = 0.3) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()
 
 
 @pytest.fixture
@@ -94,15 +70,15 @@ def test_preempted_pod_relaunches_and_resumes_from_the_pushed_checkpoint(k8s, cl
     def pushed_steps():
         return s3.list_objects_v2(Bucket=BUCKET, Prefix=ckpts).get("Contents", [])
 
-    assert _wait(lambda: len(pushed_steps()) >= 3, timeout=90), "no checkpoint reached the store"
+    assert wait_for(lambda: len(pushed_steps()) >= 3, timeout=90), "no checkpoint reached the store"
     pod = running_pod(cluster, job_id)
     assert nodes.preempt(job_id) == [pod]
     # The Job controller applies the Job's podFailurePolicy; the deleted pod goes once it is counted.
-    assert _wait(lambda: failed_condition(cluster, job_id) is not None)
+    assert wait_for(lambda: failed_condition(cluster, job_id) is not None)
     failed = failed_condition(cluster, job_id)
     assert (failed["reason"], failed["message"]) == (
         "PodFailurePolicy", f"Pod {NAMESPACE}/{pod} has condition DisruptionTarget matching FailJob rule at index 0")
-    assert _wait(lambda: f"Pod/{pod}" not in cluster.owned_by(job_id))
+    assert wait_for(lambda: f"Pod/{pod}" not in cluster.owned_by(job_id))
     # The backend's own view, with the pod gone: the Job's condition and the scheduler's event say preempted.
     handle = Handle(job_id, "k8s", Registry().get(job_id).handle)
     state, _, why = K8sBackend().status(handle)
@@ -111,7 +87,7 @@ def test_preempted_pod_relaunches_and_resumes_from_the_pushed_checkpoint(k8s, cl
     # The first look relaunches it: same id, attempt 2, a new Job (the preempted one deleted first).
     assert api.status(job_id)[0] in ("pending", "running")
     assert api.attempts(job_id) == (2, 2)
-    assert _wait(lambda: api.status(job_id)[0] == "succeeded", timeout=120), api.status(job_id)
+    assert wait_for(lambda: api.status(job_id)[0] == "succeeded", timeout=120), api.status(job_id)
     (second,) = jobs_of(cluster, job_id)
     assert second["metadata"]["name"] == job_id and second["metadata"]["uid"] != first
     assert len(nodes.pod_dirs(job_id)) == 2  # one pod per attempt ran
@@ -134,7 +110,7 @@ def test_in_the_foreground_the_output_goes_on_across_the_relaunch(k8s, cluster, 
     client = k8s("--max-restarts", "1", "steps.py", cwd=project, popen=True)
     try:
         ckpts = f"{tmp_path.name}/experiments/default/model/steps_checkpoints/"
-        assert _wait(lambda: moto.client().list_objects_v2(Bucket=BUCKET, Prefix=ckpts).get("KeyCount", 0) >= 3,
+        assert wait_for(lambda: moto.client().list_objects_v2(Bucket=BUCKET, Prefix=ckpts).get("KeyCount", 0) >= 3,
                      timeout=90), "no checkpoint reached the store"
         job_id = Registry(k8s.home).list()[0].id
         assert len(nodes.preempt(job_id)) == 1
@@ -152,12 +128,12 @@ def test_a_lost_node_with_no_restarts_left_ends_preempted_with_the_clusters_reas
     out = k8s("--detach", "--spot", "steps.py", cwd=project)
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.strip()
-    assert _wait(lambda: running_pod(cluster, job_id) is not None and "starts at step" in (
+    assert wait_for(lambda: running_pod(cluster, job_id) is not None and "starts at step" in (
         store_text(moto, k8s.store, f"experiments/default/reports/jobs/{job_id}/log.txt") or ""), timeout=90)
     pod = running_pod(cluster, job_id)
     # The node is gone: no kubelet runs the SIGTERM, so the agent pushes no result; the cluster says what happened.
     assert nodes.preempt(job_id, "DeletionByTaintManager", node_lost=True) == [pod]
-    assert _wait(lambda: api.status(job_id)[0] == "preempted", timeout=60), api.status(job_id)
+    assert wait_for(lambda: api.status(job_id)[0] == "preempted", timeout=60), api.status(job_id)
     assert store_text(moto, k8s.store, f"experiments/default/reports/jobs/{job_id}/result.json") is None
     assert api.attempts(job_id) is None
     assert api.reason(job_id) == (f"Job {job_id}: Pod {NAMESPACE}/{pod} has condition DisruptionTarget matching "
