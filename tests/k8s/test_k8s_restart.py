@@ -23,11 +23,7 @@ def here(k8s, monkeypatch):
     """The test's own process as the client (api.status relaunches in-process: no `launch` import per look)."""
     for key in ("LAUNCHER_HOME", "KUBECONFIG", *MOTO_ENV):
         monkeypatch.setenv(key, k8s.env[key])
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    from kubernetes.config import kube_config
-
-    # The client reads KUBECONFIG once, when imported (the cluster fixture imported it already).
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", k8s.env["KUBECONFIG"])
+    monkeypatch.delenv("AWS_PROFILE", raising=False)  # KUBECONFIG is read per call, not once at import
 
 
 @pytest.fixture

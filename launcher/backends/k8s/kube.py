@@ -27,6 +27,13 @@ def _path(kind: str, ns: str, name: str | None = None, sub: str | None = None) -
     return path + (f"/{quote(name, safe='')}" if name else "") + (f"/{sub}" if sub else "")
 
 
+def kubeconfig() -> str:
+    """KUBECONFIG as it is now (the client reads it once, at import, for its own default), else kubectl's file."""
+    import os
+
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
 class Kube:
     """One API client for one context; every call names its namespace."""
 
@@ -36,7 +43,7 @@ class Kube:
         self.context = context
         cfg = client.Configuration()
         try:
-            config.load_kube_config(context=context, client_configuration=cfg)
+            config.load_kube_config(config_file=kubeconfig(), context=context, client_configuration=cfg)
         except config.ConfigException as exc:
             try:
                 if context:
@@ -55,7 +62,7 @@ class Kube:
         from kubernetes import config
 
         try:
-            return config.list_kube_config_contexts()[1]["name"]
+            return config.list_kube_config_contexts(config_file=kubeconfig())[1]["name"]
         except (config.ConfigException, FileNotFoundError, TypeError, KeyError):
             return None  # in-cluster credentials: there is one cluster
 
@@ -65,7 +72,7 @@ class Kube:
         from kubernetes import config
 
         try:
-            contexts, current = config.list_kube_config_contexts()
+            contexts, current = config.list_kube_config_contexts(config_file=kubeconfig())
         except (config.ConfigException, FileNotFoundError, TypeError):
             return "default"
         chosen = next((c for c in contexts if c["name"] == context), None) if context else current
