@@ -117,6 +117,8 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
         raise
     registry.update(p.job_id, state="running", handle=handle_data)
     run = Run(p.job_id, p, Handle(p.job_id, backend.name, handle_data))
+    if detach and handle_data.get("max_restarts") and os.environ.get("LAUNCHER_WATCH") != "0":
+        _start_watcher(p.job_id)  # a relaunch needs someone looking, and the user has walked away
     if on_start is not None:
         on_start(run)
     if not detach:
@@ -124,6 +126,44 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
         if p.job.terminate_after and hasattr(backend, "confirm_teardown"):
             run.teardown = backend.confirm_teardown(run.handle)
     return run
+
+
+def _start_watcher(job_id: str) -> None:
+    """`launch watch JOB` in a session of its own, outliving this client: it looks at the job until it ends, so a
+    preempted job is relaunched without anyone running `launch status`. Its output: jobs/<id>/watch.log."""
+    import subprocess
+
+    log_path = launcher_home() / "jobs" / job_id / "watch.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
+        subprocess.Popen([sys.executable, "-m", "launcher", "watch", job_id], stdin=null, stdout=log, stderr=log,
+                         start_new_session=True, close_fds=True)
+
+
+def watch(job_id: str, every: float | None = None, on_change=None) -> tuple[str, int | None]:
+    """Look at the job every `every` seconds (LAUNCHER_WATCH_EVERY, default 15) until it ends; each look is a
+    `status`, which relaunches a preempted job with restarts left. `on_change(state)` hears each new state. Ten
+    failed looks in a row (the cloud unreachable) end the watch with that error."""
+    every = every if every is not None else float(os.environ.get("LAUNCHER_WATCH_EVERY", "15"))
+    last, failures = None, 0
+    while True:
+        try:
+            state, code = status(job_id)
+            failures = 0
+        except UserError:
+            raise
+        except Exception:  # noqa: BLE001 - a network blip is asked again; a dead end is not asked forever
+            failures += 1
+            if failures >= 10:
+                raise
+            time.sleep(every)
+            continue
+        if state != last and on_change is not None:
+            on_change(state)
+        last = state
+        if state not in ACTIVE:
+            return state, code
+        time.sleep(every)
 
 
 def _restart_file(job_id: str):

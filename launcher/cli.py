@@ -260,6 +260,31 @@ def status(job_id):
 
 @cli.command()
 @click.argument("job_id", metavar="JOB")
+@click.option("--every", default=None, help="how often to look, e.g. 30s or 1m  [default: 15s, or LAUNCHER_WATCH_EVERY]")
+def watch(job_id, every):
+    """Look at a job until it ends, relaunching it after a preemption (--max-restarts).
+
+    A detached job launched with --max-restarts gets a watcher by itself (it writes watch.log in
+    $LAUNCHER_HOME/jobs/JOB). A laptop that sleeps stops it: then run this on a machine that stays up, e.g.
+    `nohup launch watch JOB &` on a server with the same LAUNCHER_HOME (LAUNCHER_WATCH=0 starts no watcher).
+    Exit code: 0 when the job succeeded, else 1.
+    """
+    import time
+
+    from . import api
+    from .units import parse_duration
+
+    def said(state):
+        tries = api.attempts(job_id)
+        click.echo(f"{time.strftime('%H:%M:%S')} {job_id} {state}" + (f" (attempt {tries[0]} of at most {tries[1]})"
+                                                                      if tries else ""))
+
+    state, _ = api.watch(job_id, every=parse_duration(every, "--every") if every else None, on_change=said)
+    sys.exit(0 if state == "succeeded" else 1)
+
+
+@cli.command()
+@click.argument("job_id", metavar="JOB")
 @click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
 def logs(job_id, follow):
     """Print a job's output (stdout and stderr as the script wrote them)."""

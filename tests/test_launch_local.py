@@ -201,6 +201,22 @@ def test_ctrl_c_in_foreground_cancels_cleanly(project, launcher_env):
     assert "cancelled" in err
 
 
+def test_watch_follows_a_job_to_its_end_and_exits_with_its_outcome(launch, project):
+    (project / "ok.py").write_text("import time; time.sleep(2)\n")
+    (project / "bad.py").write_text("raise SystemExit(3)\n")
+    ok = launch("--detach", "ok.py").stdout.strip()
+    out = launch("watch", ok, "--every", "1s")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1].endswith(f"{ok} succeeded"), out.stdout
+    bad = launch("--detach", "bad.py").stdout.strip()
+    out = launch("watch", bad, "--every", "1s")
+    assert out.returncode == 1 and out.stdout.splitlines()[-1].endswith(f"{bad} failed"), out.stdout
+    out = launch("watch", "no-such-job")
+    assert out.returncode == 2 and out.stderr.startswith("error: unknown job 'no-such-job'"), out.stderr
+    out = launch("watch", ok, "--every", "soon")
+    assert out.returncode == 2 and out.stderr.startswith("error: bad --every 'soon'"), out.stderr
+
+
 def test_down_expired_sweeps_jobs_past_their_deadline(launch, project, launcher_env):
     from launcher.registry import Registry
 

@@ -34,4 +34,5 @@ def _capacity_per_test(request):
 @pytest.fixture
 def ec2_env(launcher_env, ec2_moto, tmp_path) -> dict[str, str]:
     """A full environment for `launch` subprocesses (tests/conftest.py's launcher_env) whose only AWS is ec2_moto."""
-    return {**without_aws(launcher_env), **ec2_moto.aws_env(tmp_path)}
+    # A detached job with --max-restarts gets a watcher (launch watch): here it looks every second.
+    return {**without_aws(launcher_env), **ec2_moto.aws_env(tmp_path), "LAUNCHER_WATCH_EVERY": "1"}

@@ -38,7 +38,7 @@ def moto(tmp_path_factory):
 @pytest.fixture
 def k8s(cluster, nodes, moto, launcher_env, tmp_path):
     """`k8s(*args)`: `launch --backend k8s ...` against the module's cluster, its pods run by the simulator."""
-    env = {**launcher_env, **MOTO_ENV, **cluster.env()}
+    env = {**launcher_env, **MOTO_ENV, **cluster.env(), "LAUNCHER_WATCH_EVERY": "1"}  # a detached job's watcher
     env.pop("AWS_PROFILE", None)
     store = f"s3://{BUCKET}/{tmp_path.name}"
 

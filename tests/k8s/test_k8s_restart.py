@@ -56,9 +56,11 @@ def failed_condition(cluster, job_id: str) -> dict | None:
 
 def test_preempted_pod_relaunches_and_resumes_from_the_pushed_checkpoint(k8s, cluster, nodes, moto, here, project,
                                                                          tmp_path):
+    k8s.env["LAUNCHER_WATCH"] = "0"  # this test looks itself, between the preemption and the relaunch
     out = k8s("--detach", "--spot", "--max-restarts", "1", "steps.py", cwd=project)
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.strip()
+    assert not (k8s.home / "jobs" / job_id / "watch.log").exists()
     (first,) = [j["metadata"]["uid"] for j in jobs_of(cluster, job_id)]
     s3 = moto.client()
     ckpts = f"{tmp_path.name}/experiments/default/model/steps_checkpoints/"
