@@ -112,11 +112,14 @@ class Agent:
         cancelled = (self.state_dir / CANCEL_MARKER).exists()
         self.stop("preempted" if self.spec.preemptible and not cancelled else "cancelled", signal.SIGTERM)
 
-    def stop(self, reason: str, sig: int = signal.SIGTERM) -> None:
-        """Ask the script to stop; SIGKILL after the grace period. A second request kills at once."""
+    def stop(self, reason: str, sig: int = signal.SIGTERM, *, repeat_kills: bool = True) -> None:
+        """Ask the script to stop; SIGKILL after the grace period. A second request kills at once, unless it is
+        one that does not repeat itself on purpose (`repeat_kills=False`: the deadline, a cancel marker seen again
+        or after `down`'s own signal): the grace period is the script's."""
         with self._lock:
             if self.reason is not None:
-                self.kill_at = time.time()
+                if repeat_kills:
+                    self.kill_at = time.time()
                 return
             self.reason = reason
             self.kill_at = time.time() + self.grace
@@ -233,12 +236,7 @@ class Agent:
             except Exception:  # noqa: BLE001 - an unreachable store is asked again next round
                 marked = False
             if marked:
-                # One marker is one request, and it stays there: seen again (or after `down`'s own signal), it must
-                # not count as the impatient second request that kills at once. The grace period is the script's.
-                with self._lock:
-                    asked = self.reason is not None
-                if not asked:
-                    self.stop("cancelled")
+                self.stop("cancelled", repeat_kills=False)  # the marker stays: one request, however often seen
                 break
         if store is not None:
             store.close()
@@ -286,7 +284,7 @@ class Agent:
                     log.write(f"[launcher] max runtime reached (deadline {self.spec.deadline_at:.0f}): "
                               "stopping the script\n".encode())
                     log.flush()
-                self.stop("timeout")
+                self.stop("timeout", repeat_kills=False)
             if self.kill_at is not None and now >= self.kill_at:
                 _signal_group(proc.pid, signal.SIGKILL)
         # The script is gone; anything it left in its group (orphans holding our pipes) goes too.
