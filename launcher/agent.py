@@ -44,6 +44,15 @@ read -r ok
 """
 
 
+def platform_restarts(environ) -> tuple[int, int]:
+    """A batch system that reruns the job's script itself (Slurm's --requeue, the slurm backend's batch script):
+    (restarts so far, restarts allowed). The same spec runs again: its attempt is the spec's plus the restarts.
+    Only where that batch script says so (LAUNCH_MAX_RESTARTS): a local job launched inside an allocation is not."""
+    if "LAUNCH_MAX_RESTARTS" not in environ:
+        return 0, 0
+    return int(environ.get("SLURM_RESTART_COUNT") or 0), int(environ["LAUNCH_MAX_RESTARTS"] or 0)
+
+
 def atomic_write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -97,6 +106,8 @@ class Agent:
         self.grace = float(spec.grace_period)
         self.stop_at = spec.stop_at
         self.log_name = multinode.log_name(os.environ)  # log.txt; log-rank<R>.txt on other ranks
+        self.restarts, self.max_restarts = platform_restarts(os.environ)
+        self.attempt = spec.attempt + self.restarts
         self.proc = None
         self.reason: str | None = None
         self.kill_at: float | None = None
@@ -143,7 +154,7 @@ class Agent:
             "JOB_ID": self.job_id,
             "LAUNCH_BACKEND": self.spec.backend,
             "CHECKPOINT_DIR": str(ckpt_path.resolve()),
-            "LAUNCH_ATTEMPT": str(self.spec.attempt),
+            "LAUNCH_ATTEMPT": str(self.attempt),
             "PYTHONPATH": os.pathsep.join(p for p in (workdir, env.get("PYTHONPATH")) if p),
             "PYTHONUNBUFFERED": "1",
         })
@@ -168,10 +179,12 @@ class Agent:
         pool = multinode.datapool_for_rank(node_datapool(self.spec, self.root), os.environ,
                                            self.report_dir / self.log_name)  # only rank 0 pushes outputs
         env = self.env()
+        if self.restarts and multinode.is_primary(os.environ):
+            self._set_aside_result()
         try:
             # A relaunch after a preemption resumes: its checkpoints and its report folder come back from the
             # store (so log.txt goes on where the last attempt left it: the log is opened after the pull).
-            pool.pull_inputs(([Path(env["CHECKPOINT_DIR"]), self.report_dir] if self.spec.attempt > 1 else [])
+            pool.pull_inputs(([Path(env["CHECKPOINT_DIR"]), self.report_dir] if self.attempt > 1 else [])
                              + pipeline_step.step_inputs(env, self.exp_dir))  # earlier steps' outputs it reads
         except Exception as exc:  # noqa: BLE001 - any setup failure ends the job with a record, not a hang
             error = f"datapool pull failed: {exc}"
@@ -212,17 +225,39 @@ class Agent:
         }
         if error:
             result["error"] = error
+        name = "result.json"
+        if reason == "preempted" and self.restarts < self.max_restarts:
+            # The batch system reruns this job itself: this attempt's record is history, not how the job ended.
+            name = f"result.attempt-{self.attempt}.json"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if pool is not None:
-            result_path = self.report_dir / "result.json"
+            result_path = self.report_dir / name
             atomic_write_json(result_path, result)
             try:
                 pool.push_file(result_path)
             except Exception as exc:  # noqa: BLE001 - the local result stands; say why the store lacks it
                 sys.stderr.write(f"[launcher] error: result.json not pushed to the store: {exc}\n")
                 exit_code = exit_code or 1
-        atomic_write_json(self.state_dir / "result.json", result)
+        atomic_write_json(self.state_dir / name, result)
         return exit_code
+
+    def _set_aside_result(self) -> None:
+        """A rerun by the batch system: an earlier attempt's result.json (if one got there) becomes
+        result.attempt-N.json, so the store answers for this attempt."""
+        from .jobstore import JobStore
+
+        if not self.spec.store_url:
+            return
+        store = JobStore(self.spec.store_url, self.root, self.experiment, self.job_id, self.spec.endpoint_url)
+        try:
+            previous = store.read("result.json")
+            if previous is not None:
+                store.write(f"result.attempt-{self.attempt - 1}.json", previous)
+                store.remove("result.json")
+        except Exception as exc:  # noqa: BLE001 - the new attempt's result replaces it at the end anyway
+            sys.stderr.write(f"[launcher] warning: earlier result not set aside: {exc}\n")
+        finally:
+            store.close()
 
     def _watch_cancel(self) -> None:
         """`launch down` from any machine leaves a marker in the store (and, on this machine, the state dir)."""
@@ -290,7 +325,10 @@ class Agent:
         # The script is gone; anything it left in its group (orphans holding our pipes) goes too.
         _signal_group(proc.pid, signal.SIGKILL)
         if watchdog is not None:
-            os.write(watchdog, b"x")  # all clear: the group is already dealt with
+            try:
+                os.write(watchdog, b"x")  # all clear: the group is already dealt with
+            except OSError:
+                pass  # the watchdog is gone already (Slurm's requeue or scancel SIGTERMs every process of a job)
             os.close(watchdog)
         for t in tees:
             t.join(timeout=10)

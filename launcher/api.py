@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import get_backend
-from .backends.base import ACTIVE, Handle, state_from_result
-from .errors import UserError
+from .backends.base import ACTIVE, Handle, JobState, Observation, observed, relaunch_due, state_from_result
+from .errors import CapacityError, UserError
 from .job import Job
 from .plan import Plan
 from .registry import Registry, launcher_home
@@ -123,7 +123,7 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
         on_start(run)
     if not detach:
         run.exit_code = wait(p.job_id, backend, run.handle)
-        if p.job.terminate_after and hasattr(backend, "confirm_teardown"):
+        if p.job.terminate_after:
             run.teardown = backend.confirm_teardown(run.handle)
     return run
 
@@ -142,16 +142,26 @@ def _start_watcher(job_id: str) -> None:
 
 def watch(job_id: str, every: float | None = None, on_change=None) -> tuple[str, int | None]:
     """Look at the job every `every` seconds (LAUNCHER_WATCH_EVERY, default 15) until it ends; each look is a
-    `status`, which relaunches a preempted job with restarts left. `on_change(state)` hears each new state. Ten
-    failed looks in a row (the cloud unreachable) end the watch with that error."""
+    `reconcile`, which relaunches a preempted job with restarts left. `on_change(state)` hears each new state. Ten
+    failed looks in a row (the cloud unreachable) end the watch with that error; a relaunch short of capacity is
+    retried with backoff."""
     every = every if every is not None else float(os.environ.get("LAUNCHER_WATCH_EVERY", "15"))
-    last, failures = None, 0
+    last, failures, short = None, 0, 0
     while True:
         try:
-            state, code = status(job_id)
-            failures = 0
+            state, code = reconcile(job_id, relaunch=True)
+            failures = short = 0
         except UserError:
             raise
+        except CapacityError as exc:
+            if exc.quota:
+                raise  # waiting does not raise a quota: that is for another region or backend
+            # No machine for the relaunch now: ask again later, backing off (at most every 10 minutes); the
+            # deadline ends it (a relaunch is not tried without time left).
+            short += 1
+            sys.stderr.write(f"[launcher] {job_id}: {exc}; retrying\n")
+            time.sleep(min(every * 2 ** min(short, 6), 600))
+            continue
         except Exception:  # noqa: BLE001 - a network blip is asked again; a dead end is not asked forever
             failures += 1
             if failures >= 10:
@@ -184,8 +194,8 @@ def _save_for_restart(p: Plan) -> None:
 
 def _restart_if_preempted(rec, backend, handle: Handle) -> bool:
     """A preempted job with restarts left is relaunched: same id and deadline, attempt + 1, the last attempt's
-    result moved aside (result.attempt-N.json) so the store answers for the new one. Whoever looks first (the
-    foreground wait, `launch status`, `logs -f`, `jobs`) relaunches; a lock file keeps it to one."""
+    result moved aside (result.attempt-N.json) so the store answers for the new one. Whoever reconciles with
+    relaunch first (the foreground wait, `launch watch`) relaunches; a lock file keeps it to one."""
     import fcntl
     import json
 
@@ -216,6 +226,7 @@ def _restart_if_preempted(rec, backend, handle: Handle) -> bool:
             return False
         backend.cancel(handle, grace=0.0)  # whatever is left of the preempted attempt goes first
         js = _jobstore(handle)
+        previous = None
         if js is not None:
             try:
                 previous = js.read("result.json")
@@ -224,7 +235,16 @@ def _restart_if_preempted(rec, backend, handle: Handle) -> bool:
                     js.remove("result.json")
             finally:
                 js.close()
-        new = backend.restart(p, dict(d))
+        try:
+            new = backend.restart(p, dict(d))
+        except CapacityError:
+            # No machine now: the attempt's result goes back, so the next look sees it preempted again and retries.
+            if previous is not None and (js := _jobstore(handle)) is not None:
+                try:
+                    js.write("result.json", previous)
+                finally:
+                    js.close()
+            raise
         data = {**d, **new, "attempt": attempt + 1}
         Registry().update(rec.id, handle=data)
         handle.data.clear()
@@ -240,7 +260,7 @@ def wait(job_id: str, backend, handle: Handle) -> int:
     """Foreground: stream the job until it ends. Ctrl-C cancels it (a second Ctrl-C kills at once)."""
 
     def final():
-        state, code = status(job_id)
+        state, code = reconcile(job_id, relaunch=True)
         return None if state in ACTIVE else (state, code)
 
     try:
@@ -351,32 +371,57 @@ def _handle(job_id: str):
     return rec, get_backend(rec.backend), Handle(rec.id, rec.backend, rec.handle)
 
 
+def observe(job_id: str) -> Observation:
+    """What the job is doing now, read only: the registry's final state, else the store's result.json, else the
+    backend's own view. Writes nothing, relaunches nothing: `reconcile` acts on what this finds."""
+    rec, backend, handle = _handle(job_id)
+    if rec.state not in ACTIVE:
+        return Observation(JobState(rec.state), rec.exit_code)
+    result = _read_result(handle)
+    if result is not None:
+        return observed(result)
+    seen = _backend_view(backend, handle)
+    if seen.state in ACTIVE:
+        return seen
+    # The node pushes result.json last and then ends: it may have landed between our read and the backend's
+    # answer. Only a second look that still finds nothing (and can read the store) is final.
+    result = _read_result(handle, strict=True)
+    if result is _UNREADABLE:
+        return Observation(JobState.UNREACHABLE, None, "the store did not answer; decided on the next look")
+    return observed(result) if result is not None else seen
+
+
+def _backend_view(backend, handle: Handle) -> Observation:
+    state, code, why = backend.status(handle)
+    return Observation(JobState(state), code, why)
+
+
 def status(job_id: str) -> tuple[str, int | None]:
-    """(state, exit_code): the store's result.json first, then the backend's own view."""
+    """(state, exit_code), read only (see `observe`)."""
+    seen = observe(job_id)
+    return seen.state, seen.exit_code
+
+
+def reconcile(job_id: str, *, relaunch: bool = False) -> tuple[str, int | None]:
+    """Act on what `observe` finds: record a final state in the registry (the first recorded wins), release what
+    the job held, and, with `relaunch`, relaunch a preempted job with restarts left. Its callers: the foreground
+    wait and `launch watch` (relaunch), `launch down --expired` (the sweeper), `launch status` and `launch jobs`
+    (which only record: they never relaunch). An unreachable backend is waited out, never acted on."""
     rec, backend, handle = _handle(job_id)
     if rec.state not in ACTIVE:
         return rec.state, rec.exit_code
-    result = _read_result(handle)
-    if result is None:
-        state, code, why = backend.status(handle)
-        if state not in ACTIVE:
-            # The node pushes result.json last and then ends: it may have landed between our read and the
-            # backend's answer. Only a second look that still finds nothing (and can read the store) is final.
-            result = _read_result(handle, strict=True)
-            if result is _UNREADABLE:
-                return "running", None  # the store did not answer: decide on the next look, not now
-            if result is None and why:
-                _save_reason(rec.id, why)  # e.g. a setup failure whose result never reached the store
-    if result is not None:
-        state, code = state_from_result(result), result.get("exit_code")
-    if state == "preempted" and handle.data.get("max_restarts") and _restart_if_preempted(rec, backend, handle):
-        return "pending", None
-    if state not in ACTIVE:
-        Registry().finish(rec.id, state, code)
-        _release(rec.id, backend, handle)
-        final = Registry().get(rec.id)  # the first final state recorded wins (a concurrent `down`, say)
-        return final.state, final.exit_code
-    return state, code
+    seen = observe(job_id)
+    if seen.state == JobState.PREEMPTED and relaunch and handle.data.get("max_restarts") \
+            and _restart_if_preempted(rec, backend, handle):
+        return JobState.PENDING, None
+    if seen.state in ACTIVE:
+        return seen.state, seen.exit_code
+    if seen.reason and _read_result(handle) is None:
+        _save_reason(rec.id, seen.reason)  # e.g. a setup failure whose result never reached the store
+    Registry().finish(rec.id, seen.state, seen.exit_code)
+    _release(rec.id, backend, handle)
+    final = Registry().get(rec.id)  # the first final state recorded wins (a concurrent `down`, say)
+    return final.state, final.exit_code
 
 
 def logs(job_id: str, follow: bool = False):
@@ -396,7 +441,8 @@ def tail_store_log(handle: Handle, follow: bool, poll: float = 1.0):
     offset = 0
     try:
         while True:
-            done = not follow or status(handle.job_id)[0] not in ACTIVE  # status reads the store's result first
+            state = status(handle.job_id)[0]  # reads the store's result first; relaunches nothing
+            done = not follow or (state not in ACTIVE and not relaunch_due(handle.job_id, state))
             data = js.read("log.txt", offset)
             if data:
                 offset += len(data)
@@ -437,19 +483,16 @@ def _record_cancelled(job_id: str, backend, handle: Handle) -> None:
     Registry().finish(job_id, state if state not in (*ACTIVE, "lost") else "cancelled", code)
 
 
-def down_expired(now: float | None = None, *, backend: str | None = None, region: str | None = None,
+def down_expired(now: float | None = None, *, backend: str | None = None, options=None,
                  dry_run: bool = False) -> list[str]:
     """The sweeper: end every job that outlived its deadline, running or lost (a lost job's leftovers may still
     hold a GPU). Each lost job is reaped once. With `backend`, also ask that backend for whatever it holds past a
-    deadline that this machine's registry does not know of (another laptop's job, a lost registry)."""
+    deadline that this machine's registry does not know of (another laptop's job, a lost registry); `options` (its
+    Options model, from its flags) says where to look."""
     now = now or time.time()
     ended = []
     if backend is not None:
-        b = get_backend(backend)
-        if not hasattr(b, "sweep"):
-            raise UserError(f"--backend {backend} keeps nothing outside this machine's registry; "
-                            "`launch down --expired` alone sweeps it")
-        ended += b.sweep(now, region=region, dry_run=dry_run)
+        ended += get_backend(backend).sweep(now, options, dry_run=dry_run)
         if dry_run:
             return ended
     elif dry_run:
@@ -461,7 +504,7 @@ def down_expired(now: float | None = None, *, backend: str | None = None, region
         swept = launcher_home() / "jobs" / rec.id / "swept"
         if rec.state == "lost" and swept.exists():
             continue
-        if rec.state in ACTIVE and status(rec.id)[0] not in (*ACTIVE, "lost"):
+        if rec.state in ACTIVE and reconcile(rec.id)[0] not in (*ACTIVE, "lost"):
             continue  # it ended by itself just now (a lost one still has leftovers to reap)
         _, backend, handle = _handle(rec.id)
         if rec.state in ACTIVE:
@@ -480,7 +523,7 @@ def jobs(limit: int = 50):
     """Recent jobs, newest first, with active ones refreshed from the store and their backends."""
     for rec in Registry().active():
         try:
-            status(rec.id)
+            reconcile(rec.id)
         except Exception as exc:  # noqa: BLE001 - one unreachable machine must not hide the others
             sys.stderr.write(f"[launcher] warning: {rec.id}: state not refreshed: {exc}\n")
     return Registry().list(limit)

@@ -7,11 +7,15 @@ import sys
 
 import click
 
+from .fastmodels import without_plugins
+
+with without_plugins():
+    from .backends import DEFAULT_BACKEND, entries, entry
+
 EXAMPLES = """
 Examples:
   launch runners/rl_run.py --config configs/rl/smoke.yaml --task tasks/smoke_task.py
   launch --dry-run --gpu A100 runners/sft_run.py --config configs/sft/wordle.yaml --task tasks/wordle_task.py
-  launch --backend ssh --host ubuntu@gpu-box --datapool s3://bucket/pool runners/sft_run.py --config c.yaml
   launch --detach --max-runtime 2h --env WANDB_MODE=offline runners/sft_run.py --config c.yaml
   launch jobs;  launch logs JOB -f;  launch down JOB;  launch down --expired
   launch sync up --experiment demo --datapool s3://bucket/pool
@@ -58,7 +62,8 @@ class LaunchGroup(click.Group):
                 rows.append((name, cmd.get_short_help_str(100) if cmd else self.lazy_help.get(name, "")))
             formatter.write_dl(rows)
         with formatter.section("Examples"):
-            for line in EXAMPLES.strip().splitlines()[1:]:
+            lines = [*EXAMPLES.strip().splitlines()[1:], *(e.example for e in entries().values() if e.example)]
+            for line in lines:
                 formatter.write(" " * formatter.current_indent + line.strip() + "\n")
         formatter.write_paragraph()
         formatter.write_text("Everything after SCRIPT goes to the script untouched. `launch COMMAND --help` for more.")
@@ -67,8 +72,8 @@ class LaunchGroup(click.Group):
 @click.group(cls=LaunchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="launcher", prog_name="launch")
 def cli():
-    """Run an ML script on Modal, EC2, Kubernetes or this machine, with its datapool synced and every machine
-    torn down when it ends. The same command runs the same job on your laptop's CPU (--backend local)."""
+    """Run an ML script on a GPU machine of any backend (--backend), with its datapool synced and every machine
+    torn down when it ends. The same command runs the same job on your laptop's CPU (the default backend)."""
 
 
 def _parse_env(items) -> dict[str, str]:
@@ -83,8 +88,47 @@ def _parse_env(items) -> dict[str, str]:
     return env
 
 
+def _unique_flags():
+    """Every backend's flags, each once (a flag several backends share, like --host, is one option)."""
+    seen = {}
+    for name, e in entries().items():
+        for flag in e.flags:
+            seen.setdefault(flag, []).append(name)
+    return seen
+
+
+def _backend_flags(f):
+    for flag, owners in reversed(list(_unique_flags().items())):
+        names = [flag.name] + ([flag.short] if flag.short else [])
+        f = click.option(*names, flag.dest, is_flag=flag.is_flag, default=None, metavar=flag.metavar,
+                         help=f"--backend {', '.join(owners)}: {flag.help}")(f)
+    return f
+
+
+def _place_backend_flags(given: dict, fields: dict) -> None:
+    """Each given backend flag lands in the chosen backend's section of `fields`, over what the profile set there;
+    a flag the chosen backend does not take is one error line."""
+    from .errors import UserError
+
+    chosen = fields.get("backend") or DEFAULT_BACKEND
+    for flag, value in given.items():
+        owners = [name for name, e in entries().items() if flag in e.flags]
+        if chosen not in owners:
+            raise UserError(f"{flag.name} applies to --backend {' or '.join(owners)}, not {chosen}; "
+                            f"add --backend {owners[0]}")
+        section = fields.get(chosen) if isinstance(fields.get(chosen), dict) else {}
+        fields[chosen] = {**section, flag.field: value}
+
+
+def _given_backend_flags(options: dict) -> dict:
+    """Pops the backend flags out of `options`; returns those given, {Flag: value}."""
+    return {flag: value for flag in _unique_flags() if (value := options.pop(flag.dest)) is not None}
+
+
 @cli.command(context_settings={"allow_interspersed_args": False})
-@click.option("--backend", "-b", default=None, help="where to run: local (default), ssh, modal, ec2, k8s")
+@click.option("--backend", "-b", default=None, metavar="NAME",
+              help="where to run: " + "; ".join(f"{n} ({e.summary})" for n, e in entries().items())
+              + " [default: local]")
 @click.option("--gpu", default=None, metavar="TYPE[:N]", help="GPU type and count, e.g. A10G, A100-80GB:2, H100:8")
 @click.option("--cpus", type=float, default=None, help="CPU cores")
 @click.option("--memory", default=None, metavar="SIZE", help="memory, e.g. 32Gi")
@@ -94,29 +138,18 @@ def _parse_env(items) -> dict[str, str]:
               help="pass the env var NAME from here as a secret (repeatable; the value never enters plans or logs)")
 @click.option("--experiment", default=None, help="experiment name: datapool folder experiments/NAME (default: default)")
 @click.option("--datapool", default=None, metavar="URL", envvar="LAUNCH_DATAPOOL",
-              help="datapool store: file:///abs/dir, s3://bucket/prefix or modal-volume://NAME/path "
+              help="datapool store, e.g. file:///abs/dir or s3://bucket/prefix (the schemes each backend reaches: "
+                   "its doc) "
                    "(default: $LAUNCH_DATAPOOL)")
 @click.option("--endpoint-url", default=None, metavar="URL",
               help="S3-compatible endpoint for an s3:// --datapool (default: $AWS_ENDPOINT_URL, else AWS)")
-@click.option("--host", default=None, metavar="[USER@]HOST[:PORT]", help="--backend ssh: the box to run on")
-@click.option("--identity", "-i", default=None, metavar="FILE", help="--backend ssh: private key file")
-@click.option("--region", default=None, help="--backend ec2: AWS region")
-@click.option("--zone", default=None, help="--backend ec2: pin one availability zone")
-@click.option("--instance-type", default=None, help="--backend ec2: instance type (default: picked from --gpu)")
-@click.option("--ami", default=None, metavar="AMI", help="--backend ec2: ami-... or an SSM parameter name")
-@click.option("--key-name", default=None, help="--backend ec2: EC2 key pair, for SSH to the node")
-@click.option("--key-path", default=None, metavar="FILE", help="--backend ec2: private key of --key-name")
-@click.option("--security-group", default=None, metavar="ID", help="--backend ec2: security group id")
-@click.option("--context", default=None, help="--backend k8s: kubeconfig context (default: the current one)")
-@click.option("--namespace", default=None, help="--backend k8s: namespace (default: the context's)")
-@click.option("--image", default=None, metavar="REPO:TAG",
-              help="--backend k8s: container image (default: the one built from images/requirements.lock)")
 @click.option("--pending-timeout", default=None, metavar="DURATION",
-              help="--backend k8s: report and delete a pod still Pending after this long (default 10m)")
+              help="report and end a job still waiting for its machine after this long (default 10m)")
 @click.option("--torchrun", is_flag=True, default=None,
-              help="--backend k8s: run a .py script under torchrun, one process per GPU (always with --num-nodes > 1)")
+              help="run a .py script under torchrun, one process per GPU (always with --num-nodes > 1)")
 @click.option("--num-nodes", type=int, default=None, metavar="N",
-              help="machines: --backend k8s runs N pods of an Indexed Job under torchrun (1..64)")
+              help="machines, each running the script under torchrun (the backend says how many it gives)")
+@_backend_flags
 @click.option("--name", default=None, help="run name (default: the script's name)")
 @click.option("--max-runtime", default=None, metavar="DURATION", help="stop the script after this long, e.g. 90m, 2h")
 @click.option("--grace-period", default=None, metavar="DURATION", help="SIGTERM-to-SIGKILL grace (default 30s)")
@@ -132,30 +165,18 @@ def _parse_env(items) -> dict[str, str]:
 @click.option("--dry-run", is_flag=True, help="print the plan (exact request, datapool, price) and touch nothing")
 @click.argument("script")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def run(script, script_args, profile, detach, dry_run, env, secrets, host, identity, region, zone, instance_type, ami,
-        key_name, key_path, security_group, context, namespace, image, pending_timeout, torchrun, **options):
+def run(script, script_args, profile, detach, dry_run, env, secrets, **options):
     """Run SCRIPT (the default command: `launch SCRIPT` = `launch run SCRIPT`)."""
-    from .fastmodels import without_plugins
-
     with without_plugins():
         from . import api
         from .job import build_job
     from .profile import load_profile, merge
 
     base = load_profile(profile) if profile else {}
+    given = _given_backend_flags(options)
     fields = merge(base, {**options, "env": _parse_env(env), "secrets": list(secrets)})
-    # Backend flags land in their profile section (ssh:, ec2:, k8s:), over what the profile set there.
-    sections = {
-        "ssh": {"host": host, "identity": identity},
-        "ec2": {"region": region, "zone": zone, "instance_type": instance_type, "ami": ami, "key_name": key_name,
-                "key_path": key_path, "security_group": security_group},
-        "k8s": {"context": context, "namespace": namespace, "image": image, "pending_timeout": pending_timeout,
-                "torchrun": torchrun},
-    }
-    for name, flags in sections.items():
-        given = {k: v for k, v in flags.items() if v is not None}
-        if given:
-            fields[name] = {**(base[name] if isinstance(base.get(name), dict) else {}), **given}
+    chosen = fields.get("backend") or "local"
+    _place_backend_flags(given, fields)
     fields["script"] = script
     fields["args"] = list(script_args) or base.get("args", [])
     job = build_job(f"profile {profile}" if profile else "launch", **fields)
@@ -244,8 +265,10 @@ def status(job_id):
     """Show a job's state and exit code."""
     from . import api
 
-    state, code = api.status(job_id)
+    state, code = api.reconcile(job_id)  # records a final state it finds; never relaunches
     click.echo(state if code is None else f"{state} (exit code {code})")
+    if state == "unreachable":
+        click.echo(f"reason: {api.observe(job_id).reason}; the job is not ended by this: ask again later")
     tries = api.attempts(job_id)
     if tries:
         click.echo(f"attempt: {tries[0]} of at most {tries[1]} (--max-restarts {tries[1] - 1})")
@@ -301,33 +324,67 @@ def logs(job_id, follow):
 @click.option("--expired", is_flag=True, help="end every job that outlived its deadline (the sweeper)")
 @click.option("--backend", "-b", default=None,
               help="with --expired: also end what this backend holds past a deadline that no registry here knows")
-@click.option("--region", default=None, help="with --expired --backend ec2: the region to sweep")
 @click.option("--dry-run", is_flag=True, help="with --expired: list what would be ended; end nothing")
-def down(job_id, expired, backend, region, dry_run):
-    """Stop a job and tear down everything it holds."""
+@_backend_flags
+def down(job_id, expired, backend, dry_run, **options):
+    """Stop a job and tear down everything it holds.
+
+    With --expired (the sweeper): end every job past its deadline. With --expired --backend NAME, also ask that
+    backend for what it holds past a deadline that no registry here knows (its flags say where to look)."""
     from . import api
     from .errors import UserError
 
     if bool(job_id) == bool(expired):
         raise UserError("give either a JOB id or --expired, e.g. `launch down rl-run-3fa9c1`")
+    given = _given_backend_flags(options)
     if expired:
-        if region and backend != "ec2":
-            raise UserError("--region is an EC2 region: it goes with `launch down --expired --backend ec2`")
-        ended = api.down_expired(backend=backend, region=region, dry_run=dry_run)
+        if given and not backend:
+            raise UserError(f"{next(iter(given)).name} says where a backend looks: it goes with "
+                            "`launch down --expired --backend NAME`")
+        settings = None
+        if backend:
+            fields = {"backend": backend}
+            _place_backend_flags(given, fields)
+            settings = _backend_options(backend, fields.get(backend))
+        ended = api.down_expired(backend=backend, options=settings, dry_run=dry_run)
         click.echo("\n".join(ended) if ended else "no expired jobs")
         return
-    if backend or region or dry_run:
-        raise UserError("--backend, --region and --dry-run go with --expired, e.g. `launch down --expired "
-                        "--backend ec2 --region us-east-1`")
+    if backend or given or dry_run:
+        raise UserError("--backend, its flags and --dry-run go with --expired, e.g. `launch down --expired "
+                        "--backend NAME`")
     click.echo(f"{job_id}: {api.down(job_id)}")
 
 
-def main(argv=None) -> None:
+def _backend_options(name: str, section):
+    """A backend's options from its flags, validated in one line."""
+    from pydantic import ValidationError
+
+    from .backends import check_backend
     from .errors import UserError
 
+    check_backend(name)
+    if section is None:
+        return None  # the backend's own defaults (its default region, the current context)
     try:
+        return entry(name).parse_options(section)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        raise UserError(f"--backend {name}: {'.'.join(map(str, err['loc']))}: "
+                        f"{err['msg'].removeprefix('Value error, ')}") from None
+
+
+def main(argv=None) -> None:
+    from .errors import CapacityError, UserError
+
+    try:
+        from .backends import check_plugins
+
+        check_plugins()
         cli.main(args=argv, prog_name="launch", standalone_mode=False)
     except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except CapacityError as exc:  # the request is right; the capacity is short now: exit 75, try later/elsewhere
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

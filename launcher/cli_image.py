@@ -35,7 +35,7 @@ def image() -> None:
 
 @image.command("build")
 @click.option("--push", "push", metavar="REPO[:TAG]",
-              help="Push to REPO after building. The image is always tagged REPO:<lock hash> (what the k8s and ec2 "
+              help="Push to REPO after building. The image is always tagged REPO:<lock hash> (what container "
                    "backends run by default with LAUNCH_IMAGE_REPO=REPO); a TAG is added as a second tag. "
                    "Default repo without --push: $LAUNCH_IMAGE_REPO, else ghcr.io/launcher-ml/node.")
 @click.option("--gpu/--no-gpu", default=True, show_default=True,

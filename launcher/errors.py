@@ -1,10 +1,23 @@
-"""User-facing errors: one line that names the problem and the fix; the CLI turns them into exit code 2."""
+"""User-facing errors: one line that names the problem and the fix; the CLI turns each into its exit code."""
 
 
 class UserError(Exception):
-    """A mistake in what the user asked for. Raised before anything is provisioned or written."""
+    """A mistake in what the user asked for. Raised before anything is provisioned or written; never retried."""
 
     exit_code = 2
+
+
+class CapacityError(Exception):
+    """The request is right but the capacity is short now: no instances in a zone, a Slurm job pending on
+    `Resources`. Retryable: a foreground launch exits 75 (EX_TEMPFAIL, "try again later"), `launch watch` retries
+    with backoff, the relay moves on to its next backend. `quota` marks a shortfall that waiting does not fix (a
+    quota, an account limit): not retried in place, only elsewhere."""
+
+    exit_code = 75
+
+    def __init__(self, message: str, *, quota: bool = False):
+        super().__init__(message)
+        self.quota = quota
 
 
 def did_you_mean(word: str, choices) -> str:

@@ -60,11 +60,11 @@ def valid_names() -> list[str]:
 
 @dataclass(frozen=True)
 class GpuRequest:
-    type: GpuType
+    type: GpuType | None  # None: a count alone (`--gpu 2`), the backend's machines decide the type (slurm)
     count: int = 1
 
     def __str__(self) -> str:
-        return f"{self.type.name}:{self.count}"
+        return str(self.count) if self.type is None else f"{self.type.name}:{self.count}"
 
     @property
     def modal_spec(self) -> str:
@@ -82,11 +82,15 @@ class GpuRequest:
 
 
 def parse_gpu(spec: str) -> GpuRequest:
-    """`A100` -> A100-40GB x1, `A100-80GB:2`, `H100:8`. Case-insensitive."""
+    """`A100` -> A100-40GB x1, `A100-80GB:2`, `H100:8`, `2` -> two of whatever type. Case-insensitive."""
     text = str(spec).strip()
     name, _, count_text = text.partition(":")
-    gpu = _BY_NAME.get(name.strip().upper())
-    if gpu is None:
+    if name.strip().isdigit() and not count_text:
+        name, count_text = "", name
+        gpu = None
+    else:
+        gpu = _BY_NAME.get(name.strip().upper())
+    if gpu is None and name:
         raise UserError(
             f"unknown GPU '{name}'{did_you_mean(name.upper(), _BY_NAME)}; valid: {', '.join(valid_names())} "
             "(add :COUNT for several, e.g. H100:8)"

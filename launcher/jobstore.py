@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from .datapool.url import StoreUrl
 
 from .layout import job_report_dir
 
@@ -22,20 +22,20 @@ class JobStore:
         self.rel = f"experiments/{experiment}/reports/jobs/{job_id}"
         self._http = None
         self._vol = None  # a Modal volume's job folder (launcher/datapool/modal_volume.py) answers instead
-        if store_url and urlparse(store_url).scheme == "modal-volume":
+        store_url = StoreUrl.of(store_url)
+        if store_url and store_url.scheme == "modal-volume":
             from .datapool.modal_volume import VolumeFiles
 
             self._vol, self.dir = VolumeFiles(store_url, self.rel), None
             return
-        if store_url is None or urlparse(store_url).scheme == "file":
-            base = Path(unquote(urlparse(store_url).path)) if store_url else Path(local_root)
+        if store_url is None or store_url.scheme == "file":
+            base = Path(store_url.path) if store_url else Path(local_root)
             self.dir: Path | None = job_report_dir(base / "experiments" / experiment, job_id)
             self.bucket = self.prefix = None
         else:
-            url = urlparse(store_url)
             self.dir = None
-            self.bucket = url.netloc
-            self.prefix = "/".join(p for p in (url.path.strip("/"), self.rel) if p)
+            self.bucket = store_url.netloc
+            self.prefix = store_url.under(self.rel)
             self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
 
     @property

@@ -1,7 +1,8 @@
 """The agent's side of a multi-node job: its rank, torchrun around the script, and who pushes what.
 
 The k8s backend renders a pod's static env (`LAUNCH_NUM_NODES`, `LAUNCH_TORCHRUN`, `MASTER_ADDR`, `MASTER_PORT`,
-`NPROC_PER_NODE`, `WORLD_SIZE`); the Job controller adds `JOB_COMPLETION_INDEX` to each pod of an Indexed Job. From
+`NPROC_PER_NODE`, `WORLD_SIZE`); the Job controller adds `JOB_COMPLETION_INDEX` to each pod of an Indexed Job (the
+slurm backend's batch script exports the same names, and srun gives each node's agent `SLURM_NODEID`). From
 those the agent sets `NODE_RANK`, runs a `.py` script as
 
     python -m torch.distributed.run --nnodes N --nproc-per-node P --node-rank R --master-addr A --master-port M
@@ -27,9 +28,11 @@ def num_nodes(environ: Mapping[str, str]) -> int:
 def node_rank(environ: Mapping[str, str]) -> int:
     if num_nodes(environ) == 1:
         return 0
-    index = environ.get("JOB_COMPLETION_INDEX")
+    # A k8s Indexed Job's pod, else a Slurm step's node (srun runs one agent per node: SLURM_NODEID is its rank).
+    index = environ.get("JOB_COMPLETION_INDEX", environ.get("SLURM_NODEID"))
     if index is None or not index.isdigit():
-        raise RuntimeError("a multi-node pod without JOB_COMPLETION_INDEX: the Job must use completionMode Indexed")
+        raise RuntimeError("a multi-node agent without JOB_COMPLETION_INDEX (a k8s Indexed Job) or SLURM_NODEID "
+                           "(a Slurm step)")
     return int(index)
 
 

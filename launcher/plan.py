@@ -50,7 +50,10 @@ class Plan:
         return self.spec.deadline_at
 
     def to_dict(self) -> dict[str, Any]:
-        job = self.job.model_dump(exclude_defaults=False)
+        from .backends import entries
+
+        # The sections of other backends are always empty (the Job sets them aside): not worth a line each.
+        job = self.job.model_dump(exclude_defaults=False, exclude={n for n in entries() if n != self.backend})
         job["workdir"] = str(Path(self.job.workdir).resolve())
         out: dict[str, Any] = {
             "backend": self.backend,

@@ -8,9 +8,8 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
-from .backends import get_backend
+from .backends import get_backend, names_where
 from .backends.base import Backend
 from .errors import UserError
 from .job import Job
@@ -28,11 +27,13 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
     """Refuse what the backend cannot do at all; name in the plan what it will not enforce."""
     caps, name, notes = backend.capabilities, backend.name, []
     if job.spot and not caps.spot:
-        raise UserError(f"--spot needs a cloud backend (ec2, k8s, modal): --backend {name} has no spot capacity; "
+        where = ", ".join(names_where(lambda c: c.spot))
+        raise UserError(f"--spot needs a backend with spot capacity ({where}): --backend {name} has none; "
                         "drop --spot")
-    if job.max_restarts and not caps.spot:
+    if job.max_restarts and not (caps.spot or caps.preempts_on_demand):
+        where = ", ".join(names_where(lambda c: c.spot or c.preempts_on_demand))
         raise UserError(f"--max-restarts relaunches a preempted job: --backend {name} is never preempted; "
-                        "drop --max-restarts (or use --spot on ec2, k8s or modal)")
+                        f"drop --max-restarts (or use a backend that preempts: {where})")
     if job.max_restarts and not job.spot and not caps.preempts_on_demand:
         notes.append(f"--max-restarts {job.max_restarts} without --spot: on-demand capacity is not preempted, so "
                      "it will likely never be used")
@@ -43,6 +44,9 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
         if caps.gpus is None:
             notes.append(f"gpu {job.gpu}: --backend {name} uses whatever GPUs the machine has; the type and count "
                          "are not checked")
+        elif gpu.type is None:
+            raise UserError(f"--gpu {job.gpu} names no GPU type: --backend {name} picks its machine by type; "
+                            f"give TYPE:{gpu.count}, e.g. {caps.gpus[0]}:{gpu.count}")
         elif gpu.type.name not in caps.gpus:
             raise UserError(f"--gpu {gpu.type.name} is not offered by --backend {name}; "
                             f"available: {', '.join(caps.gpus)}")
@@ -52,7 +56,7 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
             notes.append(f"{', '.join(given)}: --backend {name} does not reserve or limit resources; "
                          "the job gets what the machine has")
     if job.datapool:
-        scheme = urlparse(job.datapool).scheme
+        scheme = job.datapool.scheme
         if scheme not in caps.datapool_schemes:
             raise UserError(f"--datapool {scheme}:// cannot be reached from --backend {name} nodes; use "
                             + " or ".join(f"{s}://" for s in caps.datapool_schemes))
@@ -64,13 +68,15 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
         notes.append(f"--terminate-after: --backend {name} holds no machine; the job's processes end with it anyway")
     if job.keep_on_failure and not caps.remote:
         notes.append(f"--keep-on-failure: --backend {name} tears nothing down; nothing to keep")
+    for section in job.unused_sections:
+        notes.append(f"the profile's {section}: section is for --backend {section}; unused on --backend {name}")
     return notes
 
 
 def local_binding(job: Job) -> tuple[str, str | None]:
     """(datapool root on this machine, store to sync with). A file:// store *is* the root: nothing to copy."""
-    if job.datapool and urlparse(job.datapool).scheme == "file":
-        return urlparse(job.datapool).path, None
+    if job.datapool and job.datapool.scheme == "file":
+        return job.datapool.path, None
     root = Path(os.environ.get("DATAPOOL_ROOT") or Path(job.workdir) / DEFAULT_LOCAL_ROOT)
     return str(root.resolve()), job.datapool
 
@@ -102,6 +108,7 @@ def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: fl
         snap = {"sha256": snapshot.sha256, "size": snapshot.size, "files": snapshot.files}
     paths = backend.node_paths(job, job_id, snap["sha256"] if snap else None)
     store = job.datapool if backend.capabilities.remote else local_binding(job)[1]
+    store = None if store is None else str(store)  # the spec carries text: it crosses to the node as JSON
     exp = f"experiments/{job.experiment}"
     spec = AgentSpec(
         version=SPEC_VERSION, job_id=job_id, backend=backend.name, run_name=job.run_name, script=job.script,

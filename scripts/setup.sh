@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything launcher and its test suite need on a fresh machine (Debian/Ubuntu + Python >= 3.11):
-# openssh-server from apt (the SSH tests run a private sshd) and the package with all extras into .venv.
+# openssh-server, slurm-wlm and munge from apt (the SSH tests run a private sshd, the Slurm tests a private two-node
+# cluster: tests/slurm/cluster.py) and the package with all extras into .venv.
 # Safe to re-run: with nothing changed it is a no-op (delete .venv/.setup-stamp to force a full pass).
 # LAUNCHER_VENV=DIR puts the venv elsewhere; PYTHON=python3.X picks the interpreter.
 set -euo pipefail
@@ -13,7 +14,8 @@ STAMP="$VENV/.setup-stamp"
 # Keyed by what decides the install (pyproject, constraints, this script) plus the interpreter asked for.
 key=$(cat pyproject.toml constraints.txt scripts/setup.sh <(echo "$PY") | sha256sum | cut -d' ' -f1)
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$key" ] \
-   && { [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; }; then
+   && { [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; } \
+   && [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && [ -x /usr/sbin/munged ]; then
   exit 0
 fi
 
@@ -28,6 +30,9 @@ quiet() {
 }
 apt_pkgs=()
 [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || apt_pkgs+=(openssh-server)
+# slurm-wlm brings slurmctld, slurmd and the client commands; the tests start them by absolute path under /usr/sbin.
+{ [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ]; } || apt_pkgs+=(slurm-wlm)
+[ -x /usr/sbin/munged ] || apt_pkgs+=(munge)
 # Debian/Ubuntu split venv support (ensurepip) out of python3; without it `-m venv` fails half-way.
 [ -x "$VENV/bin/python" ] || "$PY" -c 'import ensurepip' 2>/dev/null || apt_pkgs+=(python3-venv)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then

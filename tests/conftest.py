@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from .slurm.cluster import SlurmCluster, start_cluster
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -45,3 +47,18 @@ def launch(launcher_env, project):
         )
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory) -> SlurmCluster:
+    """A real two-node Slurm cluster on 127.0.0.1 (tests/slurm/cluster.py), started on first use, stopped at the end.
+
+    One per pytest process: under xdist each worker would start its own, so every test that uses it must carry
+    `@pytest.mark.xdist_group("slurm")` (scripts/test.sh runs `--dist loadgroup`, which sends a group's tests to one
+    worker); then a run starts a single cluster. Merge `slurm_cluster.env` (SLURM_CONF) into the env of anything that
+    runs sbatch/squeue/...; `slurm_cluster.run("squeue", ...)` runs one. Tests under tests/slurm get a clean slate
+    (every job cancelled, nodes idle) after each test; elsewhere call `slurm_cluster.cancel_all()` yourself.
+    """
+    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    cluster.stop()

@@ -31,7 +31,7 @@ def script(project):
     (["--max-runtime", "2hours", "train.py"], "bad max-runtime '2hours'"),
     (["--memory", "lots", "train.py"], "bad memory 'lots'"),
     (["--datapool", "gs://bucket/x", "train.py"], "unsupported datapool URL"),
-    (["--spot", "train.py"], "--spot needs a cloud backend"),
+    (["--spot", "train.py"], "--spot needs a backend with spot capacity (ec2, k8s, modal)"),
     (["--max-restarts", "2", "train.py"], "--max-restarts relaunches a preempted job: --backend local is never"),
     (["--max-restarts", "-1", "train.py"], "max_restarts"),
     (["--secret", "LAUNCHER_TEST_UNSET_SECRET", "train.py"], "secret LAUNCHER_TEST_UNSET_SECRET is not set"),
@@ -75,7 +75,8 @@ _NO_CLOUD = {"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexiste
     (["--backend", "ec2", "--region", "us-east-1", "--dry-run"], "no AWS credentials"),
     (["--backend", "modal"], "no usable Modal token"),
     (["--backend", "k8s"], "no usable kubeconfig ("),
-    (["--region", "us-east-1"], "--region is an EC2 region: it goes with `launch down --expired --backend ec2`"),
+    (["--region", "us-east-1"], "--region says where a backend looks: it goes with `launch down --expired --backend"),
+    (["--backend", "k8s", "--region", "us-east-1"], "--region applies to --backend ec2, not k8s"),
 ])
 def test_sweeper_without_a_cloud_to_ask(args, expect, project, launcher_env, tmp_path):
     import subprocess

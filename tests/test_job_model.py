@@ -37,14 +37,17 @@ def test_job_fields_and_defaults():
 @pytest.mark.parametrize("fields,expect", [
     ({"gpu": "A1000"}, "field 'gpu': unknown GPU 'A1000'"),
     ({"backend": "lokal"}, "unknown backend 'lokal' (did you mean 'local'?)"),
-    ({"backend": "local", "k8s": {"namespace": "ml"}}, "only apply to --backend k8s"),
+    ({"backend": "ssh"}, "--backend ssh needs a box: pass --host"),
+    ({"backend": "ssh", "ssh": {"host": "box", "remote_dir": "../x"}}, "field 'ssh.remote_dir': bad remote_dir"),
+    ({"gpu": "0"}, "impossible GPU count 0"),
     ({"max_runtime": "2 hours"}, "bad max-runtime"),
     ({"env": {"1BAD": "x"}}, "bad env name '1BAD'"),
     ({"env": {"EXPERIMENT": "x"}}, "EXPERIMENT is set by launch"),
     ({"datapool": "gs://b/p"}, "unsupported datapool URL"),
     ({"datapool": "file://relative/p"}, "absolute path"),
     ({"experiment": "a/b"}, "bad experiment name"),
-    ({"num_nodes": 65}, "num_nodes=65: use 1..64"),
+    ({"num_nodes": 0}, "field 'num_nodes': input should be greater than or equal to 1"),
+    ({"pending_timeout": "soon"}, "bad pending-timeout"),
     ({"spot": "maybe"}, "field 'spot'"),
     ({"gpus": "A100"}, "unknown field 'gpus' (did you mean 'gpu'?)"),
 ])
@@ -53,6 +56,28 @@ def test_bad_fields_name_the_problem(fields, expect):
         build_job(script="x.py", **fields)
     assert expect in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_a_section_of_another_backend_is_set_aside_unvalidated():
+    """One profile serves steps on several backends: a section the job's backend does not use is never validated
+    (even a broken one), and the plan names it as unused."""
+    from launcher.backends import entries
+
+    sections = {name: {"no_such_field": 1} for name, e in entries().items() if e.options is not None}
+    assert {"ssh", "ec2", "k8s", "modal"} <= set(sections)
+    job = build_job(script="x.py", backend="local", **sections)
+    assert job.unused_sections == tuple(sections)
+    assert all(getattr(job, name) is None for name in sections)
+    with pytest.raises(UserError, match="unknown field 'no_such_field' in the k8s: section; valid fields: context, "):
+        build_job(script="x.py", backend="k8s", k8s={"no_such_field": 1})
+
+
+def test_the_gpu_is_parsed_once_and_kept():
+    job = build_job(script="x.py", gpu="a100:2")
+    assert job.gpu == "A100-40GB:2" and job.gpu_request is job.gpu_request
+    assert (job.gpu_request.type.name, job.gpu_request.count) == ("A100-40GB", 2)
+    bare = build_job(script="x.py", gpu="2")
+    assert bare.gpu == "2" and bare.gpu_request.type is None and bare.gpu_request.count == 2
 
 
 def test_profile_and_overrides(tmp_path):

@@ -14,21 +14,67 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from enum import StrEnum
+from typing import Any, Iterator, NamedTuple
 
 from ..job import Job
 from ..plan import Plan
 
-# Result reasons (agent) -> registry states.
-_STATE_BY_REASON = {"timeout": "timeout", "cancelled": "cancelled", "preempted": "preempted", "setup_failed": "failed"}
-ACTIVE = ("submitting", "pending", "running")
+class JobState(StrEnum):
+    """Where a job is. The registry records the active ones and the final ones; UNREACHABLE is only ever observed:
+    the backend could not be asked (a dropped connection, an API timeout). It is never the same as LOST (the
+    backend answered, and the job is gone without a result): nobody relaunches or releases an unreachable job."""
+
+    SUBMITTING = "submitting"
+    PENDING = "pending"
+    RUNNING = "running"
+    UNREACHABLE = "unreachable"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    PREEMPTED = "preempted"
+    LOST = "lost"
 
 
-def state_from_result(result: dict) -> str:
+ACTIVE = (JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING, JobState.UNREACHABLE)
+
+
+class Observation(NamedTuple):
+    """What `status` saw (it only reads): the state, the exit code when there is one, and why, in words."""
+
+    state: JobState
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+# Result reasons (agent) -> states.
+_STATE_BY_REASON = {"timeout": JobState.TIMEOUT, "cancelled": JobState.CANCELLED, "preempted": JobState.PREEMPTED,
+                    "setup_failed": JobState.FAILED}
+
+
+def state_from_result(result: dict) -> JobState:
     reason = result.get("reason", "exited")
     if reason == "exited":
-        return "succeeded" if result.get("exit_code") == 0 else "failed"
-    return _STATE_BY_REASON.get(reason, "failed")
+        return JobState.SUCCEEDED if result.get("exit_code") == 0 else JobState.FAILED
+    return _STATE_BY_REASON.get(reason, JobState.FAILED)
+
+
+def relaunch_due(job_id: str, state: str) -> bool:
+    """A follower's question (read only): will this preempted job be relaunched, so its output goes on? True while
+    it has restarts left and its record is still active (whoever reconciles relaunches it)."""
+    if state != JobState.PREEMPTED:
+        return False
+    from ..registry import Registry
+
+    rec = Registry().get(job_id)
+    d = rec.handle
+    return rec.state in ACTIVE and bool(d.get("max_restarts")) and d.get("attempt", 1) <= d["max_restarts"]
+
+
+def observed(result: dict) -> Observation:
+    """The agent's result.json as an Observation."""
+    return Observation(state_from_result(result), result.get("exit_code"), result.get("error"))
 
 
 @dataclass(frozen=True)
@@ -109,30 +155,79 @@ class Backend(ABC):
         return self.start(plan, detach=True)
 
     @abstractmethod
-    def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
-        """The backend's own view when the store has no result yet: (pending | running | lost, exit_code, reason)."""
+    def status(self, handle: Handle) -> Observation:
+        """The backend's own view when the store has no result yet: pending, running, lost, or unreachable when
+        the backend could not be asked. Only reads: what to do about it is `api.reconcile`'s."""
 
     @abstractmethod
     def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
         """The job's output, or None to let the caller tail the store's copy of log.txt."""
 
-    @abstractmethod
+    # -- cancel: the policy is here, once; a backend answers three questions --------------------------------------
+
+    cancel_poll: float = 1.0  # seconds between looks while the job uses its grace period
+    # A job gets its grace period plus this much (the agent's last push) before the hard kill, at most CANCEL_CAP.
+    CANCEL_SLACK, CANCEL_CAP = 15.0, 120.0
+
     def cancel(self, handle: Handle, grace: float | None = None) -> None:
-        """Stop the job and tear down everything it holds (the cancel marker is already written). `grace`
-        overrides the job's grace period (0: kill now)."""
+        """Stop the job and tear down everything it holds; the cancel marker is already in the store (the agent
+        polls it). Soft stop, then up to the grace period (+ the push slack) for the job to end by itself, then the
+        hard kill, which also confirms: after it returns nothing of the job runs. `grace` overrides the job's
+        grace period (0: kill now)."""
+        grace = float(handle.data.get("grace_period", 30)) if grace is None else grace
+        if grace > 0:
+            self.stop_softly(handle)
+            end = time.time() + min(grace + self.CANCEL_SLACK, self.CANCEL_CAP)
+            while time.time() < end and self.still_running(handle):
+                time.sleep(self.cancel_poll)
+        self.kill_now(handle)
+
+    def stop_softly(self, handle: Handle) -> None:
+        """Ask the job to stop within its grace period (SIGTERM to the script). Default: nothing beyond the cancel
+        marker the agent polls."""
+
+    def still_running(self, handle: Handle) -> bool:
+        """During a cancel: is anything of the job still running (so still able to push)?"""
+        return False
+
+    def kill_now(self, handle: Handle) -> None:
+        """End whatever is left of the job at once, and everything it holds; idempotent."""
+        raise NotImplementedError
 
     def release(self, handle: Handle) -> None:
         """The job reached a final state: free what it held beside the machine (secrets kept for the node)."""
+
+    def confirm_teardown(self, handle: Handle) -> str | None:
+        """--terminate-after: the job is over; make sure what it held is gone and say so (and what it cost)."""
+        return None
+
+    def sweep(self, now: float, options=None, *, dry_run: bool = False) -> list[str]:
+        """Teardown layer 4 beyond this machine's registry: end what this backend holds past a deadline (found by
+        its tags), wherever it was launched from; `options` (the backend's Options, from `launch down --expired
+        --backend NAME` and its flags) says where to look. Returns a line per thing ended."""
+        from ..errors import UserError
+
+        raise UserError(f"--backend {self.name} keeps nothing outside this machine's registry; "
+                        "`launch down --expired` alone sweeps it")
 
     def interrupt(self, handle: Handle) -> None:
         """Ctrl-C in the foreground: ask the agent to stop soon (the cancel marker is already written)."""
 
     def wait(self, handle: Handle, final_state, output: Iterator[bytes]) -> None:
         """Foreground: block until `final_state()` says the job ended, printing `output` (the job's log, followed:
-        the backend's stream or the store's copy) as it comes."""
+        the backend's stream or the store's copy) as it comes. The output is pumped beside the looks, so a look
+        that relaunches a preempted job does it while the stream waits for the new attempt's output."""
+        import threading
+
         out = sys.stdout.buffer
-        for chunk in output:
-            out.write(chunk)
-            out.flush()
+
+        def pump():
+            for chunk in output:
+                out.write(chunk)
+                out.flush()
+
+        pumping = threading.Thread(target=pump, name="launcher-output", daemon=True)
+        pumping.start()
         while final_state() is None:
-            time.sleep(0.5)
+            time.sleep(1.0)
+        pumping.join(timeout=30)  # the stream ends by itself once the job is final: its last bytes first

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from .base import Store
 from .errors import DatapoolUserError
 from .local import LocalStore
+from .url import StoreUrl
 
 SCHEMES = "file:///abs/dir, s3://bucket/prefix or modal-volume://NAME/path"
 MOUNT_ONLY = ("pvc",)  # stores only the nodes reach, as their datapool folder (a Kubernetes claim)
@@ -14,38 +14,30 @@ MOUNT_ONLY = ("pvc",)  # stores only the nodes reach, as their datapool folder (
 
 def mount_only(url: str | None) -> bool:
     """A store the client cannot open and the node need not sync: the node mounts it as its datapool."""
-    return bool(url) and urlparse(url).scheme.lower() in MOUNT_ONLY
+    return bool(url) and StoreUrl.of(url).scheme in MOUNT_ONLY
 
 
 def open_store(url: str, sub: str = "", *, endpoint_url: str | None = None, region: str | None = None,
                profile: str | None = None, workers: int = 16, readonly: bool = False) -> Store:
     """`sub` narrows the store to a folder inside it (e.g. `experiments/<name>`)."""
-    url = (url or "").strip()
-    if not url:
+    if not (url or "").strip():
         raise DatapoolUserError(f"no datapool store given: pass --datapool {SCHEMES}")
-    if url.startswith("/"):
-        url = Path(url).as_uri()
-    parsed = urlparse(url)
-    scheme = parsed.scheme.lower()
-    if scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise DatapoolUserError(f"file URL '{url}' has a host; use three slashes: file:///abs/dir")
-        path = unquote(parsed.path)
-        if not path.startswith("/"):
-            raise DatapoolUserError(f"file URL '{url}' is not absolute: use file:///abs/dir")
-        store = LocalStore(Path(path), sub, readonly=readonly)
+    try:
+        parsed = StoreUrl.of(url)
+    except ValueError as exc:
+        raise DatapoolUserError(str(exc)) from None
+    if parsed.scheme == "file":
+        store = LocalStore(Path(parsed.path), sub, readonly=readonly)
         store.flag = "--datapool"
         return store
-    if scheme == "s3":
-        prefix = "/".join(p for p in (unquote(parsed.path).strip("/"), sub.strip("/")) if p)
+    if parsed.scheme == "s3":
         from .s3 import S3Store
 
-        return S3Store(parsed.netloc, prefix, endpoint_url=endpoint_url, region=region, profile=profile,
+        return S3Store(parsed.netloc, parsed.under(sub), endpoint_url=endpoint_url, region=region, profile=profile,
                        workers=workers)
-    if scheme == "modal-volume":
+    if parsed.scheme == "modal-volume":
         from .modal_volume import VolumeStore, parse
 
-        name, path = parse(url)
+        name, path = parse(parsed)
         return VolumeStore(name, "/".join(p for p in (path, sub.strip("/")) if p), create=not readonly)
-    shown = f"'{scheme}://'" if scheme else "no scheme"
-    raise DatapoolUserError(f"unsupported datapool URL '{url}' ({shown}): use {SCHEMES}")
+    raise DatapoolUserError(f"a {parsed.scheme}:// store is only mounted by nodes: use {SCHEMES}")

@@ -14,9 +14,16 @@ from ..errors import UserError
 from .spec import Step, parse_steps
 
 # Pipeline-level settings the launcher reads; everything else upper-case is a default for every step's env file.
-DEFAULT_KEYS = ("BACKEND", "GPU", "CPUS", "MEMORY", "DISK", "MAX_RUNTIME", "SPOT", "ENV", "SECRETS", "SSH", "EC2",
-                "PUSH_INTERVAL", "GRACE_PERIOD")
-PIPELINE_KEYS = ("STEPS", "EXPERIMENT", "BASE_MODEL", "DATAPOOL", "ENDPOINT_URL", "PROFILE", "SEED", *DEFAULT_KEYS)
+# Each registered backend's section is one too (SSH = {...}), for the steps on that backend.
+JOB_KEYS = ("BACKEND", "GPU", "CPUS", "MEMORY", "DISK", "MAX_RUNTIME", "SPOT", "ENV", "SECRETS", "PUSH_INTERVAL",
+            "GRACE_PERIOD")
+OWN_KEYS = ("STEPS", "EXPERIMENT", "BASE_MODEL", "DATAPOOL", "ENDPOINT_URL", "PROFILE", "SEED")
+
+
+def default_keys() -> tuple[str, ...]:
+    from ..backends import entries
+
+    return (*JOB_KEYS, *(name.upper() for name, e in entries().items() if e.options is not None))
 
 
 @dataclass
@@ -79,8 +86,9 @@ def load_pipeline(path: str | Path, project: str | Path = ".") -> Pipeline:
     for key in ("BASE_MODEL", "DATAPOOL", "ENDPOINT_URL", "PROFILE"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise UserError(f"{source}: {key} must be a string, got {data[key]!r}")
-    defaults = {k.lower(): data[k] for k in DEFAULT_KEYS if data.get(k) is not None}
-    shared = {k: v for k, v in data.items() if k not in PIPELINE_KEYS}
+    keys = default_keys()
+    defaults = {k.lower(): data[k] for k in keys if data.get(k) is not None}
+    shared = {k: v for k, v in data.items() if k not in (*OWN_KEYS, *keys)}
     datapool = data.get("DATAPOOL") or os.environ.get("LAUNCH_DATAPOOL") or None
     return Pipeline(path=p, project=Path(project).resolve(), experiment=experiment, steps=steps,
                     base_model=data.get("BASE_MODEL"), datapool=datapool, endpoint_url=data.get("ENDPOINT_URL"),

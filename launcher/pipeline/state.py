@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from ..datapool.url import StoreUrl
 
 from .prepare import Binding
 
@@ -20,16 +20,15 @@ class PipelineStore:
     """Small objects in the experiment's folder of the store: step records, step env files, output checks."""
 
     def __init__(self, bind: Binding):
-        url = bind.store_url
+        url = StoreUrl.of(bind.store_url)
         self._http = None
-        if url is None or urlparse(url).scheme == "file":
-            root = Path(unquote(urlparse(url).path)) if url else bind.root
+        if url is None or url.scheme == "file":
+            root = Path(url.path) if url else bind.root
             self.dir: Path | None = root / "experiments" / bind.experiment
         else:
-            parsed = urlparse(url)
             self.dir = None
-            self.bucket = parsed.netloc
-            self.prefix = "/".join(p for p in (parsed.path.strip("/"), f"experiments/{bind.experiment}") if p)
+            self.bucket = url.netloc
+            self.prefix = url.under(f"experiments/{bind.experiment}")
             self.endpoint_url = bind.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
 
     @property

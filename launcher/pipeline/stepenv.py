@@ -260,12 +260,9 @@ def job_fields(pipe: Pipeline, step: Step, profile: dict[str, Any], script: str,
     """The step's Job fields: the launch profile, then the pipeline's defaults, then the step's own placement."""
     from ..profile import merge
 
+    # A backend's own section (ssh:, k8s:, ...) applies to the steps on that backend only: the Job sets the others
+    # aside unvalidated.
     fields = merge(merge(profile, pipe.defaults), step.placement)
-    backend = fields.get("backend") or "local"
-    # A backend's own section (ssh:, ec2:) applies to the steps on that backend only.
-    for section in ("ssh", "ec2"):
-        if backend != section:
-            fields.pop(section, None)
     env = fields.get("env") or {}
     if not isinstance(env, dict):
         raise UserError(f"step {step.id}: env must be a mapping of NAME: value, got {env!r}")

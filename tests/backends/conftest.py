@@ -29,7 +29,7 @@ from ..motoserver import MOTO_ENV, start_moto
 from ..sshd import start_sshd
 
 REPO = Path(__file__).resolve().parents[2]
-BACKENDS = ["local", "ssh", "ec2", "modal", "k8s"]
+BACKENDS = ["local", "ssh", "ec2", "modal", "k8s", "toy"]
 BUCKET = "contract"
 
 
@@ -169,6 +169,13 @@ def target(request, tmp_path) -> Target:
         project = tmp_path / "project"
         project.mkdir()
         return Target("local", project, base_env(tmp_path))
+    if request.param == "toy":  # a backend from tests/ alone (tests/backends/test_boundary.py)
+        project = tmp_path / "project"
+        project.mkdir()
+        env = base_env(tmp_path)
+        env.update(LAUNCHER_BACKENDS="toy=toy_backend",
+                   PYTHONPATH=os.pathsep.join([str(Path(__file__).parent / "plugins"), env["PYTHONPATH"]]))
+        return Target("toy", project, env, ["--backend", "toy"])
     if request.param == "ec2":
         return ec2_target(tmp_path, request.getfixturevalue("ec2_cloud"))
     if request.param == "modal":

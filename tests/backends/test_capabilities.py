@@ -21,8 +21,8 @@ def test_local_names_what_it_does_not_enforce(launch, project):
 def test_what_a_backend_cannot_do_is_refused(launch, project):
     (project / "hello.py").write_text(HELLO)
     cases = [
-        (["--spot"], "--spot needs a cloud backend"),
-        (["--backend", "ssh", "--host", "gpu-box", "--spot", "--datapool", "s3://b/p"], "--backend ssh has no spot capacity"),
+        (["--spot"], "--spot needs a backend with spot capacity (ec2, k8s, modal)"),
+        (["--backend", "ssh", "--host", "gpu-box", "--spot", "--datapool", "s3://b/p"], "--backend ssh has none; drop --spot"),
     ]
     for args, words in cases:
         out = launch(*args, "hello.py")

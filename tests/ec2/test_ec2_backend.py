@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from launcher.backends.ec2.options import Ec2Options
 from launcher.registry import Registry
 
 from ..resumable import STEPS
@@ -126,7 +127,7 @@ def test_no_capacity_anywhere_is_one_line_and_leaves_nothing(ec2_launch, ec2_mot
     (project / "work.py").write_text(WORK)
     ec2_moto.set_capacity(ice_azs=[f"us-east-1{z}" for z in "abcdef"])
     out = ec2_launch("work.py")
-    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.returncode == 75 and out.stderr.count("\n") == 1, out.stderr  # EX_TEMPFAIL: try again later
     assert "no capacity for g5.xlarge in us-east-1: tried us-east-1a (InsufficientInstanceCapacity)" in out.stderr
     assert len(ec2_moto.run_instances_calls()) == 6  # one attempt per zone: botocore's retries are off
     live = ec2_moto.client("ec2").describe_instances(Filters=[
@@ -138,7 +139,7 @@ def test_quota_error_names_the_quota_and_how_to_raise_it(ec2_launch, ec2_moto, p
     (project / "work.py").write_text(WORK)
     ec2_moto.set_capacity(vcpu_limit=True)
     out = ec2_launch("work.py")
-    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.returncode == 75 and out.stderr.count("\n") == 1, out.stderr
     assert "L-DB2E81BA" in out.stderr and "request-service-quota-increase" in out.stderr
 
 
@@ -232,8 +233,9 @@ def test_client_killed_and_node_hung_the_sweeper_ends_it_after_the_deadline(ec2_
     assert inst["State"]["Name"] in ("pending", "running")
     for k in [k for k in ec2_env if k.startswith("AWS_") or k == "LAUNCHER_HOME"]:
         monkeypatch.setenv(k, ec2_env[k])
-    assert api.down_expired(now=rec.deadline - 1, backend="ec2", region="us-east-1") == []  # not yet
-    swept = api.down_expired(now=rec.deadline + 1, backend="ec2", region="us-east-1", dry_run=False)
+    assert api.down_expired(now=rec.deadline - 1, backend="ec2", options=Ec2Options(region="us-east-1")) == []  # not yet
+    swept = api.down_expired(now=rec.deadline + 1, backend="ec2", options=Ec2Options(region="us-east-1"),
+                             dry_run=False)
     assert any(inst["InstanceId"] in line for line in swept), swept
     live = ec2_moto.client("ec2").describe_instances(Filters=[
         {"Name": "tag:launcher:job", "Values": [rec.id]},
@@ -397,7 +399,8 @@ def test_client_killed_inside_run_instances_the_sweeper_still_finds_it(ec2_launc
     swept = api.down_expired(now=rec.deadline + 1)  # this machine's registry alone is enough
     assert swept == [rec.id]
     assert _wait(lambda: all(i["State"]["Name"] in ("shutting-down", "terminated") for i in tagged()))
-    assert api.down_expired(now=rec.deadline + 1, backend="ec2", region="us-east-1", dry_run=True) == []
+    assert api.down_expired(now=rec.deadline + 1, backend="ec2", options=Ec2Options(region="us-east-1"),
+                            dry_run=True) == []
 
 
 LIVE = """

@@ -103,9 +103,9 @@ def test_semantic_checks_catch_what_the_schema_allows(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--num-nodes", "65", "--datapool", "s3://bkt/p"], "num_nodes=65: use 1..64"),
+    (["--num-nodes", "65", "--datapool", "s3://bkt/p"], "--num-nodes 65: --backend k8s runs at most 64 node(s)"),
     (["--backend", "local", "--num-nodes", "2"], "--backend local runs at most 1 node(s)"),
-    (["--backend", "local", "--namespace", "ml"], "only apply to --backend k8s"),
+    (["--backend", "local", "--namespace", "ml"], "--namespace applies to --backend k8s, not local"),
     (["--namespace", "ML_jobs", "--datapool", "s3://bkt/p"], "bad namespace 'ML_jobs'"),
     (["--pending-timeout", "soon", "--datapool", "s3://bkt/p"], "pending-timeout"),
     (["--datapool", "pvc:///path"], "name the claim"),

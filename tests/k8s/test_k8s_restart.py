@@ -82,8 +82,11 @@ def test_preempted_pod_relaunches_and_resumes_from_the_pushed_checkpoint(k8s, cl
     state, _, why = K8sBackend().status(handle)
     assert state == "preempted" and why.startswith(f"Job {job_id}: Pod {NAMESPACE}/{pod} has condition "
                                                    "DisruptionTarget") and "; Preempted: Preempted by pod " in why
-    # The first look relaunches it: same id, attempt 2, a new Job (the preempted one deleted first).
-    assert api.status(job_id)[0] in ("pending", "running")
+    # Looking only reads: status says preempted and relaunches nothing.
+    assert api.status(job_id)[0] == "preempted" and api.attempts(job_id) == (1, 2)
+    # The first reconcile with relaunch (what `launch watch` and the foreground wait do) relaunches it: same id,
+    # attempt 2, a new Job (the preempted one deleted first).
+    assert api.reconcile(job_id, relaunch=True)[0] in ("pending", "running")
     assert api.attempts(job_id) == (2, 2)
     assert wait_for(lambda: api.status(job_id)[0] == "succeeded", timeout=120), api.status(job_id)
     (second,) = jobs_of(cluster, job_id)

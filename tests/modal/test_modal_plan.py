@@ -133,11 +133,11 @@ def test_refused_before_any_call(launch, project, launcher_env, args, expect):
 
 
 def test_modal_section_only_with_the_modal_backend(tmp_path):
-    from launcher.errors import UserError
     from launcher.job import build_job
 
-    with pytest.raises(UserError, match="modal: only applies to --backend modal"):
-        build_job(script="x.py", backend="local", modal={"secrets": ["hf"]})
+    job = build_job(script="x.py", backend="local", modal={"secrets": ["hf"]})
+    assert job.modal is None and job.unused_sections == ("modal",)
+    assert build_job(script="x.py", backend="modal", modal={"secrets": ["hf"]}).modal.secrets == ["hf"]
 
 
 def test_function_body_writes_the_agents_cancel_marker():

@@ -32,7 +32,7 @@ CASES = {
                                    "step script_0: a script step needs SCRIPT = \"path/to/script.py\""),
     "bad step config python": ([OK], {"script_0.py": "WORD = (\n"}, {}, "Python syntax error at line"),
     "bad placement": ([{**OK, "gpu": "B300"}], OK_CFG, {}, "step script_0: field 'gpu': unknown GPU 'B300'; valid: T4"),
-    "spot on local": ([{**OK, "spot": True}], OK_CFG, {}, "step script_0: --spot needs a cloud backend"),
+    "spot on local": ([{**OK, "spot": True}], OK_CFG, {}, "step script_0: --spot needs a backend with spot capacity"),
     "remote step, local store": ([{**OK, "backend": "ec2"}], OK_CFG, {},
                                  "step script_0: --datapool file:// cannot be reached from --backend ec2 nodes"),
     "missing secret": ([{**OK, "secrets": ["PIPELINE_TEST_TOKEN"]}], OK_CFG, {},

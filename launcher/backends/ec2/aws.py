@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from ...errors import UserError
+from ...errors import CapacityError, UserError
 
 # Capacity: try the next zone. Quota: nothing another zone fixes; say which quota and how to raise it.
 CAPACITY_ERRORS = ("InsufficientInstanceCapacity", "Unsupported", "InsufficientCapacity")
@@ -165,7 +165,7 @@ def run_instance(ec2, request: dict, zone_list: list[str], *, spot: bool, region
                 tried.append(f"{zone} ({code})")
                 continue
             if code in QUOTA_ERRORS:
-                raise UserError(quota_message(code, request["InstanceType"], spot, region)) from None
+                raise CapacityError(quota_message(code, request["InstanceType"], spot, region), quota=True) from None
             if code == "AuthFailure.ServiceLinkedRoleCreationNotPermitted" or (
                     spot and "AWSServiceRoleForEC2Spot" in exc.response.get("Error", {}).get("Message", "")):
                 raise UserError("the account's first spot request needs the service-linked role "
@@ -179,8 +179,8 @@ def run_instance(ec2, request: dict, zone_list: list[str], *, spot: bool, region
         except BaseException:
             terminate_by_token(ec2, request["ClientToken"])
             raise
-    raise UserError(f"no capacity for {request['InstanceType']} in {region}: tried {', '.join(tried)}; try later, "
-                    "another region (--region), another GPU type, or --spot / on-demand the other way")
+    raise CapacityError(f"no capacity for {request['InstanceType']} in {region}: tried {', '.join(tried)}; try "
+                        "later, another region (--region), another GPU type, or --spot / on-demand the other way")
 
 
 def terminate_by_token(ec2, token: str) -> list[str]:

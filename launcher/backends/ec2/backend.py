@@ -195,22 +195,22 @@ class Ec2Backend(Backend):
         finally:
             client.close()
 
-    def cancel(self, handle: Handle, grace: float | None = None) -> None:
+    cancel_poll = 3.0
+
+    def still_running(self, handle: Handle) -> bool:
+        d = handle.data
+        if not d.get("instance"):
+            return False
+        inst = aws.describe(aws.client("ec2", d["region"]), d["instance"])
+        return inst is not None and inst["State"]["Name"] not in ("shutting-down", "terminated")
+
+    def kill_now(self, handle: Handle) -> None:
         d = handle.data
         ec2 = aws.client("ec2", d["region"])
         if not d.get("instance"):  # the client died inside RunInstances: whatever carries the job's tag goes
             aws.terminate_by_token(ec2, handle.job_id)
-            return
-        if grace is None or grace > 0:
-            # The cancel marker is in the store: give the agent its grace to push a last time, then terminate.
-            grace = float(d.get("grace_period", 30)) if grace is None else grace
-            end = time.time() + min(grace + 15, 120)
-            while time.time() < end:
-                inst = aws.describe(ec2, d["instance"])
-                if inst is None or inst["State"]["Name"] in ("shutting-down", "terminated"):
-                    return
-                time.sleep(3)
-        aws.terminate(ec2, [d["instance"]])
+        else:
+            aws.terminate(ec2, [d["instance"]])
 
     def release(self, handle: Handle) -> None:
         """The job is over: its secret parameters, host key and own security group go (the instance is gone or
@@ -242,9 +242,9 @@ class Ec2Backend(Backend):
                                                       if hourly else "")
         return line
 
-    def sweep(self, now: float, *, region: str | None = None, dry_run: bool = False) -> list[str]:
+    def sweep(self, now: float, options=None, *, dry_run: bool = False) -> list[str]:
         """Teardown layer 4, registry or not: every tagged instance past its deadline, in any live state."""
-        region = region or aws.default_region()
+        region = (options.region if options else None) or aws.default_region()
         aws.check_credentials(region)  # no credentials is one line, not botocore's traceback
         ec2 = aws.client("ec2", region)
         found = aws.expired(ec2, now)

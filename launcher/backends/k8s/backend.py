@@ -13,12 +13,13 @@ from ...errors import UserError
 from ...gpus import CATALOG
 from ...job import Job
 from ...plan import Plan
-from ..base import ACTIVE, Backend, Capabilities, Handle, NodePaths
+from ..base import ACTIVE, Backend, Capabilities, Handle, NodePaths, relaunch_due
 from . import request, stuck
 from .options import MAX_NODES, K8sOptions
 
 # A pvc:// datapool has no store the client reaches: the code snapshot travels in the ConfigMap (1 MiB in all).
 CONFIGMAP_SNAPSHOT_LIMIT = 700 * 1024
+DEFAULT_PENDING_TIMEOUT = 600  # a pod still Pending after this long is reported and deleted
 
 
 def _opts(job: Job) -> K8sOptions:
@@ -150,7 +151,7 @@ class K8sBackend(Backend):
                 kube.delete(ns, doc["kind"], doc["metadata"]["name"])
             raise
         return {"context": context, "namespace": ns, "job": plan.job_id, "num_nodes": job.num_nodes,
-                "pending_timeout": _opts(job).pending_timeout, "keep_on_failure": job.keep_on_failure,
+                "pending_timeout": job.pending_timeout or DEFAULT_PENDING_TIMEOUT, "keep_on_failure": job.keep_on_failure,
                 "created": time.time()}
 
     def restart(self, plan: Plan, previous: dict) -> dict:
@@ -263,8 +264,6 @@ class K8sBackend(Backend):
     def _follow(self, handle: Handle, kube, ns: str, name: str) -> Iterator[bytes]:
         """Rank 0's pod output once it runs; until then, the job's state (a stuck pod ends the wait). A preempted
         job that the look after its pod's end relaunched is a new Job of the same name: its rank 0 is followed next."""
-        from ... import api
-
         followed: set[str | None] = set()  # the Jobs (uids) whose rank 0 was streamed
         while True:
             pods = [p for p in kube.pods(ns, name) if _job_uid(p) not in followed]
@@ -272,28 +271,24 @@ class K8sBackend(Backend):
                 followed.add(_job_uid(pods[0]))
                 yield from self._pod_log(kube, ns, pods[0]["metadata"]["name"], follow=True)
                 continue
-            state = api.status(handle.job_id)[0]  # records a stuck pod's reason, once; relaunches a preempted job
-            if state not in ACTIVE:
+            state, _, why = self.status(handle)  # only reads: the reconciler records and relaunches
+            if state not in ACTIVE and not relaunch_due(handle.job_id, state):
                 if not followed:
-                    yield f"[launcher] {handle.job_id} {state}: {api.reason(handle.job_id) or 'no reason given'}\n" \
-                        .encode()
+                    yield f"[launcher] {handle.job_id} {state}: {why or 'no reason given'}\n".encode()
                 return
             time.sleep(1)
 
-    def cancel(self, handle: Handle, grace: float | None = None) -> None:
+    def still_running(self, handle: Handle) -> bool:
+        """A pod still running reads the cancel marker, stops the script and pushes; then the Job can go."""
         kube, ns, name = self._kube(handle)
-        if grace is None or grace > 0:
-            # The cancel marker is in the store: a running agent stops the script and pushes; then the Job goes.
-            grace = float(handle.data.get("grace_period", 30)) if grace is None else grace
-            end = time.time() + min(grace + 15, 120)
-            while time.time() < end:
-                job = kube.job(ns, name)
-                if job is None or any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-                                      for c in (job.get("status") or {}).get("conditions") or []):
-                    break
-                if not any((p.get("status") or {}).get("phase") == "Running" for p in kube.pods(ns, name)):
-                    break  # nothing running reads the marker
-                time.sleep(1)
+        job = kube.job(ns, name)
+        if job is None or any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                              for c in (job.get("status") or {}).get("conditions") or []):
+            return False
+        return any((p.get("status") or {}).get("phase") == "Running" for p in kube.pods(ns, name))
+
+    def kill_now(self, handle: Handle) -> None:
+        kube, ns, name = self._kube(handle)
         kube.delete_job(ns, name)
 
     def confirm_teardown(self, handle: Handle) -> str:
@@ -301,7 +296,7 @@ class K8sBackend(Backend):
         gone = not kube.delete_job(ns, name)
         return f"Job {name} in {ns} " + ("already gone" if gone else "deleted (its pods and what it owns go with it)")
 
-    def sweep(self, now: float, *, region: str | None = None, dry_run: bool = False) -> list[str]:
+    def sweep(self, now: float, options=None, *, dry_run: bool = False) -> list[str]:
         """Every Job labelled launcher/job past its deadline annotation, in each namespace a job of ours used (as
         this machine's registry knows them) and the current context's. Other clusters are never touched."""
         from ...registry import Registry

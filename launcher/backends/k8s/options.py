@@ -1,6 +1,7 @@
-"""The `k8s:` section of a profile (`--context`, `--namespace`, `--image`, `--pending-timeout` on the command line).
+"""The `k8s:` section of a profile and the flags that set it (`--context`, `--namespace`, `--image`).
 
-Kept apart from the backend so launcher/job.py can validate it without importing the backend or `kubernetes`.
+Kept apart from the backend so the registry's entry can be read without importing the backend or `kubernetes`.
+`--pending-timeout`, `--torchrun` and `--num-nodes` are core Job fields: other backends honour them too.
 """
 from __future__ import annotations
 
@@ -11,8 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ...errors import UserError
 from ...units import parse_duration
+from ..entry import Flag
 
 MAX_NODES = 64
+FLAGS = (
+    Flag("--context", "context", "kubeconfig context (default: the current one)", metavar="NAME"),
+    Flag("--namespace", "namespace", "namespace (default: the context's)", metavar="NAME"),
+    Flag("--image", "image", "container image (default: the one built from images/requirements.lock)",
+         metavar="REPO:TAG"),
+)
 # Where each provider's nodes say which GPU they carry (values per type: request.GPU_LABEL_VALUES).
 GPU_LABEL_KEYS = ("nvidia.com/gpu.product", "cloud.google.com/gke-accelerator", "karpenter.k8s.aws/instance-gpu-name")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -30,13 +38,10 @@ class K8sOptions(BaseModel):
     gpu_label_key: str = Field("nvidia.com/gpu.product", description="node label naming the GPU: "
                                + ", ".join(GPU_LABEL_KEYS))
     gpu_label_value: str | None = Field(None, description="override the label value picked from --gpu")
-    pending_timeout: int = Field(600, description="a pod still Pending after this long is reported and deleted")
     ttl_after_finished: int = Field(3600, description="how long a finished Job (and its pods' logs) stays")
     service_account: str | None = Field(None, description="service account the pods run as")
     secret_name: str | None = Field(None, description="an existing Secret in the namespace holding the --secret keys "
                                                       "(default: one made from your environment, owned by the Job)")
-    torchrun: bool = Field(False, description="run the script under torchrun on one node too (always with "
-                                              "--num-nodes > 1)")
     master_port: int = Field(29500, ge=1024, le=65535, description="torchrun rendezvous port on pod 0")
 
     @field_validator("namespace", "service_account")
@@ -61,7 +66,7 @@ class K8sOptions(BaseModel):
             raise ValueError(f"bad gpu_label_key {v!r}: a node label key, e.g. " + " or ".join(GPU_LABEL_KEYS))
         return v
 
-    @field_validator("pending_timeout", "ttl_after_finished", mode="before")
+    @field_validator("ttl_after_finished", mode="before")
     @classmethod
     def _duration(cls, v: Any, info) -> int:
         try:

@@ -168,7 +168,7 @@ def nproc_per_node(plan: Plan) -> int:
 def container_env(plan: Plan) -> list[dict]:
     job, opts = plan.job, options(plan)
     env = []
-    if job.num_nodes > 1 or opts.torchrun:
+    if job.num_nodes > 1 or job.torchrun:
         nproc = nproc_per_node(plan)
         # The agent (launcher/multinode.py) adds NODE_RANK from JOB_COMPLETION_INDEX and wraps the script in torchrun.
         env += [{"name": "LAUNCH_NUM_NODES", "value": str(job.num_nodes)},

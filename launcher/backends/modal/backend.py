@@ -7,7 +7,6 @@ sweeper (`launch down --expired --backend modal`: every app of ours past the dea
 """
 from __future__ import annotations
 
-import time
 from typing import Iterator
 
 from ...errors import UserError
@@ -83,20 +82,18 @@ class ModalBackend(Backend):
 
         return app.app_logs(handle.data["app_id"], follow)
 
-    def cancel(self, handle: Handle, grace: float | None = None) -> None:
+    def still_running(self, handle: Handle) -> bool:
         from . import app
 
-        d = handle.data
-        if grace is None or grace > 0:
-            # The cancel marker is in the store: the agent stops the script within its grace and pushes a result.
-            grace = float(d.get("grace_period", 30)) if grace is None else grace
-            end = time.time() + min(grace + 15, 120)
-            while time.time() < end and app.call_result(d["call_id"])[0] == "running":
-                time.sleep(1)
-        app.cancel_call(d["call_id"])
-        app.stop_app(d["app_id"])
+        return app.call_result(handle.data["call_id"])[0] == "running"
 
-    def sweep(self, now: float, *, region: str | None = None, dry_run: bool = False) -> list[str]:
+    def kill_now(self, handle: Handle) -> None:
+        from . import app
+
+        app.cancel_call(handle.data["call_id"])
+        app.stop_app(handle.data["app_id"])
+
+    def sweep(self, now: float, options=None, *, dry_run: bool = False) -> list[str]:
         """Teardown layer 4, registry or not: every app of ours whose deadline tag has passed."""
         from . import app
 

@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .. import nodectl
-from ..errors import UserError
-from ..job import Job
-from ..plan import Plan
-from ..proc import ProcRef, write_ref
-from ..registry import launcher_home
-from .base import Backend, Capabilities, Handle, NodePaths
+from ... import nodectl
+from ...errors import UserError
+from ...job import Job
+from ...plan import Plan
+from ...proc import ProcRef, write_ref
+from ...registry import launcher_home
+from ..base import Backend, Capabilities, Handle, JobState, NodePaths, Observation, observed
 
 
 class LocalBackend(Backend):
@@ -25,7 +25,7 @@ class LocalBackend(Backend):
                                 datapool_schemes=("file", "s3"), resources_enforced=False)
 
     def node_paths(self, job: Job, job_id: str, snapshot_sha: str | None) -> NodePaths:
-        from ..planner import local_binding
+        from ...planner import local_binding
 
         return NodePaths(workdir=str(Path(job.workdir).resolve()), datapool_root=local_binding(job)[0],
                          state_dir=str(launcher_home() / "jobs" / job_id))
@@ -83,21 +83,20 @@ class LocalBackend(Backend):
         if ref is not None:
             ref.signal(signal.SIGINT)
 
-    def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
+    def status(self, handle: Handle) -> Observation:
         st = nodectl.status(Path(handle.data["state_dir"]))
         if st["result"] is not None:
-            from .base import state_from_result
-
-            return state_from_result(st["result"]), st["result"].get("exit_code"), st["result"].get("error")
+            return observed(st["result"])
         if st["alive"]:
-            return "running", None, None
-        why = st["agent_log"] or "the agent ended without a result (killed?)"
-        return "lost", None, why
+            return Observation(JobState.RUNNING)
+        return Observation(JobState.LOST, None, st["agent_log"] or "the agent ended without a result (killed?)")
 
     def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
         return None  # the store's copy *is* the local file (api.tail_store_log reads it)
 
     def cancel(self, handle: Handle, grace: float | None = None) -> None:
+        # The node runs the same policy itself (launcher/nodectl.py: marker, SIGTERM, grace, SIGKILL, confirm), in
+        # one call: for ssh one connection instead of one per look.
         grace = float(handle.data.get("grace_period", 30)) if grace is None else grace
         nodectl.cancel(Path(handle.data["state_dir"]), grace)
 
@@ -142,7 +141,7 @@ def _fork_agent(spec, cwd: str, log: Path | None) -> int:
             os.dup2(out, 1)
             os.dup2(out, 2)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        from ..agent import run
+        from ...agent import run
 
         code = run(spec)  # the spec in hand: the same one written to spec.json, no need to read it back
     except BaseException:  # noqa: BLE001 - whatever happens, the child never returns into the client's code
@@ -159,7 +158,7 @@ def _fork_agent(spec, cwd: str, log: Path | None) -> int:
 
 def _check_writable(path: Path, what: str) -> None:
     """The datapool must be writable before the job is recorded: a detached job would otherwise die unseen."""
-    from ..datapool.local import FILE_IN_THE_WAY, blocked_at
+    from ...datapool.local import FILE_IN_THE_WAY, blocked_at
 
     blocked = (path, FILE_IN_THE_WAY) if path.exists() and not path.is_dir() else blocked_at(path)
     if blocked is None:

@@ -21,10 +21,10 @@ import shlex
 from pathlib import Path
 from typing import Iterator
 
-from .. import bootstrap
-from ..job import Job
-from ..plan import Plan
-from .base import Backend, Capabilities, Handle, NodePaths
+from ... import bootstrap
+from ...job import Job
+from ...plan import Plan
+from ..base import Backend, Capabilities, Handle, JobState, NodePaths, Observation, observed
 
 # Start the bootstrap detached from the SSH session: setsid (own session, so a dropped connection sends it no
 # SIGHUP), output to a file, stdin closed; print its pid and start time so every later signal can check them.
@@ -88,7 +88,7 @@ class SshBackend(Backend):
     # -- talking to the box ----------------------------------------------------------------------------------------
 
     def _client(self, ssh: dict):
-        from ..sshclient import SshClient
+        from ...sshclient import SshClient
 
         return SshClient(ssh["host"], identity=ssh.get("identity"), known_hosts=ssh.get("known_hosts")).connect()
 
@@ -129,11 +129,11 @@ class SshBackend(Backend):
             client.close()
         return code, out
 
-    def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
+    def status(self, handle: Handle) -> Observation:
         import json
 
-        from ..sshclient import RemoteError
-        from .base import state_from_result
+        from ...errors import UserError
+        from ...sshclient import RemoteError
 
         boot_pid, boot_start = handle.data["boot"]
         body = (f'if [ -f "$S/result.json" ]; then echo result; cat "$S/result.json"; '
@@ -142,15 +142,14 @@ class SshBackend(Backend):
                 f'else echo lost; tail -n 5 "$S/setup.log" "$S/agent.log" 2>/dev/null; fi')
         try:
             _, out = self._sh(handle, body)
-        except RemoteError:
-            return "running", None, None  # unreachable for now is not an ending
+        except (RemoteError, UserError) as exc:  # a failed connect is a UserError (it names the host and the fix)
+            return Observation(JobState.UNREACHABLE, None, str(exc))  # for now: not an ending
         head, _, rest = out.decode(errors="replace").partition("\n")
         if head == "result":
-            result = json.loads(rest)
-            return state_from_result(result), result.get("exit_code"), result.get("error")
+            return observed(json.loads(rest))
         if head in ("running", "pending"):
-            return head, None, None
-        return "lost", None, rest.strip() or "the job's processes are gone and it left no result"
+            return Observation(JobState(head))
+        return Observation(JobState.LOST, None, rest.strip() or "the job's processes are gone and it left no result")
 
     def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
         d = handle.data
@@ -184,6 +183,8 @@ class SshBackend(Backend):
                          '&& kill -TERM "$p"; true')
 
     def cancel(self, handle: Handle, grace: float | None = None) -> None:
+        # The node runs the same policy itself (launcher/nodectl.py: marker, SIGTERM, grace, SIGKILL, confirm), in
+        # one call: for ssh one connection instead of one per look.
         d = handle.data
         grace = float(d.get("grace_period", 30)) if grace is None else grace
         boot_pid, boot_start = d["boot"]

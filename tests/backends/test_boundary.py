@@ -1,0 +1,143 @@
+"""The backend boundary: a backend is one package plus one registry line, and the core never names one.
+
+A toy backend from tests/ alone (tests/backends/plugins/toy_backend, registered by LAUNCHER_BACKENDS) takes its
+flag, its profile section and its request through the core unchanged; it also runs the whole contract suite
+(tests/backends/conftest.py)."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher.backends import BACKENDS, entries
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+# The core: the launch path and the CLI, which ask the registry and never know a backend by name.
+CORE = ["launcher/job.py", "launcher/plan.py", "launcher/planner.py", "launcher/api.py", "launcher/cli.py",
+        *sorted(str(p.relative_to(REPO)) for p in (REPO / "launcher").glob("cli_*.py")),
+        *sorted(str(p.relative_to(REPO)) for p in (REPO / "launcher" / "pipeline").glob("*.py"))]
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = getattr(node, "body", [])
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                ids.add(id(body[0].value))
+    return ids
+
+
+def named_backends(source: str) -> list[str]:
+    """Backend names the code uses: in identifiers, attributes and strings (comments and docstrings may explain
+    with an example). `modal-volume://` is a datapool store's scheme, not the backend."""
+    import re
+
+    names = [n for n in BACKENDS if n != "local"]
+    word = re.compile(r"(?<![\w-])(" + "|".join(names) + r")(?![\w-])", re.IGNORECASE)
+    tree = ast.parse(source)
+    skip = _docstrings(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            found += word.findall(node.value)
+        elif isinstance(node, ast.Name):
+            found += word.findall(node.id)
+        elif isinstance(node, ast.Attribute):
+            found += word.findall(node.attr)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            found += word.findall(" ".join([getattr(node, "module", None) or "", *(a.name for a in node.names)]))
+    return found
+
+
+def test_the_checker_finds_a_backend_name():
+    assert sorted(named_backends('x = job.ec2\nif b == "k8s": pass\nfrom .backends.ssh import y\n')) == [
+        "ec2", "k8s", "ssh"]
+    assert named_backends('"""k8s in a docstring"""\n# ssh in a comment\nu = "modal-volume://v/p"\n') == []
+
+
+@pytest.mark.parametrize("path", CORE)
+def test_the_core_names_no_backend(path):
+    assert named_backends((REPO / path).read_text()) == [], f"{path} names a backend: ask launcher.backends instead"
+
+
+def test_every_entry_is_light_and_complete():
+    for name, e in entries().items():
+        assert e.name == name and e.cls.count(":") == 1 and e.summary
+        for flag in e.flags:
+            assert e.options is not None and flag.field in e.options.model_fields, (name, flag.name)
+
+
+# -- the toy backend, from tests/ alone ---------------------------------------------------------------------------
+
+@pytest.fixture
+def toy_env(launcher_env):
+    return {**launcher_env, "LAUNCHER_BACKENDS": "toy=toy_backend",
+            "PYTHONPATH": os.pathsep.join([str(PLUGINS), launcher_env["PYTHONPATH"]])}
+
+
+def _launch(env, project, *args):
+    return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_toy_backend_plugs_in_with_its_flag_and_section(toy_env, project):
+    (project / "hi.py").write_text("import os; print('hi from', os.environ['LAUNCH_BACKEND'])\n")
+    helped = _launch(toy_env, project, "--help").stdout
+    assert "toy (a test's toy)" in helped and "--toy-label WORD" in helped
+    plan = yaml.safe_load(_launch(toy_env, project, "--backend", "toy", "--toy-label", "hello", "--dry-run",
+                                  "hi.py").stdout)
+    assert plan["request"]["label"] == "hello" and plan["job"]["toy"] == {"label": "hello"}
+    (project / "p.yaml").write_text(yaml.safe_dump({"backend": "toy", "toy": {"label": "fromprofile"}}))
+    plan = yaml.safe_load(_launch(toy_env, project, "--profile", "p.yaml", "--dry-run", "hi.py").stdout)
+    assert plan["request"]["label"] == "fromprofile"
+    ran = _launch(toy_env, project, "--backend", "toy", "hi.py")
+    assert ran.returncode == 0 and "hi from toy" in ran.stdout, ran.stderr
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--backend", "toy", "--toy-label", "x1"], "error: launch: field 'toy.label': bad label 'x1': letters only"),
+    (["--toy-label", "x"], "error: --toy-label applies to --backend toy, not local; add --backend toy"),
+    (["--backend", "toy", "--host", "box"], "error: --host applies to --backend ssh or slurm, not toy"),
+])
+def test_toy_refusals_are_one_line(toy_env, project, args, expect):
+    (project / "hi.py").write_text("print('hi')\n")
+    out = _launch(toy_env, project, *args, "hi.py")
+    assert out.returncode == 2 and out.stderr.startswith(expect) and out.stderr.count("\n") == 1, out.stderr
+    home = Path(toy_env["LAUNCHER_HOME"])
+    assert not (home / "jobs.db").exists() and not (home / "jobs").exists()
+
+
+def test_a_bad_plugin_list_is_one_line(toy_env, project):
+    out = _launch({**toy_env, "LAUNCHER_BACKENDS": "toy"}, project, "hi.py")
+    assert out.returncode == 2 and "bad LAUNCHER_BACKENDS item 'toy': use NAME=PACKAGE" in out.stderr, out.stderr
+
+
+# -- a profile with every backend's section serves a pipeline step on another backend ----------------------------
+
+def test_every_section_in_a_profile_leaves_a_local_step_alone(tmp_path, monkeypatch):
+    """The bug this boundary fixed: a profile with a k8s: or modal: section failed every local step. Each section
+    here is one its backend would refuse, so validating it anywhere but on its own backend would show."""
+    from launcher.pipeline.run import check
+
+    from ..pipeline.conftest import script_config, write_project
+
+    monkeypatch.setenv("LAUNCHER_HOME", str(tmp_path / "home"))
+    for var in ("DATAPOOL_ROOT", "EXPERIMENT", "LAUNCH_DATAPOOL"):
+        monkeypatch.delenv(var, raising=False)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    monkeypatch.chdir(proj)
+    sections = {name: {"not_a_field": True} for name, e in entries().items() if e.options is not None}
+    assert {"ssh", "ec2", "k8s", "modal", "slurm"} <= set(sections)
+    (proj / "prof.yaml").write_text(yaml.safe_dump(sections))
+    path = write_project(proj, [{"id": "script_0", "type": "script"}],
+                         {"script_0.py": script_config("script_0", "w")}, {"PROFILE": "prof.yaml"})
+    [(sj, job)] = check(str(path)).steps
+    assert job.backend == "local" and set(job.unused_sections) == set(sections)
