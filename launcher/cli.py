@@ -198,6 +198,10 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, **options):
     run = api.launch(job, detach=detach, on_start=started)
     if not detach:
         click.echo(f"[launcher] job {run.job_id} {run.state} (exit code {run.exit_code})", err=True)
+        if run.exit_code in (2, 75) and (why := api.reason(run.job_id)):
+            # The launcher ended it, not the script (a request the platform can never run: 2; capacity short past
+            # the pending timeout: 75): the one error line says why.
+            click.echo(f"error: {why}", err=True)
         if run.teardown:
             click.echo(f"[launcher] {run.teardown}", err=True)
         # Nothing is left to clean up: skip the interpreter's teardown of pydantic & co (~0.05-0.1 s a launch).

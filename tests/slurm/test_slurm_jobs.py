@@ -88,6 +88,22 @@ def test_a_request_the_cluster_can_never_run_exits_2_with_its_reason(target, slu
     assert status.startswith("failed") and "cannot start" in status, status
 
 
+def test_waiting_for_nodes_longer_than_the_pending_timeout_exits_75(target, slurm_cluster):
+    (target.project / "env.py").write_text(PRINT_ENV)
+    blocker = slurm_cluster.run("sbatch", "--parsable", f"--nodes={len(slurm_cluster.nodes)}", "--exclusive",
+                                "--wrap", "sleep 300")
+    assert blocker.returncode == 0, blocker.stderr
+    blocker_id = blocker.stdout.strip().split(";")[0]
+    assert wait_for(lambda: slurm_cluster.run("squeue", "-h", "-j", blocker_id, "-o", "%T").stdout.strip()
+                    == "RUNNING", timeout=30)
+    out = target.launch("--pending-timeout", "5s", "env.py", timeout=120)
+    assert out.returncode == 75, out.stdout + out.stderr  # capacity short: try later or elsewhere
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "still pending after" in errors[0] and "--pending-timeout 5s" in errors[0], out.stderr
+    assert "Resources" in errors[0] or "Priority" in errors[0], errors[0]
+    assert wait_for(lambda: slurm_cluster.job_ids() == [blocker_id], timeout=30)  # ours is cancelled, not left
+
+
 def test_a_requeued_job_resumes_from_its_pushed_checkpoints(target, slurm_cluster, tmp_path):
     (target.project / "steps.py").write_text(STEPS)
     out = target.launch("--detach", "--max-restarts", "1", "steps.py")

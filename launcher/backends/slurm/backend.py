@@ -14,6 +14,7 @@ resumes from the checkpoints it pushed. The client never relaunches on top (capa
 """
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -39,12 +40,6 @@ GONE_TIMEOUT = 90
 
 def _opts(job: Job) -> SlurmOptions:
     return getattr(job, "slurm", None) or SlurmOptions()
-
-
-def _stuck_file(job_id: str) -> Path:
-    from ...registry import launcher_home
-
-    return launcher_home() / "jobs" / job_id / "slurm-stuck.txt"
 
 
 def _mark(job_id: str) -> str:
@@ -148,8 +143,6 @@ class SlurmBackend(Backend):
         if cli.size(tar) != plan.snapshot["size"]:
             cli.put(Path(plan.snapshot_file), tar)
         if job.secrets:
-            import os
-
             cli.write(f"{jd}/secrets.env", script.secrets_file(job.secrets, os.environ), mode=0o600)
         for rel, (text, mode) in script.files(plan).items():
             cli.write(rel, text.encode(), mode)
@@ -194,9 +187,6 @@ class SlurmBackend(Backend):
 
     def status(self, handle: Handle) -> Observation:
         d, job_id = handle.data, handle.job_id
-        stuck = _stuck_file(job_id)
-        if stuck.exists():
-            return Observation(JobState.FAILED, None, stuck.read_text().strip())
         cli, slurm_id = self._cli(handle), d["slurm_job"]
         try:
             rec, now = self._record(cli, slurm_id)
@@ -252,27 +242,22 @@ class SlurmBackend(Backend):
         pended = max(0.0, (now - since).total_seconds()) if now and since else 0.0
         alone = None
         if reasons.PER_USER.match(name):
-            _, out, _ = cli.sh(f"squeue -h -u {shlex.quote(rec.get('UserId', '').split('(')[0] or '$USER')} "
-                               "-t RUNNING,COMPLETING -o %i")
+            _, out, _ = cli.sh('squeue -h -u "$(id -un)" -t RUNNING,COMPLETING -o %i')
             alone = not out.strip()
+        # Only read here: a job that will never start, or waited past its pending timeout, is observed failed with
+        # the launcher's own exit code (2: the request; 75: capacity short, try later or elsewhere); reconcile
+        # records it and `release` takes it out of the queue.
         why = reasons.permanent(reason, pended_s=pended, alone=alone)
         if why:
-            self._give_up(handle, cli, f"Slurm job {slurm_id} cannot start: {reason}: {why}")
-            raise UserError(f"Slurm job {slurm_id} cannot start: {reason}: {why}; cancelled")
+            return Observation(JobState.FAILED, UserError.exit_code,
+                               f"Slurm job {slurm_id} cannot start: {reason}: {why}; cancelled")
         timeout = float(d.get("pending_timeout") or DEFAULT_PENDING_TIMEOUT)
         if pended > timeout and name not in ("JobHeldUser", "JobHeldAdmin", "BeginTime"):
-            msg = (f"Slurm job {slurm_id} still pending after {format_duration(int(pended))} "
-                   f"(--pending-timeout {format_duration(int(timeout))}): {reason}")
-            self._give_up(handle, cli, msg)
-            raise CapacityError(msg + "; cancelled, try later or elsewhere", quota=reasons.is_quota(reason))
+            return Observation(JobState.FAILED, CapacityError.exit_code,
+                               f"Slurm job {slurm_id} still pending after {format_duration(int(pended))} "
+                               f"(--pending-timeout {format_duration(int(timeout))}): {reason}; cancelled, try "
+                               "later or elsewhere")
         return Observation(JobState.PENDING, None, None if name == "None" else f"Slurm: {reason}")
-
-    def _give_up(self, handle: Handle, cli: SlurmCli, why: str) -> None:
-        """A job that will not start: cancelled, and its reason kept (the next look finds the job gone)."""
-        path = _stuck_file(handle.job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(why + "; cancelled\n")
-        cli.sh(f"scancel {handle.data['slurm_job']}")
 
     def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
         return None  # the store's copy of log.txt, pushed every --push-interval (a file:// store: as it is written)
@@ -314,7 +299,9 @@ class SlurmBackend(Backend):
                                f"{GONE_TIMEOUT} s after scancel")
 
     def release(self, handle: Handle) -> None:
-        """A requeueable job kept its secrets file for a rerun; the job is final now."""
+        """The job is final: one still in the queue (it will never start, or waited past its pending timeout)
+        leaves it; a requeueable job kept its secrets file for a rerun."""
+        self._cli(handle).sh(f"scancel --state=PENDING {handle.data['slurm_job']}")
         if handle.data.get("secrets"):
             self._cli(handle).sh(f"rm -f {script.job_dir(handle.job_id)}/secrets.env", in_base=True)
 

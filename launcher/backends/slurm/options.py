@@ -58,7 +58,9 @@ class SlurmOptions(BaseModel):
                                        "memory: a100)")
     slurm_env: dict[str, str] = Field(default_factory=dict, description="environment for the Slurm commands, here "
                                       "or on the login node, e.g. {SLURM_CONF: /etc/slurm/other.conf}")
-    master_port: int = Field(29500, ge=1024, le=65535, description="torchrun rendezvous port on the first node")
+    master_port: int | None = Field(None, ge=1024, le=65535, description="torchrun rendezvous port on the first "
+                                    "node (default: 20000 + the Slurm job id mod 20000, so two jobs sharing a node "
+                                    "do not collide)")
 
     @field_validator("host")
     @classmethod

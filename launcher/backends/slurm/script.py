@@ -180,12 +180,23 @@ export LAUNCH_NUM_NODES=1 LAUNCH_TORCHRUN=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=@@
 NODE = r"""#!/bin/bash
 # launcher node wrapper for job @@JOB_ID@@: srun runs it once per node; SLURM_NODEID is the node's rank, and its
 # folder nodes/<rank>/. Generated; see launcher/backends/slurm/script.py.
-STATE=nodes/${SLURM_NODEID:-0}/@@JOBDIR@@
+RANK=${SLURM_NODEID:-0}
+STATE=nodes/$RANK/@@JOBDIR@@
+CODE=nodes/$RANK/code/@@SHA@@
 # Slurm signals every process of the step at once; the bootstrap must outlive that SIGTERM to wait for the agent,
 # which handles it (the script's grace period, then the last push). Ignored here, ignored in the bootstrap's helpers
 # too: so the dead-man switch is ended here, by pid, once the bootstrap is done.
 trap '' TERM
-bash @@JOBDIR@@/bootstrap.sh
+# Jobs that start together share the rank's folder: one unpacks the snapshot, the others wait for it (two unpacks of
+# one snapshot race to rename it into place, and the loser fails).
+mkdir -p "nodes/$RANK/code"
+exec 9> "nodes/$RANK/code/.unpack.lock"
+[ ! -d "$CODE" ] && command -v flock > /dev/null && flock 9
+bash @@JOBDIR@@/bootstrap.sh 9>&- &
+BOOT=$!
+while kill -0 "$BOOT" 2> /dev/null && [ ! -d "$CODE" ]; do sleep 0.2; done
+exec 9>&-
+wait "$BOOT"
 RC=$?
 if read -r p s < "$STATE/deadman.pid" 2> /dev/null \
     && [ "$(sed -E 's/^.*\) //' "/proc/$p/stat" 2> /dev/null | cut -d' ' -f20)" = "$s" ]; then
@@ -205,7 +216,8 @@ def batch_script(plan: Plan) -> str:
     nproc = gpus_per_node(plan)
     values = {"JOB_ID": plan.job_id, "JOB_ID_Q": shlex.quote(plan.job_id), "JOBDIR": job_dir(plan.job_id),
               "MAX_RESTARTS": str(job.max_restarts), "DEADMAN_AT": str(int(plan.spec.deadman_at)),
-              "NODES": str(job.num_nodes), "PORT": str(opts.master_port), "NPROC": str(nproc),
+              "NODES": str(job.num_nodes), "NPROC": str(nproc),
+              "PORT": str(opts.master_port) if opts.master_port else "$((20000 + SLURM_JOB_ID % 20000))",
               "WORLD": str(nproc * job.num_nodes),
               # 22.05 on: a step no longer inherits the job's --cpus-per-task; ask for it again.
               "SRUN_CPUS": f" --cpus-per-task={math.ceil(job.cpus)}" if job.cpus else ""}
@@ -219,7 +231,7 @@ def batch_script(plan: Plan) -> str:
 
 
 def node_script(plan: Plan) -> str:
-    return _fill(NODE, {"JOB_ID": plan.job_id, "JOBDIR": job_dir(plan.job_id)})
+    return _fill(NODE, {"JOB_ID": plan.job_id, "JOBDIR": job_dir(plan.job_id), "SHA": plan.snapshot["sha256"]})
 
 
 def bootstrap_script(plan: Plan) -> str:
