@@ -46,8 +46,8 @@ def plan(job: Job) -> Plan:
     return make_plan(job)
 
 
-def _check_secrets(job: Job) -> None:
-    if get_backend(job.backend).secrets_elsewhere(job):
+def _check_secrets(job: Job, backend) -> None:
+    if backend.secrets_elsewhere(job):
         return  # the backend's own store holds them (k8s: an existing Secret); its preflight checks them
     missing = [s for s in job.secrets if s not in os.environ]
     if missing:
@@ -70,9 +70,9 @@ def _probe_store(p: Plan) -> None:
         store.close()
 
 
-def _jobstore_ref(p: Plan) -> dict:
+def _jobstore_ref(p: Plan, backend) -> dict:
     """How any process finds this job's folder in the store later (kept in the handle)."""
-    if not get_backend(p.backend).capabilities.remote:  # the node is this machine: read its datapool directly
+    if not backend.capabilities.remote:  # the node is this machine: read its datapool directly
         return {"store_url": None, "local_root": p.spec.datapool_root, "experiment": p.job.experiment}
     from .datapool import mount_only
 
@@ -97,12 +97,12 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
 
         job.check_script()
         snapshot = build(Path(job.workdir))
-    p = make_plan(job, snapshot=snapshot)
-    _check_secrets(p.job)
+    p = make_plan(job, snapshot=snapshot, backend=backend)  # one backend object for the whole launch
+    _check_secrets(p.job, backend)
     _probe_store(p)
     backend.preflight(p)
     registry = Registry()  # add() below refuses an unusable registry (exit 2, the file named) before start
-    handle_data = {"store": _jobstore_ref(p), "grace_period": p.job.grace_period, **backend.locator(p)}
+    handle_data = {"store": _jobstore_ref(p, backend), "grace_period": p.job.grace_period, **backend.locator(p)}
     if p.job.max_restarts and not backend.capabilities.retries_itself:
         handle_data.update(attempt=1, max_restarts=p.job.max_restarts)
         _save_for_restart(p)
@@ -220,7 +220,8 @@ def _restart_if_preempted(rec, backend, handle: Handle) -> bool:
         snap = saved.get("snapshot")
         snapshot = None if snap is None else Snapshot(snap["sha256"], snap["size"], snap["files"],
                                                       Path(saved["snapshot_file"] or "/nonexistent"))
-        p = make_plan(job, snapshot=snapshot, job_id=rec.id, created=saved["created"], attempt=attempt + 1)
+        p = make_plan(job, snapshot=snapshot, job_id=rec.id, created=saved["created"], attempt=attempt + 1,
+                      backend=backend)
         if p.spec.stop_at is not None and p.spec.stop_at - time.time() < 60:
             _save_reason(rec.id, f"preempted on attempt {attempt}; no time left before the deadline to relaunch")
             return False
@@ -411,9 +412,11 @@ def reconcile(job_id: str, *, relaunch: bool = False) -> tuple[str, int | None]:
     if rec.state not in ACTIVE:
         return rec.state, rec.exit_code
     seen = observe(job_id)
-    if seen.state == JobState.PREEMPTED and relaunch and handle.data.get("max_restarts") \
-            and _restart_if_preempted(rec, backend, handle):
-        return JobState.PENDING, None
+    if relaunch_due(job_id, seen.state):
+        if relaunch and _restart_if_preempted(rec, backend, handle):
+            return JobState.PENDING, None
+        if not relaunch:
+            return seen.state, seen.exit_code  # the relauncher's to act on (watch, the foreground): not an end
     if seen.state in ACTIVE:
         return seen.state, seen.exit_code
     if seen.reason and _read_result(handle) is None:

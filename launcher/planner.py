@@ -82,11 +82,11 @@ def local_binding(job: Job) -> tuple[str, str | None]:
 
 
 def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: float | None = None,
-              attempt: int = 1) -> Plan:
+              attempt: int = 1, backend: Backend | None = None) -> Plan:
     """`snapshot` (a launcher.snapshot.Snapshot) is built by the caller for remote backends; None renders a
     dry-run snapshot that is hashed but kept nowhere. A relaunch (`attempt` > 1) passes the job's id and creation
-    time, so it keeps its id and its one deadline."""
-    backend = get_backend(job.backend)
+    time, so it keeps its id and its one deadline. `backend`: the job's, when the caller has it already."""
+    backend = backend or get_backend(job.backend)
     job.check_script()
     notes = capability_notes(backend, job)
     notes += backend.check(job)

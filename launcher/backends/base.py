@@ -62,14 +62,16 @@ def state_from_result(result: dict) -> JobState:
 
 def relaunch_due(job_id: str, state: str) -> bool:
     """A follower's question (read only): will this preempted job be relaunched, so its output goes on? True while
-    it has restarts left and its record is still active (whoever reconciles relaunches it)."""
+    it has restarts left, its record is still active and its deadline has not passed (whoever reconciles with
+    relaunch relaunches it)."""
     if state != JobState.PREEMPTED:
         return False
     from ..registry import Registry
 
     rec = Registry().get(job_id)
     d = rec.handle
-    return rec.state in ACTIVE and bool(d.get("max_restarts")) and d.get("attempt", 1) <= d["max_restarts"]
+    return (rec.state in ACTIVE and bool(d.get("max_restarts")) and d.get("attempt", 1) <= d["max_restarts"]
+            and (rec.deadline is None or rec.deadline > time.time()))
 
 
 def observed(result: dict) -> Observation:

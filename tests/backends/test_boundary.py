@@ -93,7 +93,7 @@ def test_a_toy_backend_plugs_in_with_its_flag_and_section(toy_env, project):
     assert "toy (a test's toy)" in helped and "--toy-label WORD" in helped
     plan = yaml.safe_load(_launch(toy_env, project, "--backend", "toy", "--toy-label", "hello", "--dry-run",
                                   "hi.py").stdout)
-    assert plan["request"]["label"] == "hello" and plan["job"]["toy"] == {"label": "hello"}
+    assert plan["request"]["label"] == "hello" and plan["job"]["toy"] == {"label": "hello", "short_restarts": 0}
     (project / "p.yaml").write_text(yaml.safe_dump({"backend": "toy", "toy": {"label": "fromprofile"}}))
     plan = yaml.safe_load(_launch(toy_env, project, "--profile", "p.yaml", "--dry-run", "hi.py").stdout)
     assert plan["request"]["label"] == "fromprofile"
@@ -141,3 +141,40 @@ def test_every_section_in_a_profile_leaves_a_local_step_alone(tmp_path, monkeypa
                          {"script_0.py": script_config("script_0", "w")}, {"PROFILE": "prof.yaml"})
     [(sj, job)] = check(str(path)).steps
     assert job.backend == "local" and set(job.unused_sections) == set(sections)
+
+
+# -- a relaunch short of capacity is retried by `launch watch` ------------------------------------------------------
+
+PREEMPTIBLE = """
+import os, signal, sys, time
+attempt = os.environ.get("LAUNCH_ATTEMPT", "1")
+print(f"attempt {attempt} started", flush=True)
+if attempt == "1":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    time.sleep(300)
+"""
+
+
+def test_watch_retries_a_relaunch_short_of_capacity(toy_env, project):
+    """The toy takes the job away (an unasked SIGTERM to the agent: a preemption); its first two relaunches are
+    refused for capacity (CapacityError). `launch watch` says so, backs off, and the third relaunch runs."""
+    import signal
+
+    from launcher.proc import ProcRef
+
+    from ..waiting import wait_for
+
+    env = {**toy_env, "LAUNCHER_WATCH": "0", "LAUNCHER_WATCH_EVERY": "0.2"}
+    (project / "job.py").write_text(PREEMPTIBLE)
+    (project / "p.yaml").write_text(yaml.safe_dump({"backend": "toy", "toy": {"short_restarts": 2}}))
+    job_id = _launch(env, project, "--profile", "p.yaml", "--detach", "--max-restarts", "1", "job.py").stdout.strip()
+    state = Path(env["LAUNCHER_HOME"]) / "jobs" / job_id
+    assert wait_for(lambda: "attempt 1 started" in _launch(env, project, "logs", job_id).stdout)
+    assert ProcRef.load(state / "agent.pid").signal(signal.SIGTERM)  # nobody asked: the machine is taken away
+    assert wait_for(lambda: _launch(env, project, "status", job_id).stdout.startswith("preempted"))
+    watch = _launch(env, project, "watch", job_id)
+    assert watch.returncode == 0, watch.stdout + watch.stderr
+    assert watch.stderr.count("toy: no capacity for relaunch") == 2 and "retrying" in watch.stderr, watch.stderr
+    assert "relaunched as attempt 2 of 2" in watch.stderr
+    assert "attempt 2 started" in _launch(env, project, "logs", job_id).stdout
+    assert _launch(env, project, "status", job_id).stdout.startswith("succeeded")

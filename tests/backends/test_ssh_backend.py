@@ -121,6 +121,30 @@ def test_store_answers_when_the_box_is_unreachable(tmp_path, sshd, moto):
     assert logs.returncode == 0 and "tick 7" in logs.stdout, logs.stderr
 
 
+def test_an_unreachable_box_is_a_state_never_an_ending(tmp_path, sshd, moto):
+    """A running job whose box cannot be reached reads `unreachable` with the reason; nothing records, releases or
+    relaunches it (it is not lost), and once the box answers again the job is followed to its end."""
+    t = ssh_target(tmp_path, sshd, moto)
+    (t.project / "slow.py").write_text(SLOW)
+    marker = tmp_path / "signal.txt"
+    job_id = t.launch("--detach", "--env", f"MARKER={marker}", "slow.py").stdout.strip()
+    assert wait_for(lambda: "started" in t.cli("logs", job_id).stdout)
+    reg = Registry(Path(t.env["LAUNCHER_HOME"]))
+    handle = reg.get(job_id).handle
+    real = handle["ssh"]["host"]
+    handle["ssh"]["host"] = f"root@127.0.0.1:{free_port()}"  # nothing listens there now
+    reg.update(job_id, handle=handle)
+    status = t.cli("status", job_id)
+    assert status.returncode == 0 and status.stdout.startswith("unreachable"), status.stdout + status.stderr
+    assert "reason: " in status.stdout and "ask again later" in status.stdout
+    assert t.cli("jobs").returncode == 0
+    assert reg.get(job_id).state == "running"  # recorded as it was: unreachable is never recorded as an end
+    handle["ssh"]["host"] = real
+    reg.update(job_id, handle=handle)
+    assert t.cli("status", job_id).stdout.startswith("running")
+    assert t.cli("down", job_id).stdout.strip() == f"{job_id}: cancelled"
+
+
 def test_an_unchanged_tree_is_uploaded_once(tmp_path, sshd, moto):
     t = ssh_target(tmp_path, sshd, moto)
     (t.project / "ticks.py").write_text(TICKS)
