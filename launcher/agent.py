@@ -121,7 +121,9 @@ class Agent:
             self.stop("cancelled", signal.SIGINT)
             return
         cancelled = (self.state_dir / CANCEL_MARKER).exists()
-        self.stop("preempted" if self.spec.preemptible and not cancelled else "cancelled", signal.SIGTERM)
+        # down's own SIGTERM after the marker was seen is the same request, not a second one: no SIGKILL for it.
+        self.stop("preempted" if self.spec.preemptible and not cancelled else "cancelled", signal.SIGTERM,
+                  repeat_kills=not cancelled)
 
     def stop(self, reason: str, sig: int = signal.SIGTERM, *, repeat_kills: bool = True) -> None:
         """Ask the script to stop; SIGKILL after the grace period. A second request kills at once, unless it is

@@ -140,7 +140,7 @@ with urllib.request.urlopen(sys.argv[1], timeout=120) as r, open(sys.argv[2], "w
   fi
   if [ -n "$SNAPSHOT_TAR" ]; then
     PYTHONPATH= "$UNPACK_PY" - "$SNAPSHOT_TAR" "$SNAPSHOT_SHA" code 2> "$STATE/step.err" > /dev/null <<'LAUNCHER_UNPACK_EOF' || fail snapshot
-import hashlib, os, sys, tarfile, tempfile
+import hashlib, os, shutil, sys, tarfile, tempfile
 tar, sha, dest = sys.argv[1:4]
 h = hashlib.sha256()
 with open(tar, "rb") as f:
@@ -160,7 +160,12 @@ with tarfile.open(tar) as t:
         t.extractall(tmp, members=members, filter="data")
     else:
         t.extractall(tmp, members=members)
-os.rename(tmp, os.path.join(dest, sha))
+try:
+    os.rename(tmp, os.path.join(dest, sha))
+except OSError:  # another job unpacked the same snapshot first: theirs is the same content
+    if not os.path.isdir(os.path.join(dest, sha)):
+        raise
+    shutil.rmtree(tmp)
 LAUNCHER_UNPACK_EOF
   else
     echo "no snapshot source" > "$STATE/step.err"; fail snapshot

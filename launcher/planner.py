@@ -41,9 +41,10 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
         raise UserError(f"--num-nodes {job.num_nodes}: --backend {name} runs at most {caps.max_nodes} node(s)")
     if job.gpu:
         gpu = job.gpu_request
-        if caps.gpus is None:
-            notes.append(f"gpu {job.gpu}: --backend {name} uses whatever GPUs the machine has; the type and count "
-                         "are not checked")
+        if caps.gpus is None:  # the machine's GPUs: checked by the platform only where it enforces resources
+            if not caps.resources_enforced:
+                notes.append(f"gpu {job.gpu}: --backend {name} uses whatever GPUs the machine has; the type and "
+                             "count are not checked")
         elif gpu.type is None:
             raise UserError(f"--gpu {job.gpu} names no GPU type: --backend {name} picks its machine by type; "
                             f"give TYPE:{gpu.count}, e.g. {caps.gpus[0]}:{gpu.count}")

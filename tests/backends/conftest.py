@@ -26,10 +26,12 @@ from ..k8s.cluster import KmockCluster
 from ..k8s.nodesim import NodeSimulator as PodSimulator
 from ..modal.fakeserver import start_fake_modal
 from ..motoserver import MOTO_ENV, start_moto
+from ..slurm.target import slurm_target
 from ..sshd import start_sshd
 
 REPO = Path(__file__).resolve().parents[2]
-BACKENDS = ["local", "ssh", "ec2", "modal", "k8s", "toy"]
+# slurm's cases share the session's one real cluster, so they run in one xdist worker (scripts/test.sh: loadgroup).
+BACKENDS = ["local", "ssh", "ec2", "modal", "k8s", "toy", pytest.param("slurm", marks=pytest.mark.xdist_group("slurm"))]
 BUCKET = "contract"
 
 
@@ -169,6 +171,8 @@ def target(request, tmp_path) -> Target:
         project = tmp_path / "project"
         project.mkdir()
         return Target("local", project, base_env(tmp_path))
+    if request.param == "slurm":  # a real two-node cluster (tests/slurm/cluster.py), sbatch on this machine
+        return slurm_target(tmp_path, request.getfixturevalue("slurm_cluster"))
     if request.param == "toy":  # a backend from tests/ alone (tests/backends/test_boundary.py)
         project = tmp_path / "project"
         project.mkdir()
