@@ -62,7 +62,7 @@ class JobFields(BaseModel):
                                        "reported and ended (default: the backend's, 10m)")
     workdir: str = Field(".", description="project root whose files travel with the job")
 
-    _gpu: GpuRequest | None = PrivateAttr(None)
+    _gpu_request: GpuRequest | None = PrivateAttr(None)
     _unused_sections: tuple[str, ...] = PrivateAttr(())
 
     @field_validator("script")
@@ -180,7 +180,7 @@ class JobFields(BaseModel):
                                  ) from None
         if self.endpoint_url and (self.datapool is None or self.datapool.scheme != "s3"):
             raise ValueError("--endpoint-url applies to an s3:// datapool; pass --datapool s3://bucket/prefix too")
-        self._gpu = parse_gpu(self.gpu) if self.gpu else None
+        self._gpu_request = parse_gpu(self.gpu) if self.gpu else None
         return self
 
     # -- derived values ------------------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ class JobFields(BaseModel):
 
     @property
     def gpu_request(self) -> GpuRequest | None:
-        return self._gpu
+        return self._gpu_request
 
     @property
     def options(self) -> BaseModel | None:

@@ -23,9 +23,9 @@ def test_unknown_backend_suggests_known_or_planned_name(launch, project, launche
 
 def test_unknown_backend_with_nothing_close_gets_no_guess(launch, project):
     (project / "train.py").write_text("print('never runs')\n")
-    out = launch("--backend", "slurm", "train.py")
+    out = launch("--backend", "lsf", "train.py")
     assert out.returncode == 2
-    assert "unknown backend 'slurm'; use --backend local" in out.stderr and "did you mean" not in out.stderr
+    assert "unknown backend 'lsf'; use --backend local" in out.stderr and "did you mean" not in out.stderr
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from launcher.backends import BACKENDS, entries
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 # The core: the launch path and the CLI, which ask the registry and never know a backend by name.
-CORE = ["launcher/job.py", "launcher/plan.py", "launcher/planner.py", "launcher/api.py", "launcher/cli.py",
-        *sorted(str(p.relative_to(REPO)) for p in (REPO / "launcher").glob("cli_*.py")),
+CORE = ["launcher/job.py", "launcher/plan.py", "launcher/planner.py", "launcher/api.py",
+        *sorted(str(p.relative_to(REPO)) for p in (REPO / "launcher" / "cli").glob("*.py")),
         *sorted(str(p.relative_to(REPO)) for p in (REPO / "launcher" / "pipeline").glob("*.py"))]
 
 

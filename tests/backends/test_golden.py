@@ -1,4 +1,6 @@
-"""Each backend's rendered request, kept as a golden file and reviewed in diffs (`--dry-run` is what users see).
+"""Each backend's request as sent, kept as a golden file and reviewed in diffs: the plan (`--dry-run` prints it) with
+its request's slots (what only `start` knows: launcher/backends/slots.py) filled with fixed values, as `start` fills
+them, so the file holds the request that is sent, not a second rendering of it.
 
 Regenerate after an intended change:  UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/backends/test_golden.py
 Volatile values (job id, times, this machine's paths, the snapshot's hash) are replaced by placeholders.
@@ -11,7 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from launcher.backends.slots import fill, slot, slots_in
 from launcher.job import Job
 from launcher.planner import make_plan
 
@@ -32,14 +36,33 @@ JOBS = {
                 experiment="golden", gpu="H100:8", num_nodes=2, cpus=16, memory="128Gi", disk="200Gi",
                 datapool="s3://team-bucket/pool",
                 k8s={"context": "gpu-cluster", "namespace": "ml", "image": "ghcr.io/team/node:0123456789ab"}),
+    "slurm": dict(backend="slurm", max_runtime="6h", env={"WANDB_MODE": "offline"}, secrets=["HF_TOKEN"],
+                  experiment="golden", gpu="A100-80GB:4", num_nodes=2, cpus=16, memory="128Gi", max_restarts=1,
+                  datapool="s3://team-bucket/pool",
+                  slurm={"host": "alice@login.cluster", "partition": "gpu", "account": "ml",
+                         "gres_types": {"A100-80GB": "a100"}}),
 }
 
 
-def render(backend: str, project: Path) -> str:
+# A slot's value in the golden files: SLOT-<NAME>, or a value of the type it has where that is no string.
+FIXED = {"timeout": 21810}  # modal: seconds, from submit to the node's dead-man time
+
+
+def fixed_values(request) -> dict:
+    return {name: FIXED.get(name, "SLOT-" + name.upper().replace("_", "-")) for name in slots_in(request)}
+
+
+def render(backend: str, project: Path) -> tuple[str, str, dict]:
+    """The plan's text with its request filled (as sent), the same as `--dry-run` prints it (with its slots), and
+    the values the slots got."""
     (project / "train.py").write_text("print('hi')\n")
     job = Job(script="train.py", args=["--config", "c.yaml"], workdir=str(project), **JOBS[backend])
     plan = make_plan(job)
-    text = plan.to_yaml()
+    values = fixed_values(plan.request)
+    dry = plan.to_yaml()
+    rendered, plan.request = plan.request, fill(plan.request, values)
+    sent = plan.to_yaml()
+    plan.request = rendered
     subs = {plan.job_id: "JOB-ID", str(project.resolve()): "/PROJECT", sys.executable: "/PYTHON",
             os.environ["LAUNCHER_HOME"]: "/LAUNCHER_HOME"}
     if plan.snapshot:
@@ -59,8 +82,8 @@ def render(backend: str, project: Path) -> str:
     subs[str(int(spec.deadline_at))] = "DEADLINE-EPOCH"  # the launcher:deadline tag
     subs[plan.to_dict()["deadline"]] = "DEADLINE-ISO"
     for old, new in sorted(subs.items(), key=lambda kv: -len(kv[0])):
-        text = text.replace(old, new)
-    return text
+        sent, dry = sent.replace(old, new), dry.replace(old, new)
+    return sent, dry, values
 
 
 @pytest.mark.parametrize("backend", sorted(JOBS))
@@ -69,9 +92,14 @@ def test_rendered_request_matches_golden(backend, tmp_path, monkeypatch):
     monkeypatch.delenv("DATAPOOL_ROOT", raising=False)
     project = tmp_path / "project"
     project.mkdir()
-    text = render(backend, project)
+    text, dry, values = render(backend, project)
     path = GOLDEN / f"{backend}.yaml"
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text)
     assert path.exists(), f"no golden file {path}: run with UPDATE_GOLDEN=1 and review it"
     assert text == path.read_text(), f"{backend} request changed; if intended: UPDATE_GOLDEN=1 and review the diff"
+    # `--dry-run` prints the same request but for its slots: each one in place of its value gives the golden text.
+    assert "SLOT-" not in dry and slots_in(yaml.safe_load(dry)["request"]) == set(values)
+    for name, value in values.items():
+        dry = dry.replace(slot(name), str(value))
+    assert dry == text

@@ -56,7 +56,7 @@ def test_copy_into_file_store_verifies_the_source_hash(tmp_path):
 
 
 def test_import_is_light():
-    code = ("import sys, launcher.datapool, launcher.datapool.node, launcher.cli_sync; "
+    code = ("import sys, launcher.datapool, launcher.datapool.node, launcher.cli.sync; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'rich')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -53,7 +53,7 @@ def unprivileged(tmp_path):
         return subprocess.run([*prefix, sys.executable, "-m", "launcher", "sync", *args], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
 
-    probe = subprocess.run([*prefix, sys.executable, "-c", "import launcher.cli_sync"], env=_env({}),
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import launcher.cli.sync"], env=_env({}),
                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
         pytest.skip(f"cannot run the launcher as an unprivileged user here: {probe.stderr.strip()[-200:]}")

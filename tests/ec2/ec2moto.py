@@ -100,7 +100,7 @@ class EC2Moto(MotoServer):
     def run_instances_calls(self) -> list[dict]:
         """Every RunInstances that reached the server, oldest first: region, az, subnet, instance_type, image_id,
         market, min_count, max_count, client_token, launch_template, error (the injected code, or None when it
-        went on to moto, which may still have refused it)."""
+        went on to moto, which may still have refused it), and form (every parameter as sent, flattened)."""
         try:
             return [json.loads(line) for line in self.calls_path.read_text().splitlines() if line]
         except FileNotFoundError:

@@ -18,8 +18,9 @@ Placement.AvailabilityZone or, failing that, the AZ of the request's subnet. "ma
 "status" and "message" override the AWS-like defaults below. A rule with "delay" (seconds) and no "code" holds
 the request that long, then lets moto answer it: a RunInstances in flight, for killing the client mid-call.
 
-Every RunInstances request is appended to CALLS.jsonl (what was asked, and which error it got, if any), so a test
-can assert which AZs / instance types a launcher tried, in order, including botocore's own retries.
+Every RunInstances request is appended to CALLS.jsonl (what was asked, its whole form as sent, and which error it
+got, if any), so a test can assert which AZs / instance types a launcher tried, in order, including botocore's own
+retries, and what exactly each request said.
 """
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ class CapacityMiddleware:
         req = describe_request(form, region_of(environ))
         with self.lock:
             rule = self._pick(req)
-            self._log({**req, "error": rule and rule.get("code")})
+            self._log({**req, "error": rule and rule.get("code"), "form": form})
         if rule is not None and rule.get("delay"):
             time.sleep(float(rule["delay"]))
         if rule is None or not rule.get("code"):

@@ -111,6 +111,44 @@ def test_job_runs_from_user_data_pushes_to_s3_and_the_instance_terminates(ec2_la
     assert tags["launcher:job"] == rec.id and float(tags["launcher:deadline"]) == rec.deadline
 
 
+def _wire(params: dict) -> dict:
+    """RunInstances as botocore puts it on the wire (the form ice_server.py records); boto3 base64s UserData."""
+    import botocore.serialize
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("ec2").operation_model("RunInstances")
+    params = {**params, "UserData": base64.b64encode(params["UserData"].encode()).decode()}
+    body = botocore.serialize.create_serializer("ec2").serialize_to_request(params, model)["body"]
+    return {k: str(v) for k, v in body.items()}
+
+
+def test_what_start_sends_is_the_rendered_request_filled(cloud, ec2_moto, ec2_env, project, monkeypatch):
+    """One render: each RunInstances on the wire is `plan.request` (what --dry-run prints) with the slots start
+    filled, the zone of its try included; nothing rendered again or read back out of it."""
+    from launcher import api
+    from launcher.backends.ec2 import request
+    from launcher.backends.slots import fill
+    from launcher.job import Job
+
+    for k in [k for k in ec2_env if k.startswith("AWS_") or k == "LAUNCHER_HOME"]:
+        monkeypatch.setenv(k, ec2_env[k])
+    fills = []
+    monkeypatch.setattr(request, "fill", lambda req, values: fills.append((req, values)) or fill(req, values))
+    ec2_moto.set_capacity(ice_azs=["us-east-1a"])
+    (project / "work.py").write_text(WORK)
+    job = Job(script="work.py", workdir=str(project), backend="ec2", gpu="A10G", push_interval="1s",
+              datapool=f"s3://{BUCKET}/{project.parent.name}", endpoint_url=ec2_moto.endpoint,
+              ec2={"ami": GPU_AMI_PARAM, "python": sys.executable})
+    run = api.launch(job, detach=True)
+    calls = ec2_moto.run_instances_calls()
+    assert [c["az"] for c in calls] == ["us-east-1a", "us-east-1b"] and len(fills) == 2
+    for call, (req, values) in zip(calls, fills):
+        assert req is run.plan.request
+        assert set(values) == {"region", "image_id", "security_group", "snapshot_url", "result_url", "zone"}
+        assert call["form"] == _wire(fill(run.plan.request, values)["RunInstances"])
+    assert _wait(lambda: api.status(run.job_id)[0] == "succeeded")
+
+
 def test_capacity_short_in_one_zone_moves_to_the_next(ec2_launch, ec2_moto, ec2_env, project):
     (project / "work.py").write_text(WORK)
     ec2_moto.set_capacity(ice_azs=["us-east-1a"])

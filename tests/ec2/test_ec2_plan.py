@@ -7,6 +7,8 @@ import base64
 import pytest
 import yaml
 
+from launcher.backends.slots import fill, slots_in
+
 from .servicemodel import check_request
 
 HELLO = "print('hello')\n"
@@ -45,8 +47,8 @@ def test_impossible_count_lists_what_ec2_offers(dry):
 def test_instance_type_override_and_cpu_default(dry):
     plan = yaml.safe_load(dry("--instance-type", "g6.12xlarge").stdout)
     assert plan["request"]["RunInstances"]["InstanceType"] == "g6.12xlarge"
-    cpu = yaml.safe_load(dry("--cpus", "8").stdout)["request"]["RunInstances"]
-    assert cpu["InstanceType"] == "m7i.2xlarge" and "canonical/ubuntu" in cpu["ImageId"]
+    cpu = yaml.safe_load(dry("--cpus", "8").stdout)["request"]
+    assert cpu["RunInstances"]["InstanceType"] == "m7i.2xlarge" and "canonical/ubuntu" in cpu["AmiParameter"]
 
 
 def test_run_instances_is_valid_for_botocore_and_holds_the_guarantees(dry):
@@ -54,11 +56,14 @@ def test_run_instances_is_valid_for_botocore_and_holds_the_guarantees(dry):
     assert out.returncode == 0, out.stderr
     plan = yaml.safe_load(out.stdout)
     req = plan["request"]["RunInstances"]
-    # The placeholders filled the way submit fills them, then the whole request against the service model.
-    sent = {**req, "ImageId": "ami-0123456789abcdef0", "SecurityGroupIds": ["sg-0123456789abcdef0"],
-            "UserData": base64.b64encode(req["UserData"].encode()).decode()}
+    # The slots filled the way submit fills them, then the whole request against the service model.
+    assert slots_in(plan["request"]) == {"image_id", "security_group", "region", "snapshot_url", "result_url"}
+    sent = fill(plan["request"], {"image_id": "ami-0123456789abcdef0", "security_group": "sg-0123456789abcdef0",
+                                  "region": "us-east-1", "snapshot_url": "https://s3/c", "result_url": "https://s3/r"})
+    sent = sent["RunInstances"]
+    sent["UserData"] = base64.b64encode(sent["UserData"].encode()).decode()  # as boto3 encodes it
     assert check_request("ec2", "RunInstances", sent) == []
-    assert req["ImageId"].startswith("resolve:ssm:/aws/service/deeplearning/")
+    assert plan["request"]["AmiParameter"].startswith("/aws/service/deeplearning/")
     assert req["InstanceInitiatedShutdownBehavior"] == "terminate"
     assert req["MetadataOptions"]["HttpTokens"] == "required" and req["MetadataOptions"]["HttpPutResponseHopLimit"] == 2
     assert req["ClientToken"] == plan["job_id"]

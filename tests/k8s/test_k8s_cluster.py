@@ -14,6 +14,7 @@ import yaml
 from launcher.registry import Registry
 
 from ..motoserver import MOTO_ENV, free_port
+from ..waiting import wait_for
 from .cluster import BUCKET, IMAGE, NAMESPACE, store_text
 
 GLOO = """
@@ -276,3 +277,38 @@ def test_a_hung_pod_past_its_active_deadline_is_a_timeout(k8s, cluster, nodes, t
         time.sleep(1)
     assert out.stdout.startswith("timeout"), out.stdout + out.stderr
     assert "DeadlineExceeded" in out.stdout
+
+
+def test_what_start_creates_is_the_rendered_request_filled(k8s, cluster, nodes, moto, project, monkeypatch):
+    """One render: the objects in the cluster are `plan.request`'s manifests (what --dry-run prints) with the slots
+    start filled (context, namespace, the Job's uid, presigned URLs, the secrets' values); nothing rendered again."""
+    from launcher import api
+    from launcher.backends.k8s import backend, request
+    from launcher.backends.k8s.kube import Kube
+    from launcher.backends.slots import fill
+    from launcher.job import Job
+
+    for key in ("LAUNCHER_HOME", "KUBECONFIG", *MOTO_ENV):
+        monkeypatch.setenv(key, k8s.env[key])
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    fills = []
+    monkeypatch.setattr(backend, "fill", lambda req, values: fills.append(values) or fill(req, values))
+    (project / "hi.py").write_text("print('hi')\n")
+    run = api.launch(Job(script="hi.py", workdir=str(project), backend="k8s", datapool=k8s.store,
+                         endpoint_url=moto.endpoint, secrets=["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+                         k8s={"image": IMAGE, "ttl_after_finished": "10m"}), detach=True)
+    values = fills[-1]  # the Job first (its own slots), then the whole request with the Job's uid
+    assert set(values) == {"context", "namespace", "job_uid", "snapshot_url", "result_url",
+                           "secret_aws_access_key_id", "secret_aws_secret_access_key"}
+    sent = fill({**run.plan.request, "manifests": request.documents(run.plan.request)}, values)
+    assert (sent["context"], sent["namespace"]) == ("kmock", NAMESPACE)
+    kube = Kube("kmock")
+    for doc in sent["manifests"]:
+        got = kube._get(doc["kind"], NAMESPACE, doc["metadata"]["name"])
+        for key in ("uid", "creationTimestamp", "resourceVersion"):
+            got["metadata"].pop(key)
+        got.pop("status", None)
+        if doc["kind"] == "Job":  # created suspended, then resumed: the one change after create
+            assert (doc["spec"].pop("suspend"), got["spec"].pop("suspend")) == (True, False)
+        assert got == doc
+    assert wait_for(lambda: api.status(run.job_id)[0] == "succeeded", timeout=90)

@@ -1,6 +1,7 @@
 """The manifests of three typical k8s jobs, kept in tests/backends/golden/k8s/ and reviewed in diffs: one CPU pod on
 an s3 datapool, 2 x H100:8 under torchrun with a Secret from the environment, one GPU pod on a pvc datapool with an
-existing Secret on GKE. Each must also pass kubernetes-validate (strict) and the semantic checks.
+existing Secret on GKE, as sent: their slots (what only `start` knows) filled with the fixed values of
+tests/backends/test_golden.py. Each must also pass kubernetes-validate (strict) and the semantic checks.
 
 Regenerate after an intended change:  UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/k8s/test_k8s_golden.py
 The node bootstrap inside the ConfigMap is launcher/bootstrap.py's (its own golden is tests/backends/golden/*.yaml):
@@ -8,16 +9,18 @@ here it is a placeholder, so a bootstrap change does not rewrite these files.
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 from launcher.backends.k8s import request
+from launcher.backends.slots import fill
 from launcher.job import Job
 from launcher.planner import make_plan
 
+from ..backends.test_golden import fixed_values
 from .manifests import VERSIONS, semantic_problems, validate
 
 GOLDEN = Path(__file__).resolve().parents[1] / "backends" / "golden" / "k8s"
@@ -38,8 +41,9 @@ def render(name: str, project: Path) -> tuple[str, list[dict]]:
     fields = {"k8s": {"image": IMAGE}, **JOBS[name]}
     plan = make_plan(Job(script="train.py", args=["--config", "c.yaml"], backend="k8s", workdir=str(project),
                          experiment="golden", **fields))
-    real = list(yaml.safe_load_all(plan.request["manifests"]))
-    docs = list(yaml.safe_load_all(plan.request["manifests"]))
+    rendered = request.documents(plan.request)
+    real = fill(rendered, fixed_values(rendered))
+    docs = copy.deepcopy(real)
     for doc in docs:
         if doc["kind"] == "ConfigMap":
             doc["data"]["bootstrap.sh"] = "<launcher/bootstrap.py, rendered from the AgentSpec>"

@@ -134,7 +134,7 @@ def test_a_lost_node_with_no_restarts_left_ends_preempted_with_the_clusters_reas
     pod = running_pod(cluster, job_id)
     # The node is gone: no kubelet runs the SIGTERM, so the agent pushes no result; the cluster says what happened.
     assert nodes.preempt(job_id, "DeletionByTaintManager", node_lost=True) == [pod]
-    assert wait_for(lambda: api.status(job_id)[0] == "preempted", timeout=60), api.status(job_id)
+    assert wait_for(lambda: api.reconcile(job_id)[0] == "preempted", timeout=60), api.status(job_id)
     assert store_text(moto, k8s.store, f"experiments/default/reports/jobs/{job_id}/result.json") is None
     assert api.attempts(job_id) is None
     assert api.reason(job_id) == (f"Job {job_id}: Pod {NAMESPACE}/{pod} has condition DisruptionTarget matching "

@@ -84,7 +84,12 @@ def _wait_final(job_id: str, timeout: float = 120) -> tuple[str, int | None]:
 
 
 def test_the_client_sends_the_plan_and_the_call_runs(fake, home, tmp_path, monkeypatch):
+    from launcher.backends.modal import app as modal_app
+    from launcher.backends.slots import fill
+
     monkeypatch.setenv("LAUNCH_TEST_TOKEN", SECRET_VALUE)
+    fills = []
+    monkeypatch.setattr(modal_app, "fill", lambda req, values: fills.append((req, values)) or fill(req, values))
     job = _job(tmp_path, CHECK_ENV, gpu="T4", cpus=2, memory="1Gi", disk="10Gi", max_runtime="1h",
                grace_period="10s", max_restarts=1, spot=True, secrets=["LAUNCH_TEST_TOKEN"],
                datapool="modal-volume://capture/pool", modal={"secrets": ["team-hf"]})
@@ -102,6 +107,14 @@ def test_the_client_sends_the_plan_and_the_call_runs(fake, home, tmp_path, monke
     fn = created[0]["function"]
     expected_timeout = run.plan.spec.deadman_at - submitted
     assert abs(fn["timeout_secs"] - expected_timeout) < 30  # the node's dead-man time, counted from submit
+    # One render: what was sent is the plan's spec (what --dry-run prints) with the slots submit filled.
+    [(req, values)] = fills
+    assert req is run.plan.request and set(values) == {"timeout", "snapshot_file", "secret_launch_test_token"}
+    sent = fill(run.plan.request, values)
+    assert fn["timeout_secs"] == sent["function"]["timeout"] and fn["function_name"] == sent["function"]["name"]
+    assert app["tags"] == sent["app"]["tags"] and values["snapshot_file"] == run.plan.snapshot_file
+    secrets = [r["env_dict"] for r in fake.captured("SecretGetOrCreate") if r.get("env_dict")]  # values redacted
+    assert {k: "<redacted>" for k in sent["function"]["secrets"][0]["from_dict"]} in secrets
     res = fn["resources"]
     assert (res["gpu_config"]["gpu_type"], res.get("gpu_config", {}).get("count", 1)) == ("T4", 1)
     assert (res["milli_cpu"], res["memory_mb"], res["ephemeral_disk_mb"]) == (2000, 1024, 10 * 1024)

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from launcher.backends.modal.request import timeout_s
+from launcher.backends.slots import fill
 from launcher.images import lock_hash
 from launcher.job import Job
 from launcher.planner import make_plan
@@ -44,8 +46,8 @@ def test_headline_dry_run_prints_the_function_offline(launcher_env):
     assert plan["request"]["image"]["requirements"] == ["images/requirements.lock", "images/requirements-gpu.lock"]
     assert fn["volumes"] == {"/launcher-node/volume": {"volume": "team-pool", "create_if_missing": True}}
     assert plan["agent_spec"]["datapool_root"] == "/launcher-node/volume/pool"
-    assert fn["timeout"] == 24 * 3600  # the default 24 h max runtime plus the grace: capped at Modal's limit
-    assert any("capped at 24 h" in n for n in plan["notes"])
+    assert fn["timeout"] == "<<slot:timeout>>"  # counted from submit: filled then, capped at Modal's limit
+    assert any("capped at 24 h" in n for n in plan["notes"])  # the default 24 h max runtime plus the grace
     assert plan["deadline_at"] == plan["agent_spec"]["deadline_at"]
     assert plan["request"]["app"]["tags"]["launcher-deadline"] == str(int(plan["deadline_at"]))
     assert plan["price"]["gpu_usd_per_hour"] == 2.1 and plan["price"]["worst_case_usd"] > 0
@@ -80,16 +82,18 @@ def test_resources_timeout_retries_and_secret_names(tmp_path, monkeypatch):
                  spot=True, secrets=["HF_TOKEN"], modal={"secrets": ["wandb"]})
     fn = plan.request["function"]
     assert (fn["cpu"], fn["memory"], fn["ephemeral_disk"]) == (4.0, 16 * 1024, 50 * 1024)
-    assert fn["timeout"] == 24 * 3600 and fn["retries"] == 1  # 30 h = two attempts of at most 24 h
+    assert timeout_s(plan, plan.created) == 24 * 3600 and fn["retries"] == 1  # 30 h = two attempts of at most 24 h
     assert any("up to 2 attempts" in n for n in plan.notes)
-    assert fn["secrets"] == [{"from_local_environ": ["HF_TOKEN"]}, {"from_name": "wandb"}]
+    assert fn["secrets"] == [{"from_dict": {"HF_TOKEN": "<<slot:secret_hf_token>>"}}, {"from_name": "wandb"}]
     assert "value-never-in-the-plan" not in plan.to_yaml()
 
 
 def test_short_job_timeout_is_its_deadline(tmp_path):
     plan = _plan(tmp_path, max_runtime="1h", grace_period="10s")
     # Modal's timeout is the node's dead-man time: the deadline (runtime + grace + push reserve) plus its margin.
-    assert plan.request["function"]["timeout"] in (3600 + 10 + 120 + 60, 3600 + 10 + 120 + 61)
+    assert timeout_s(plan, plan.created) in (3600 + 10 + 120 + 60, 3600 + 10 + 120 + 61)
+    # Counted from submit (it fills the request's slot then): submitted ten minutes on, ten minutes less.
+    assert timeout_s(plan, plan.created + 600) in (3600 + 10 + 120 + 60 - 600, 3600 + 10 + 120 + 61 - 600)
 
 
 def test_real_client_objects_match_the_plan(tmp_path, monkeypatch):
@@ -101,7 +105,8 @@ def test_real_client_objects_match_the_plan(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "x")
     plan = _plan(tmp_path, gpu="A100-80GB:2", cpus=8, memory="64Gi", secrets=["HF_TOKEN"],
                  datapool="modal-volume://team/pool", modal={"secrets": ["hf"]})
-    app, fn, spec = modal_app.build(plan, now=plan.created)
+    values = {**modal_app.slot_values(plan, plan.created), "snapshot_file": str(tmp_path / "snapshot.tar.gz")}
+    app, fn = modal_app.build(fill(plan.request, values))
     assert app.name == plan.job_id
     got = fn._spec_  # what `modal shell` reads back: the function's definition as the client holds it
     assert got.gpus == "A100-80GB:2" and got.cpu == 8.0 and got.memory == 64 * 1024

@@ -125,9 +125,10 @@ class SlurmCluster:
     # ---- use ----
     def run(self, *argv: str, timeout: float = 60, check: bool = False, input: str | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """Run a Slurm command (`run("squeue", "-h")`) against this cluster: text output captured."""
-        return subprocess.run(list(argv), env={**self.client_env(), **(env or {})}, capture_output=True,
-                              text=True, timeout=timeout, check=check, input=input,
+        """Run a Slurm command (`run("squeue", "-h")`) against this cluster: text output captured. It runs in the
+        cluster's folder, so an `sbatch --wrap` writes its slurm-<id>.out there, not into the caller's cwd."""
+        return subprocess.run(list(argv), env={**self.client_env(), **(env or {})}, cwd=self.dir,
+                              capture_output=True, text=True, timeout=timeout, check=check, input=input,
                               stdin=None if input is not None else subprocess.DEVNULL)
 
     def client_env(self) -> dict[str, str]:

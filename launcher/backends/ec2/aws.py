@@ -144,18 +144,18 @@ def quota_message(code: str, itype: str, spot: bool, region: str) -> str:
             f"--desired-value N --region {region}")
 
 
-def run_instance(ec2, request: dict, zone_list: list[str], *, spot: bool, region: str) -> tuple[str, str]:
-    """RunInstances, zone after zone while capacity is short. Returns (instance id, zone). After any error the
-    instances this request may have started (found by its ClientToken) are terminated before raising."""
+def run_instance(ec2, request_for, zone_list: list[str], *, spot: bool, region: str) -> tuple[str, str]:
+    """RunInstances, zone after zone while capacity is short; `request_for(zone)` is the request of that try (the
+    rendered one, its slots filled). Returns (instance id, zone). After any error the instances this request may
+    have started (found by its ClientToken) are terminated before raising."""
     import botocore.exceptions
 
     tried = []
+    request: dict = {}
     for zone in zone_list:
-        req = dict(request)
-        if "SubnetId" not in req:
-            req["Placement"] = {**req.get("Placement", {}), "AvailabilityZone": zone}
+        request = request_for(zone)
         try:
-            out = ec2.run_instances(**req)
+            out = ec2.run_instances(**request)
             inst = out["Instances"][0]
             return inst["InstanceId"], inst.get("Placement", {}).get("AvailabilityZone", zone)
         except botocore.exceptions.ClientError as exc:
@@ -179,7 +179,8 @@ def run_instance(ec2, request: dict, zone_list: list[str], *, spot: bool, region
         except BaseException:
             terminate_by_token(ec2, request["ClientToken"])
             raise
-    raise CapacityError(f"no capacity for {request['InstanceType']} in {region}: tried {', '.join(tried)}; try "
+    itype = request.get("InstanceType", "the instance type")
+    raise CapacityError(f"no capacity for {itype} in {region}: tried {', '.join(tried)}; try "
                         "later, another region (--region), another GPU type, or --spot / on-demand the other way")
 
 

@@ -50,16 +50,7 @@ class Ec2Backend(Backend):
         return NodePaths(workdir=f"code/{snapshot_sha}", datapool_root="datapool", state_dir=f"jobs/{job_id}")
 
     def render(self, plan: Plan) -> dict:
-        itype = catalog.instance_type(plan.job)
-        region = plan.job.ec2.region if plan.job.ec2 and plan.job.ec2.region else request.REGION_PLACEHOLDER
-        out = {"region": region}
-        params = [f"{request.secrets_path(plan.job_id)}/{n}" for n in plan.job.secrets]
-        if request.ssh_enabled(plan):
-            params.append(f"{request.hostkey_param(plan.job_id)} (the node's SSH host key)")
-        if params:
-            out["SsmSecureStrings"] = params
-        out["RunInstances"] = request.run_instances(plan, itype, region=region)
-        return out
+        return request.render(plan)
 
     def price(self, job: Job) -> dict:
         return catalog.price(job, catalog.instance_type(job))
@@ -75,41 +66,45 @@ class Ec2Backend(Backend):
         return self.start(plan, detach=True, avoid_zone=previous.get("zone"))
 
     def start(self, plan: Plan, *, detach: bool, avoid_zone: str | None = None) -> dict:
+        """Makes what the request's slots name (request.py lists them) and sends `plan.request` filled with it."""
         from ...snapshot import Snapshot, upload
 
         job = plan.job
         region = aws.region_of(job)
-        itype = plan.request["RunInstances"]["InstanceType"]
+        # The type render chose, by the function render used on the same Job (pure: the same answer), rather than
+        # read back out of the printed request by key.
+        itype = catalog.instance_type(job)
         ec2 = aws.client("ec2", region)
         launcher_ec2 = aws.client("ec2", region, retries=False)  # RunInstances only: we handle its errors ourselves
-        image = aws.resolve_ami(aws.client("ssm", region), catalog.ami_source(job, itype))
+        ssm = aws.client("ssm", region)
+        values: dict = {}
+        if not (job.ec2 and job.ec2.region):
+            values["region"] = region
+        source = catalog.ami_source(job, itype)
+        if source.startswith("/"):
+            values["image_id"] = aws.resolve_ami(ssm, source)
         subnet = job.ec2.subnet if job.ec2 else None
         vpc = aws.vpc_of_subnet(ec2, subnet) if subnet else None
         ssh = request.ssh_enabled(plan)
-        ssm = aws.client("ssm", region)
         own_group = None
-        if job.ec2 and job.ec2.security_group:
-            group = job.ec2.security_group
-        elif ssh:
-            own_group = group = sshaccess.ssh_group(ec2, plan.job_id, vpc, sshaccess.caller_cidr(job),
-                                                    request.tags(plan))
-        else:
-            group = aws.no_ingress_group(ec2, vpc)
+        if not (job.ec2 and job.ec2.security_group):
+            if ssh:
+                own_group = values["security_group"] = sshaccess.ssh_group(
+                    ec2, plan.job_id, vpc, sshaccess.caller_cidr(job), request.tags(plan))
+            else:
+                values["security_group"] = aws.no_ingress_group(ec2, vpc)
         # The code goes to the store once per content hash; the node fetches it by a presigned URL.
         snap = Snapshot(plan.snapshot["sha256"], plan.snapshot["size"], plan.snapshot["files"],
                         Path(plan.snapshot_file))
         upload(snap, job.datapool, endpoint_url=job.endpoint_url)
         valid = int(plan.deadline_at - time.time()) + 3600
-        url = aws.presign("get_object", job.datapool, snap.key, valid, job.endpoint_url, region)
-        result_url = aws.presign("put_object", job.datapool,
-                                 f"experiments/{job.experiment}/reports/jobs/{plan.job_id}/result.json", valid,
-                                 job.endpoint_url, region)
-        host_pub = ""
+        values["snapshot_url"] = aws.presign("get_object", job.datapool, snap.key, valid, job.endpoint_url, region)
+        values["result_url"] = aws.presign("put_object", job.datapool,
+                                           f"experiments/{job.experiment}/reports/jobs/{plan.job_id}/result.json",
+                                           valid, job.endpoint_url, region)
         if ssh:
-            host_private, host_pub = sshaccess.new_host_key()
+            host_private, values["host_key"] = sshaccess.new_host_key()
             sshaccess.put_host_key(ssm, plan.job_id, host_private, plan.deadline_at)
-        req = request.run_instances(plan, itype, region=region, image_id=image, security_group=group,
-                                    snapshot_url=url, result_url=result_url, hostkey_pub=host_pub)
         if subnet:
             zone_list = [f"the zone of {subnet}"]  # a subnet lives in one zone: nowhere to move to
         else:
@@ -120,10 +115,11 @@ class Ec2Backend(Backend):
         data = {"region": region, "instance_type": itype, "spot": job.spot, "secrets": bool(job.secrets),
                 "group": own_group}
         if ssh:
-            data["ssh"] = {"user": job.ec2.ssh_user, "identity": job.ec2.key_path, "host_key": host_pub,
+            data["ssh"] = {"user": job.ec2.ssh_user, "identity": job.ec2.key_path, "host_key": values["host_key"],
                            "experiment": job.experiment}
         try:
-            instance, zone = aws.run_instance(launcher_ec2, req, zone_list, spot=job.spot, region=region)
+            instance, zone = aws.run_instance(launcher_ec2, lambda z: request.sent(plan, values, z), zone_list,
+                                              spot=job.spot, region=region)
         except BaseException:
             if plan.spec.attempt == 1:  # nothing runs: what was made for it goes too
                 self.release(Handle(plan.job_id, self.name, data))

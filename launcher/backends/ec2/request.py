@@ -1,8 +1,15 @@
 """RunInstances for a job, rendered from the plan: pure (no network), so `--dry-run` shows exactly what is sent.
 
-Values only known at submit are named placeholders here and filled in by aws.py: the image id behind an SSM
-parameter (`resolve:ssm:NAME`), the security group made once per region (`<launcher-no-ingress>`), and the
-presigned URLs the node fetches the code snapshot from and reports a setup failure to (`<presigned ...>`).
+What only `start` knows is a named slot (launcher/backends/slots.py); `start` fills them in this very request and
+sends it (`sent`), never a second rendering:
+
+    image_id        the AMI behind an SSM parameter (`AmiParameter` names it; an --ami ami-... is no slot)
+    security_group  launcher-no-ingress of the region (VPC), or the job's own launcher-ssh-<job> with --key-name
+    region          where the node reads its SSM parameters, when no --region names it
+    snapshot_url    a presigned GET of code/<sha>.tar.gz, valid until the deadline
+    result_url      a presigned PUT of reports/jobs/<job>/result.json, for a setup failure
+    host_key        the node's SSH host key, made at submit (--key-name with --key-path)
+    zone            the zone of this try (capacity short: the next one), unless a subnet or --zone decides it
 """
 from __future__ import annotations
 
@@ -12,20 +19,15 @@ import math
 from ... import bootstrap
 from ...errors import UserError
 from ...plan import Plan
+from ..slots import fill, slot, slots_in
 from . import catalog
 
 NODE_BASE = "/opt/launcher-node"
 USER_DATA_LIMIT = 16 * 1024  # EC2 refuses more (before base64)
-SG_PLACEHOLDER = "<launcher-no-ingress>"
-REGION_PLACEHOLDER = "<$AWS_REGION at submit>"
 SECRETS_ROOT = "/launcher/jobs"
 HOSTKEYS_ROOT = "/launcher/hostkeys"
-HOSTKEY_PLACEHOLDER = "<ssh-ed25519 host key made at submit>"
-SSH_SG_PLACEHOLDER = "<launcher-ssh-JOB: port 22 from ec2.ssh_from or your public IP /32 only>"
-
-
-def snapshot_placeholder(sha: str) -> str:
-    return f"<presigned GET code/{sha}.tar.gz, valid until the deadline>"
+# Slots inside the user-data: shell words in single quotes there (bootstrap.render quoted the slot).
+SCRIPT_SLOTS = ("snapshot_url", "result_url", "region", "host_key")
 
 
 def tags(plan: Plan) -> list[dict]:
@@ -47,10 +49,6 @@ def client_token(plan: Plan) -> str:
     return plan.job_id if plan.spec.attempt == 1 else f"{plan.job_id}-attempt-{plan.spec.attempt}"
 
 
-def result_placeholder(job_id: str) -> str:
-    return f"<presigned PUT reports/jobs/{job_id}/result.json, for a setup failure>"
-
-
 def secrets_path(job_id: str) -> str:
     """Where --secret values wait for the node: SecureString parameters, one per name (never in user-data)."""
     return f"{SECRETS_ROOT}/{job_id}"
@@ -65,32 +63,64 @@ def hostkey_param(job_id: str) -> str:
     return f"{HOSTKEYS_ROOT}/{job_id}"
 
 
-def user_data(plan: Plan, snapshot_url: str, result_url: str, region: str, hostkey_pub: str) -> str:
+def user_data(plan: Plan, region: str) -> str:
     ec2 = plan.job.ec2
+    ssh = ssh_enabled(plan)
     return bootstrap.render(plan.spec, base=NODE_BASE, snapshot_sha=plan.snapshot["sha256"],
-                            snapshot_url=snapshot_url, python=ec2.python if ec2 else "", teardown="poweroff",
-                            keep_on_failure=plan.job.keep_on_failure, result_url=result_url,
+                            snapshot_url=slot("snapshot_url"), python=ec2.python if ec2 else "", teardown="poweroff",
+                            keep_on_failure=plan.job.keep_on_failure, result_url=slot("result_url"),
                             secrets_ssm=secrets_path(plan.job_id) if plan.job.secrets else "", ssm_region=region,
-                            hostkey_ssm=hostkey_param(plan.job_id) if ssh_enabled(plan) else "",
-                            hostkey_pub=hostkey_pub if ssh_enabled(plan) else "")
+                            hostkey_ssm=hostkey_param(plan.job_id) if ssh else "",
+                            hostkey_pub=slot("host_key") if ssh else "")
 
 
-def run_instances(plan: Plan, itype: str, *, region: str = REGION_PLACEHOLDER, image_id: str | None = None,
-                  security_group: str | None = None, snapshot_url: str | None = None,
-                  result_url: str | None = None, hostkey_pub: str = HOSTKEY_PLACEHOLDER) -> dict:
-    """The RunInstances parameters. With the submit-time values left out, the placeholders stand in."""
-    job, ec2 = plan.job, plan.job.ec2
-    ami = image_id or catalog.ami_source(job, itype)
-    if ami.startswith("/"):
-        ami = f"resolve:ssm:{ami}"
-    script = user_data(plan, snapshot_url or snapshot_placeholder(plan.snapshot["sha256"]),
-                       result_url or result_placeholder(plan.job_id), region, hostkey_pub)
-    if len(script.encode()) > USER_DATA_LIMIT:
-        raise UserError(f"the node bootstrap is {len(script.encode())} bytes, over EC2's 16 KB user-data limit: "
+def check_user_data(script: str) -> None:
+    size = len(script.encode())
+    if size > USER_DATA_LIMIT:
+        raise UserError(f"the node bootstrap is {size} bytes, over EC2's 16 KB user-data limit: "
                         "shorten --env values or the script's arguments")
+
+
+def render(plan: Plan) -> dict:
+    """The whole request: where (region), what waits in SSM for the node, and RunInstances with its slots."""
+    job, ec2 = plan.job, plan.job.ec2
+    itype = catalog.instance_type(job)
+    region = ec2.region if ec2 and ec2.region else slot("region")
+    out: dict = {"region": region}
+    params = [f"{secrets_path(plan.job_id)}/{n}" for n in job.secrets]
+    if ssh_enabled(plan):
+        params.append(f"{hostkey_param(plan.job_id)} (the node's SSH host key)")
+    if params:
+        out["SsmSecureStrings"] = params
+    source = catalog.ami_source(job, itype)
+    if source.startswith("/"):
+        out["AmiParameter"] = source  # resolved at submit into the image_id slot
+    out["RunInstances"] = run_instances(plan, itype, region)
+    return out
+
+
+def sent(plan: Plan, values: dict, zone: str) -> dict:
+    """RunInstances as sent on one zone's try: the rendered request (`plan.request`) with its slots filled."""
+    if "zone" in slots_in(plan.request):
+        values = {**values, "zone": zone}
+    for name in SCRIPT_SLOTS:
+        # bootstrap.render single-quoted the slot: a value must stay one shell word inside those quotes.
+        if name in values and any(c in str(values[name]) for c in "'\n"):
+            raise ValueError(f"{name} cannot go into the user-data as it is: {values[name]!r}")
+    req = fill(plan.request, values)["RunInstances"]
+    check_user_data(req["UserData"])  # presigned URLs are longer than their slots
+    return req
+
+
+def run_instances(plan: Plan, itype: str, region: str) -> dict:
+    """The RunInstances parameters, with a slot wherever only submit knows the value."""
+    job, ec2 = plan.job, plan.job.ec2
+    source = catalog.ami_source(job, itype)
+    script = user_data(plan, region)
+    check_user_data(script)
     disk_gb = math.ceil(job.disk_bytes / 1024**3) if job.disk else catalog.DEFAULT_DISK_GB
     req: dict = {
-        "ImageId": ami,
+        "ImageId": slot("image_id") if source.startswith("/") else source,
         "InstanceType": itype,
         "MinCount": 1,
         "MaxCount": 1,
@@ -104,8 +134,7 @@ def run_instances(plan: Plan, itype: str, *, region: str = REGION_PLACEHOLDER, i
             "VolumeSize": disk_gb, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True}}],
         "TagSpecifications": [{"ResourceType": kind, "Tags": tags(plan)}
                               for kind in ("instance", "volume", *(["spot-instances-request"] if job.spot else []))],
-        "SecurityGroupIds": [(ec2.security_group if ec2 and ec2.security_group else None)
-                             or security_group or (SSH_SG_PLACEHOLDER if ssh_enabled(plan) else SG_PLACEHOLDER)],
+        "SecurityGroupIds": [ec2.security_group if ec2 and ec2.security_group else slot("security_group")],
         "UserData": script,
     }
     if job.spot:
@@ -113,6 +142,8 @@ def run_instances(plan: Plan, itype: str, *, region: str = REGION_PLACEHOLDER, i
             "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
     if ec2 and ec2.zone:
         req["Placement"] = {"AvailabilityZone": ec2.zone}
+    elif not (ec2 and ec2.subnet):  # a subnet lives in one zone; else each try names its zone
+        req["Placement"] = {"AvailabilityZone": slot("zone")}
     if ec2 and ec2.subnet:
         req["SubnetId"] = ec2.subnet
     if ec2 and ec2.instance_profile:

@@ -14,6 +14,7 @@ from ...gpus import CATALOG
 from ...job import Job
 from ...plan import Plan
 from ..base import ACTIVE, Backend, Capabilities, Handle, NodePaths, relaunch_due
+from ..slots import fill, slot, slots_in
 from . import request, stuck
 from .options import MAX_NODES, K8sOptions
 
@@ -88,7 +89,7 @@ class K8sBackend(Backend):
                             ".launchignore, or use an s3:// datapool")
         opts = _opts(plan.job)
         docs = request.manifests(plan, image_of(plan.job))
-        return {"context": opts.context or "<the current context at submit>", "namespace": request.namespace_of(plan),
+        return {"context": opts.context or slot("context"), "namespace": request.namespace_of(plan),
                 "manifests": request.to_yaml(docs)}
 
     # -- submit --------------------------------------------------------------------------------------------------
@@ -131,23 +132,29 @@ class K8sBackend(Backend):
                                 f"{job.num_nodes} pods on different nodes need a ReadWriteMany claim")
 
     def start(self, plan: Plan, *, detach: bool, context: str | None = None) -> dict:
-        job = plan.job
+        """Fills the slots of `plan.request` (request.py lists them) and creates its manifests as they are: the Job
+        (suspended) first, its uid into what it owns, then those, then the Job resumed."""
+        job, opts = plan.job, _opts(plan.job)
         kube, context, ns = self._where(job, context)
-        image = image_of(job)
-        urls = self._code(plan)
-        values = None
-        if job.secrets and not _opts(job).secret_name:
-            values = {name: os.environ[name] for name in job.secrets}  # api checked they are set
-        job_doc = request.manifests(plan, image, namespace=ns, **urls)[0]
-        created = kube.create(ns, job_doc)
+        values = self._code(plan)
+        if not opts.context:
+            values["context"] = context
+        if not opts.namespace:
+            values["namespace"] = ns
+        if job.secrets and not opts.secret_name:
+            values.update({request.secret_slot(n): os.environ[n] for n in job.secrets})  # api checked they are set
+        # The request render made, its manifests parsed (so a value is filled in as it is, never YAML-quoted).
+        rendered = {**plan.request, "manifests": request.documents(plan.request)}
+        first = rendered["manifests"][0]
+        created = kube.create(ns, fill(first, {k: values[k] for k in slots_in(first)}))
         try:
-            for doc in request.manifests(plan, image, owner_uid=created["metadata"]["uid"], secret_values=values,
-                                         namespace=ns, **urls)[1:]:
+            sent = fill(rendered, {**values, "job_uid": created["metadata"]["uid"]})
+            for doc in sent["manifests"][1:]:
                 kube.create(ns, doc)
             kube.resume(ns, plan.job_id)
         except BaseException:
             kube.delete_job(ns, plan.job_id)
-            for doc in request.manifests(plan, image, namespace=ns)[1:]:
+            for doc in rendered["manifests"][1:]:
                 kube.delete(ns, doc["kind"], doc["metadata"]["name"])
             raise
         return {"context": context, "namespace": ns, "job": plan.job_id, "num_nodes": job.num_nodes,
@@ -161,7 +168,7 @@ class K8sBackend(Backend):
 
         kube, ns = Kube(previous["context"]), previous["namespace"]
         kube.delete_job(ns, plan.job_id)
-        for doc in request.manifests(plan, image_of(plan.job), namespace=ns)[1:]:
+        for doc in request.documents(plan.request)[1:]:
             kube.delete(ns, doc["kind"], doc["metadata"]["name"])
         if not kube.wait_job_gone(ns, plan.job_id, 120):
             raise UserError(f"Job {plan.job_id} in {ns} is still being deleted after 2 min; relaunch later")
@@ -169,7 +176,8 @@ class K8sBackend(Backend):
         return self.start(plan, detach=True, context=previous["context"])
 
     def _code(self, plan: Plan) -> dict:
-        """Where the pod gets its code: a presigned URL into the s3 store, or (pvc://) the ConfigMap itself."""
+        """Where the pod gets its code (slot values): presigned URLs into the s3 store, or (pvc://) the snapshot
+        itself for the ConfigMap."""
         from ...snapshot import Snapshot, upload
 
         job = plan.job

@@ -6,9 +6,16 @@
     Service   <job>            headless, --num-nodes > 1 only: pod 0's DNS name for the torchrun rendezvous
 
 The Job is created suspended, the others with ownerReferences to it (so deleting the Job deletes them), then the
-Job is resumed: a pod never starts before its ConfigMap and Secret exist. Values only known at submit are named
-placeholders here: the Job's uid, the presigned URLs of the code snapshot and of a setup failure's result, and the
-secret values (never rendered: names only).
+Job is resumed: a pod never starts before its ConfigMap and Secret exist. What only `start` knows is a named slot
+(launcher/backends/slots.py), filled by start in these very manifests (`documents`), never a second rendering:
+
+    job_uid            the Job's uid, for the others' ownerReferences (the Job is created first)
+    context            the kubeconfig's current context, when no --context names one
+    namespace          the context's namespace, when no --namespace names one
+    snapshot_url       a presigned GET of code/<sha>.tar.gz (s3:// datapool), valid until the deadline
+    result_url         a presigned PUT of reports/jobs/<job>/result.json, for a setup failure (s3:// datapool)
+    snapshot_b64       the code snapshot itself, base64 (pvc:// datapool: it travels in the ConfigMap)
+    secret_<name>      $NAME from your environment, in the Secret made for --secret NAME: never rendered
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from ...errors import UserError
 from ...gpus import CATALOG
 from ...plan import Plan
 from ...spec import DEADMAN_MARGIN_S, PUSH_RESERVE_S
+from ..slots import slot
 from .options import K8sOptions
 
 NODE_BASE = "/var/lib/launcher"  # an emptyDir: code, venv, state; gone with the pod
@@ -39,7 +47,6 @@ GPU_LABEL_VALUES = {
         "T4": "t4", "L4": "l4", "A10G": "a10g", "L40S": "l40s", "A100-40GB": "a100", "A100-80GB": "a100",
         "H100": "h100", "H200": "h200"},
 }
-UID_PLACEHOLDER = "<uid of the Job, at submit>"
 
 
 def options(plan: Plan) -> K8sOptions:
@@ -47,7 +54,7 @@ def options(plan: Plan) -> K8sOptions:
 
 
 def namespace_of(plan: Plan) -> str:
-    return options(plan).namespace or "<the context's namespace at submit>"
+    return options(plan).namespace or slot("namespace")
 
 
 def service_name(job_id: str) -> str:
@@ -87,20 +94,23 @@ def labels(plan: Plan) -> dict:
     return {JOB_LABEL: plan.job_id, "app.kubernetes.io/managed-by": "launcher"}
 
 
-def metadata(plan: Plan, name: str, owner_uid: str | None) -> dict:
-    meta = {"name": name, "namespace": namespace_of(plan), "labels": labels(plan)}
-    if owner_uid is not None:
-        meta["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": plan.job_id, "uid": owner_uid,
-                                    "controller": False, "blockOwnerDeletion": False}]
-    return meta
+def owned_metadata(plan: Plan, name: str) -> dict:
+    """What the Job owns: deleting the Job deletes it (its uid is known once the Job is created)."""
+    return {"name": name, "namespace": namespace_of(plan), "labels": labels(plan),
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": plan.job_id, "uid": slot("job_uid"),
+                                 "controller": False, "blockOwnerDeletion": False}]}
 
 
-def bootstrap_script(plan: Plan, snapshot_url: str, result_url: str) -> str:
+def secret_slot(name: str) -> str:
+    return f"secret_{name.lower()}"
+
+
+def bootstrap_script(plan: Plan) -> str:
     # A pvc:// datapool has no store for the code: it is in the ConfigMap (binaryData), next to this script.
     tar = f"{CONFIG_DIR}/{SNAPSHOT_KEY}" if pvc_claim(plan) else ""
     return bootstrap.render(plan.spec, base=NODE_BASE, snapshot_sha=plan.snapshot["sha256"], snapshot_tar=tar,
-                            snapshot_url="" if tar else snapshot_url, python=options(plan).python, teardown="none",
-                            result_url="" if tar else result_url)
+                            snapshot_url="" if tar else slot("snapshot_url"), python=options(plan).python,
+                            teardown="none", result_url="" if tar else slot("result_url"))
 
 
 # The container's command. The bootstrap keeps the agent's output in files on the node; a pod's log is its stdout,
@@ -126,35 +136,34 @@ def run_script(plan: Plan) -> str:
                                                                                              CONFIG_DIR)
 
 
-def config_map(plan: Plan, owner_uid: str, snapshot_url: str, result_url: str,
-               snapshot_b64: str | None = None) -> dict:
-    doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(plan, f"{plan.job_id}-spec", owner_uid),
-           "data": {"run.sh": run_script(plan), "bootstrap.sh": bootstrap_script(plan, snapshot_url, result_url),
+def config_map(plan: Plan) -> dict:
+    doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": owned_metadata(plan, f"{plan.job_id}-spec"),
+           "data": {"run.sh": run_script(plan), "bootstrap.sh": bootstrap_script(plan),
                     "spec.json": plan.spec.to_json()}}
     if pvc_claim(plan):
-        doc["binaryData"] = {SNAPSHOT_KEY: snapshot_b64 or f"<base64 of the code snapshot "
-                                                           f"{plan.snapshot['sha256']}, at submit>"}
+        doc["binaryData"] = {SNAPSHOT_KEY: slot("snapshot_b64")}
     return doc
 
 
-def secret(plan: Plan, owner_uid: str, values: dict[str, str] | None = None) -> dict | None:
-    """The Secret made from your environment. Without `values` (the plan) each value is a placeholder."""
+def secret(plan: Plan) -> dict | None:
+    """The Secret made from your environment: a slot per value, filled only when it is sent."""
     if not plan.job.secrets or options(plan).secret_name:
         return None
-    data = {name: (values[name] if values is not None else f"<${name} from your environment, at submit>")
-            for name in plan.job.secrets}
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata(plan, secret_name(plan), owner_uid),
-            "type": "Opaque", "stringData": data}
+    slots = {name: secret_slot(name) for name in plan.job.secrets}
+    if len(set(slots.values())) < len(slots):
+        raise UserError(f"--secret {', '.join(plan.job.secrets)}: two names differ only in case; rename one")
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": owned_metadata(plan, secret_name(plan)),
+            "type": "Opaque", "stringData": {name: slot(s) for name, s in slots.items()}}
 
 
 def secret_name(plan: Plan) -> str:
     return options(plan).secret_name or f"{plan.job_id}-secrets"
 
 
-def service(plan: Plan, owner_uid: str) -> dict | None:
+def service(plan: Plan) -> dict | None:
     if plan.job.num_nodes == 1:
         return None
-    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata(plan, service_name(plan.job_id), owner_uid),
+    return {"apiVersion": "v1", "kind": "Service", "metadata": owned_metadata(plan, service_name(plan.job_id)),
             # Headless, and published before the pods are ready: pod 0 must resolve while the others wait for it.
             "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": {JOB_LABEL: plan.job_id},
                      "ports": [{"name": "rendezvous", "port": options(plan).master_port}]}}
@@ -265,21 +274,15 @@ def job_manifest(plan: Plan, image: str) -> dict:
             "spec": spec}
 
 
-def manifests(plan: Plan, image: str, *, owner_uid: str = UID_PLACEHOLDER, snapshot_url: str | None = None,
-              result_url: str | None = None, secret_values: dict[str, str] | None = None,
-              snapshot_b64: str | None = None, namespace: str | None = None) -> list[dict]:
-    """In creation order: the Job (suspended) first, then what it owns."""
-    sha = plan.snapshot["sha256"]
-    docs = [job_manifest(plan, image),
-            config_map(plan, owner_uid, snapshot_url or f"<presigned GET code/{sha}.tar.gz, valid until the deadline>",
-                       result_url or f"<presigned PUT reports/jobs/{plan.job_id}/result.json, for a setup failure>",
-                       snapshot_b64),
-            secret(plan, owner_uid, secret_values), service(plan, owner_uid)]
-    docs = [d for d in docs if d is not None]
-    if namespace:
-        for d in docs:
-            d["metadata"]["namespace"] = namespace
-    return docs
+def manifests(plan: Plan, image: str) -> list[dict]:
+    """In creation order: the Job (suspended) first, then what it owns; with their slots."""
+    docs = [job_manifest(plan, image), config_map(plan), secret(plan), service(plan)]
+    return [d for d in docs if d is not None]
+
+
+def documents(request: dict) -> list[dict]:
+    """The manifests of a rendered request (`plan.request`), as the objects to create: slots and all."""
+    return list(yaml.safe_load_all(request["manifests"]))
 
 
 def to_yaml(docs: list[dict]) -> str:

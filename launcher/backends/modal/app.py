@@ -12,6 +12,7 @@ from typing import Iterator
 
 from ...errors import UserError
 from ...plan import Plan
+from ..slots import fill
 from . import request
 
 TOKEN_HELP = "run `modal token new` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)"
@@ -64,23 +65,31 @@ def _node_body():
     return node.run_node
 
 
-def build(plan: Plan, now: float | None = None):
-    """The real client objects for a plan, offline (a Modal object is a recipe until an app runs it): returns
-    (app, function, spec)."""
+def slot_values(plan: Plan, now: float) -> dict:
+    """What fills the slots of the plan's function spec (request.py lists them), at submit (`now`)."""
+    import os
+
+    values = {"timeout": request.timeout_s(plan, now), "snapshot_file": plan.snapshot_file}
+    values.update({request.secret_slot(n): os.environ[n] for n in plan.job.secrets})  # api checked they are set
+    return values
+
+
+def build(spec: dict):
+    """The real client objects for a function spec with its slots filled, offline (a Modal object is a recipe
+    until an app runs it): returns (app, function). Everything comes from `spec`."""
     import modal
 
     from .image import node_image
 
-    spec = request.function_spec(plan, now=time.time() if now is None else now)  # the timeout counts from now
     fn_spec = spec["function"]
     app = modal.App(spec["app"]["name"], tags=spec["app"]["tags"])
-    image = node_image(gpu=bool(plan.job.gpu))
+    image = node_image(spec=spec["image"])
     for m in fn_spec["mounts"]:
-        image = image.add_local_file(plan.snapshot_file or m["local"], m["remote"], copy=m["copy"])
+        image = image.add_local_file(m["local"], m["remote"], copy=m["copy"])
     secrets = []
     for s in fn_spec["secrets"]:
-        if "from_local_environ" in s:
-            secrets.append(modal.Secret.from_local_environ(s["from_local_environ"]))
+        if "from_dict" in s:
+            secrets.append(modal.Secret.from_dict(s["from_dict"]))
         else:
             secrets.append(modal.Secret.from_name(s["from_name"]))
     volumes = {path: modal.Volume.from_name(v["volume"], create_if_missing=v["create_if_missing"])
@@ -90,7 +99,7 @@ def build(plan: Plan, now: float | None = None):
     fn = app.function(image=image, serialized=True, name=fn_spec["name"], timeout=fn_spec["timeout"],
                       retries=retries, nonpreemptible=fn_spec["nonpreemptible"], secrets=secrets, volumes=volumes,
                       **options)(_node_body())
-    return app, fn, spec
+    return app, fn
 
 
 def check_named_secrets(plan: Plan) -> None:
@@ -104,8 +113,10 @@ def check_named_secrets(plan: Plan) -> None:
 
 
 def submit(plan: Plan) -> dict:
-    """One detached app per job, one function, one spawned call; returns the handle's data."""
-    app, fn, spec = build(plan)
+    """One detached app per job, one function, one spawned call: the plan's spec with its slots filled (the timeout
+    counts from now); returns the handle's data."""
+    spec = fill(plan.request, slot_values(plan, time.time()))
+    app, fn = build(spec)
     with user_errors(f"starting app {plan.job_id}"):
         # detach: the app (and the job) outlives this process, a closed laptop lid included.
         with app.run(detach=True):

@@ -7,13 +7,16 @@ images/Dockerfile and the bootstrap's venv, and its hash names the image (LAUNCH
 from __future__ import annotations
 
 
-def node_image(gpu: bool = False):
-    """The Modal image of the node: `modal.Image`, from launcher.images.LOCK_FILE (+ GPU_LOCK_FILE with `gpu`)."""
+def node_image(gpu: bool = False, spec: dict | None = None):
+    """The Modal image of the node: `modal.Image`, from launcher.images.LOCK_FILE (+ GPU_LOCK_FILE with `gpu`).
+    `spec`: a request's `image` part (request.image_spec), built as it says."""
     import modal
 
-    from ...images import CUDA_BASE, GPU_LOCK_FILE, LOCK_FILE, PYTHON_VERSION, lock_hash
+    from ...images import IMAGES_DIR
+    from .request import image_for
 
-    image = modal.Image.from_registry(CUDA_BASE, add_python=PYTHON_VERSION).pip_install_from_requirements(str(LOCK_FILE))
-    if gpu and GPU_LOCK_FILE.is_file():
-        image = image.pip_install_from_requirements(str(GPU_LOCK_FILE))
-    return image.env({"LAUNCH_IMAGE_LOCK": lock_hash()})
+    spec = spec or image_for(gpu)
+    image = modal.Image.from_registry(spec["base"], add_python=spec["python"])
+    for lock in spec["requirements"]:  # relative to the repository root
+        image = image.pip_install_from_requirements(str(IMAGES_DIR.parent / lock))
+    return image.env({"LAUNCH_IMAGE_LOCK": spec["lock_hash"]})

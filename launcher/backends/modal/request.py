@@ -2,8 +2,12 @@
 offline exactly what app.py turns into Modal calls.
 
 One app per job (name = job id; tags = job id, owner, deadline as epoch seconds: Modal tags reject ':'), one
-function that runs the node bootstrap, started with `spawn` on a detached app. Values known only at submit (the
-timeout counts from then) are recomputed by app.py with the same functions.
+function that runs the node bootstrap, started with `spawn` on a detached app. What only submit knows is a named slot
+(launcher/backends/slots.py), filled by app.submit in this very spec, never a second rendering:
+
+    timeout          Modal's timeout in seconds, counted from submit (`timeout_s`)
+    snapshot_file    the packed code snapshot on this machine, the mount's local side
+    secret_<name>    $NAME from your environment, for the Secret made from --secret NAME: never rendered
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from ...gpus import CATALOG, PRICE_TABLE_DATE
 from ...job import Job
 from ...plan import Plan
 from ...units import format_duration
+from ..slots import slot
 from .options import MODAL_NAME
 
 # Everything of the job lives here in the container: code, state, the volume.
@@ -119,6 +124,10 @@ def nonpreemptible(job: Job) -> bool:
 
 def image_spec(job: Job) -> dict:
     """What image.node_image() builds: the base, the lock(s) it installs, the lock's hash."""
+    return image_for(gpu=bool(job.gpu))
+
+
+def image_for(gpu: bool) -> dict:
     from ... import images
 
     root = images.IMAGES_DIR.parent
@@ -127,7 +136,7 @@ def image_spec(job: Job) -> dict:
         raise UserError(f"{lock.relative_to(root)} is missing: the Modal image installs it; "
                         "generate it with `python images/lock.py`")
     locks = [str(lock.relative_to(root))]
-    if job.gpu and images.GPU_LOCK_FILE.is_file():
+    if gpu and images.GPU_LOCK_FILE.is_file():
         locks.append(str(images.GPU_LOCK_FILE.relative_to(root)))  # the gpu extra, where CUDA is
     return {"base": images.CUDA_BASE, "python": images.PYTHON_VERSION, "requirements": locks,
             "lock_hash": images.lock_hash()}
@@ -139,11 +148,14 @@ def bootstrap_script(plan: Plan) -> str:
                             python="", teardown="none", keep_on_failure=False)
 
 
-def function_spec(plan: Plan, now: float | None = None) -> dict:
+def secret_slot(name: str) -> str:
+    return f"secret_{name.lower()}"
+
+
+def function_spec(plan: Plan) -> dict:
     """The whole request: app, image, function (resources, limits, secrets by name, volumes) and the call."""
     job = plan.job
     modal_opts = getattr(job, "modal", None)
-    now = plan.created if now is None else now
     resources: dict = {}
     if job.gpu:
         resources["gpu"] = gpu(job)
@@ -154,8 +166,11 @@ def function_spec(plan: Plan, now: float | None = None) -> dict:
     if job.disk:
         resources["ephemeral_disk"] = math.ceil(job.disk_bytes / 2**20)  # MiB
     secrets = []
-    if job.secrets:
-        secrets.append({"from_local_environ": list(job.secrets)})  # names here; Modal gets the values at submit
+    if job.secrets:  # names here; the values fill their slots at submit
+        slots = {name: secret_slot(name) for name in job.secrets}
+        if len(set(slots.values())) < len(slots):
+            raise UserError(f"--secret {', '.join(job.secrets)}: two names differ only in case; rename one")
+        secrets.append({"from_dict": {name: slot(s) for name, s in slots.items()}})
     if modal_opts and modal_opts.secrets:
         secrets += [{"from_name": name} for name in modal_opts.secrets]
     volumes = {}
@@ -169,13 +184,13 @@ def function_spec(plan: Plan, now: float | None = None) -> dict:
         "function": {
             "name": FUNCTION_NAME,
             **resources,
-            "timeout": timeout_s(plan, now),
+            "timeout": slot("timeout"),  # timeout_s(plan, now) at submit: it counts from then
             "retries": job.max_restarts,
             "nonpreemptible": nonpreemptible(job),
             "secrets": secrets,
             "volumes": volumes,
             # The code rides along as one file, uploaded at submit (copy=False: no image rebuild per change).
-            "mounts": [{"local": f"<snapshot code/{sha}.tar.gz>", "remote": snapshot_path(sha), "copy": False}],
+            "mounts": [{"local": slot("snapshot_file"), "remote": snapshot_path(sha), "copy": False}],
         },
         "spawn": {"spec": plan.spec.model_dump(), "bootstrap": bootstrap_script(plan), "base": NODE_BASE},
     }

@@ -25,7 +25,6 @@ import shlex
 from ... import bootstrap
 from ...gpus import GpuRequest
 from ...plan import Plan
-from ...spec import DEADMAN_MARGIN_S
 from .options import SlurmOptions
 
 

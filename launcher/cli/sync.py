@@ -70,15 +70,15 @@ def _fail(message: str, code: int) -> None:
 
 def _run(direction: str, experiment, include, exclude, delete, dry_run, datapool, root, endpoint_url, region,
          aws_profile, launch_profile, workers) -> None:
-    from .datapool import DatapoolUserError, SyncError, open_store, sync as run_sync
-    from .datapool.local import LocalStore
-    from .datapool.report import PlainReporter, RichReporter
-    from .errors import UserError
+    from ..datapool import DatapoolUserError, SyncError, open_store, sync as run_sync
+    from ..datapool.local import LocalStore
+    from ..datapool.report import PlainReporter, RichReporter
+    from ..errors import UserError
 
     local = remote = None
     try:
         if launch_profile:
-            from .profile import load_profile
+            from ..profile import load_profile
 
             prof = load_profile(launch_profile)
             datapool = datapool or prof.get("datapool")

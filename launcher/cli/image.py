@@ -46,8 +46,8 @@ def build(push: str | None, gpu: bool, dry_run: bool) -> None:
 
     Without Docker on PATH the exact command is printed instead (exit 0), to run where Docker is.
     """
-    from . import images
-    from .errors import UserError
+    from .. import images
+    from ..errors import UserError
 
     repo, extra_tag = _parse_push(push) if push is not None else (images.default_repo(), None)
     for path, fix in ((images.DOCKERFILE, "build from a checkout of launcher's repository"),
@@ -91,7 +91,7 @@ def build(push: str | None, gpu: bool, dry_run: bool) -> None:
 def build_commands(tags: list[str], *, gpu: bool, push: bool, buildx: bool) -> list[list[str]]:
     """The docker command lines, run from the repository root: one `buildx build` (it pushes itself), or
     `docker build` then `docker push` per tag."""
-    from . import images
+    from .. import images
 
     args = ["-f", images.DOCKERFILE.relative_to(images.IMAGES_DIR.parent).as_posix(),
             # The lock pins Linux x86_64 wheels: an arm64 builder (a Mac) must still build amd64.
@@ -129,7 +129,7 @@ def _docker_major(docker: str) -> int:
 
 
 def _parse_push(value: str) -> tuple[str, str | None]:
-    from .errors import UserError
+    from ..errors import UserError
 
     slash = value.rfind("/")
     repo, tag = (value.rsplit(":", 1) if value.rfind(":") > slash else (value, None))

@@ -15,7 +15,7 @@ _PROFILE = click.option("--profile", metavar="FILE",
 
 
 def _need(config):
-    from .errors import UserError
+    from ..errors import UserError
 
     if not config:
         raise UserError("give the pipeline file: launch pipeline -c configs/experiments/NAME/pipeline.py")
@@ -50,7 +50,7 @@ def pipeline(ctx, config, prepare_only, dry_run, start, only, force, datapool, p
     ctx.obj.update(config=config, datapool=datapool, profile=profile)
     if ctx.invoked_subcommand is not None:
         return
-    from .pipeline.run import run
+    from ..pipeline.run import run
 
     code = run(_need(config), datapool=datapool, profile=profile, prepare_only=prepare_only, dry=dry_run,
                start=start, only=only, force=tuple(force))
@@ -65,7 +65,7 @@ def pipeline(ctx, config, prepare_only, dry_run, start, only, force, datapool, p
 @click.pass_context
 def status(ctx, config, datapool, profile):
     """Show each step's state, backend, duration, cost and log path."""
-    from .pipeline.run import status as table
+    from ..pipeline.run import status as table
 
     obj = ctx.obj or {}
     click.echo(table(_need(config or obj.get("config")), datapool=datapool or obj.get("datapool"),

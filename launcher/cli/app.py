@@ -1,0 +1,110 @@
+"""The `launch` command: the group, its help page and `main`. `launch SCRIPT` is `launch run SCRIPT`; each
+subcommand lives in its own module (run.py, jobs.py: jobs/status/watch/logs/down; sync.py, pipeline.py, image.py,
+loaded only when used). Heavy modules are imported inside commands: `launch --help` must stay light."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ..fastmodels import without_plugins
+
+with without_plugins():
+    from ..backends import entries
+
+EXAMPLES = """
+Examples:
+  launch runners/rl_run.py --config configs/rl/smoke.yaml --task tasks/smoke_task.py
+  launch --dry-run --gpu A100 runners/sft_run.py --config configs/sft/wordle.yaml --task tasks/wordle_task.py
+  launch --detach --max-runtime 2h --env WANDB_MODE=offline runners/sft_run.py --config c.yaml
+  launch jobs;  launch logs JOB -f;  launch down JOB;  launch down --expired
+  launch sync up --experiment demo --datapool s3://bucket/pool
+"""
+
+
+class LaunchGroup(click.Group):
+    """`launch [OPTIONS] SCRIPT ...` is `launch run [OPTIONS] SCRIPT ...`; other words are subcommands."""
+
+    lazy_commands = {"sync": ("launcher.cli.sync", "sync"), "pipeline": ("launcher.cli.pipeline", "pipeline"),
+                     "image": ("launcher.cli.image", "image")}
+    # What `launch --help` says of the commands it does not import to say it (their own imports are heavier).
+    lazy_help = {"sync": "Sync the datapool with its store (only changed files move, verified).",
+                 "pipeline": "Run an experiment's STEPS, each a job.",
+                 "image": "Build (and push) the node image from images/requirements.lock."}
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.list_commands(ctx) and args[0] not in ("--help", "-h", "--version"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *self.lazy_commands})
+
+    def get_command(self, ctx, name):
+        if name in self.lazy_commands and name not in self.commands:
+            module, attr = self.lazy_commands[name]
+            try:
+                self.add_command(getattr(importlib.import_module(module), attr), name)
+            except ImportError:
+                return None
+        return self.commands.get(name)
+
+    def format_help(self, ctx, formatter):
+        formatter.write_usage("launch", "[OPTIONS] SCRIPT [SCRIPT_ARGS]...")
+        formatter.write_usage("launch", "COMMAND [ARGS]...", prefix="   or: ")
+        self.format_help_text(ctx, formatter)
+        run = self.commands["run"]
+        run.format_options(click.Context(run, info_name="launch", parent=ctx), formatter)
+        with formatter.section("Commands"):
+            rows = []
+            for name in self.list_commands(ctx):
+                cmd = self.commands.get(name)
+                rows.append((name, cmd.get_short_help_str(100) if cmd else self.lazy_help.get(name, "")))
+            formatter.write_dl(rows)
+        with formatter.section("Examples"):
+            lines = [*EXAMPLES.strip().splitlines()[1:], *(e.example for e in entries().values() if e.example)]
+            for line in lines:
+                formatter.write(" " * formatter.current_indent + line.strip() + "\n")
+        formatter.write_paragraph()
+        formatter.write_text("Everything after SCRIPT goes to the script untouched. `launch COMMAND --help` for more.")
+
+
+@click.group(cls=LaunchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="launcher", prog_name="launch")
+def cli():
+    """Run an ML script on a GPU machine of any backend (--backend), with its datapool synced and every machine
+    torn down when it ends. The same command runs the same job on your laptop's CPU (the default backend)."""
+
+
+from .jobs import down, jobs, logs, status, watch  # noqa: E402 - the commands join the group defined above
+from .run import run  # noqa: E402
+
+for _command in (run, jobs, status, watch, logs, down):
+    cli.add_command(_command)
+
+
+def main(argv=None) -> None:
+    from ..errors import CapacityError, UserError
+
+    try:
+        from ..backends import check_plugins
+
+        check_plugins()
+        cli.main(args=argv, prog_name="launch", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except CapacityError as exc:  # the request is right; the capacity is short now: exit 75, try later/elsewhere
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        # One line, like our own errors, instead of click's three-line usage dump.
+        ctx = getattr(exc, "ctx", None)
+        path = ctx.command_path.replace("launch run", "launch") if ctx else "launch"
+        click.echo(f"error: {exc.format_message().rstrip('.')}; see `{path} --help`", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

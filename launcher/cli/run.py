@@ -1,0 +1,94 @@
+"""`launch [OPTIONS] SCRIPT [ARGS]...` (= `launch run`): build the job from the profile and flags, then plan
+(--dry-run) or launch it."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ..fastmodels import without_plugins
+from .flags import backend_flags, entries, given_backend_flags, parse_env, place_backend_flags
+
+@click.command(context_settings={"allow_interspersed_args": False})
+@click.option("--backend", "-b", default=None, metavar="NAME",
+              help="where to run: " + "; ".join(f"{n} ({e.summary})" for n, e in entries().items())
+              + " [default: local]")
+@click.option("--gpu", default=None, metavar="TYPE[:N]", help="GPU type and count, e.g. A10G, A100-80GB:2, H100:8")
+@click.option("--cpus", type=float, default=None, help="CPU cores")
+@click.option("--memory", default=None, metavar="SIZE", help="memory, e.g. 32Gi")
+@click.option("--disk", default=None, metavar="SIZE", help="disk, e.g. 200Gi")
+@click.option("--env", "-e", "env", multiple=True, metavar="K=V", help="environment variable for the script (repeatable)")
+@click.option("--secret", "secrets", multiple=True, metavar="NAME",
+              help="pass the env var NAME from here as a secret (repeatable; the value never enters plans or logs)")
+@click.option("--experiment", default=None, help="experiment name: datapool folder experiments/NAME (default: default)")
+@click.option("--datapool", default=None, metavar="URL", envvar="LAUNCH_DATAPOOL",
+              help="datapool store, e.g. file:///abs/dir or s3://bucket/prefix (the schemes each backend reaches: "
+                   "its doc) "
+                   "(default: $LAUNCH_DATAPOOL)")
+@click.option("--endpoint-url", default=None, metavar="URL",
+              help="S3-compatible endpoint for an s3:// --datapool (default: $AWS_ENDPOINT_URL, else AWS)")
+@click.option("--pending-timeout", default=None, metavar="DURATION",
+              help="report and end a job still waiting for its machine after this long (default 10m)")
+@click.option("--torchrun", is_flag=True, default=None,
+              help="run a .py script under torchrun, one process per GPU (always with --num-nodes > 1)")
+@click.option("--num-nodes", type=int, default=None, metavar="N",
+              help="machines, each running the script under torchrun (the backend says how many it gives)")
+@backend_flags
+@click.option("--name", default=None, help="run name (default: the script's name)")
+@click.option("--max-runtime", default=None, metavar="DURATION", help="stop the script after this long, e.g. 90m, 2h")
+@click.option("--grace-period", default=None, metavar="DURATION", help="SIGTERM-to-SIGKILL grace (default 30s)")
+@click.option("--push-interval", default=None, metavar="DURATION",
+              help="push checkpoints and reports to the --datapool store this often while running (default 30s)")
+@click.option("--spot", is_flag=True, default=None, help="use spot/preemptible capacity")
+@click.option("--max-restarts", type=int, default=None, metavar="N",
+              help="relaunch a preempted job up to N times (same id); it resumes from its newest pushed checkpoint")
+@click.option("--terminate-after", is_flag=True, default=None, help="wait for the end, then tear the machine down")
+@click.option("--keep-on-failure", is_flag=True, default=None, help="keep the machine after a failure, for debugging")
+@click.option("--profile", default=None, metavar="FILE", help="YAML launch profile; flags override it")
+@click.option("--detach", "-d", is_flag=True, help="return at once; follow with `launch logs JOB -f`")
+@click.option("--dry-run", is_flag=True, help="print the plan (exact request, datapool, price) and touch nothing")
+@click.argument("script")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+def run(script, script_args, profile, detach, dry_run, env, secrets, **options):
+    """Run SCRIPT (the default command: `launch SCRIPT` = `launch run SCRIPT`)."""
+    with without_plugins():
+        from .. import api
+        from ..job import build_job
+    from ..profile import load_profile, merge
+
+    base = load_profile(profile) if profile else {}
+    given = given_backend_flags(options)
+    fields = merge(base, {**options, "env": parse_env(env), "secrets": list(secrets)})
+    place_backend_flags(given, fields)
+    fields["script"] = script
+    fields["args"] = list(script_args) or base.get("args", [])
+    job = build_job(f"profile {profile}" if profile else "launch", **fields)
+    if dry_run:
+        click.echo(api.plan(job).to_yaml(), nl=False)
+        return
+
+    def started(run):
+        for note in run.plan.notes:
+            click.echo(f"[launcher] note: {note}", err=True)
+        if detach:
+            click.echo(run.job_id)
+            click.echo(f"[launcher] started {run.job_id} on {job.backend}; follow: launch logs {run.job_id} -f; "
+                       f"stop: launch down {run.job_id}", err=True)
+        else:
+            click.echo(f"[launcher] job {run.job_id} on {job.backend}; follow from another terminal: "
+                       f"launch logs {run.job_id} -f", err=True)
+
+    run = api.launch(job, detach=detach, on_start=started)
+    if not detach:
+        click.echo(f"[launcher] job {run.job_id} {run.state} (exit code {run.exit_code})", err=True)
+        if run.exit_code in (2, 75) and (why := api.reason(run.job_id)):
+            # The launcher ended it, not the script (a request the platform can never run: 2; capacity short past
+            # the pending timeout: 75): the one error line says why.
+            click.echo(f"error: {why}", err=True)
+        if run.teardown:
+            click.echo(f"[launcher] {run.teardown}", err=True)
+        # Nothing is left to clean up: skip the interpreter's teardown of pydantic & co (~0.05-0.1 s a launch).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(run.exit_code)
