@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from .datapool.url import StoreUrl
 
-from .layout import job_report_dir
+from .node.layout import job_report_dir
 
 
 class JobStore:

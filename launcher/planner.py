@@ -13,7 +13,7 @@ from .backends import get_backend, names_where
 from .backends.base import Backend
 from .errors import UserError
 from .job import Job
-from .layout import PULLED, PUSHED
+from .node.layout import PULLED, PUSHED
 from .plan import Plan, new_job_id
 from .spec import SPEC_VERSION, AgentSpec, deadline_for
 from .units import format_duration

@@ -1,4 +1,4 @@
-"""The node bootstrap (launcher/bootstrap.py) run for real with bash on this machine, laid out as the ssh backend lays
+"""The node bootstrap (launcher/node/bootstrap.py) run for real with bash on this machine, laid out as the ssh backend lays
 out a box (code/<sha>.tar.gz, datapool/, jobs/<id>/ under one base dir) and pushing into a file:// store.
 
 `shutdown`, `poweroff` and `halt` are stubs first on PATH that only append their argv to a file: a test proves the
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import bootstrap
+from launcher.node import bootstrap
 from launcher.proc import ProcRef
 from launcher.snapshot import build
 from launcher.spec import DEADMAN_MARGIN_S, SPEC_VERSION, AgentSpec

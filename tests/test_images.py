@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher import bootstrap, images
+from launcher import images
+from launcher.node import bootstrap
 from launcher.cli import main
 from launcher.snapshot import build
 from launcher.spec import SPEC_VERSION, AgentSpec
@@ -99,7 +100,7 @@ def test_the_dockerfile_installs_the_lock_then_launcher_without_dependencies():
     assert f"-r {GPU_LOCK_REL}" in runs[install_lock] and '"$GPU" = 1' in runs[install_lock]
     install_self = next(i for i, r in enumerate(runs) if "--no-deps ." in r)
     assert install_self > install_lock
-    assert lines[-1] == 'ENTRYPOINT ["python", "-m", "launcher.agent"]'
+    assert lines[-1] == 'ENTRYPOINT ["python", "-m", "launcher.node.agent"]'
 
     # Everything COPY names gets past images/Dockerfile.dockerignore (an allow-list after `*`).
     allowed = [line[1:].rstrip("/") for line in images.DOCKERFILE.with_name("Dockerfile.dockerignore")

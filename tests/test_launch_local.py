@@ -115,7 +115,7 @@ def test_dry_run_prints_plan_and_touches_nothing(launch, project, launcher_env):
     assert plan["backend"] == "local" and plan["job_id"].startswith("show-")
     assert plan["job"]["gpu"] == "A100-40GB:1" and plan["job"]["args"] == ["--lr", "1e-3"]
     assert plan["job"]["max_runtime"] == 7200 and plan["deadline"]
-    assert plan["request"]["argv"][1:3] == ["-m", "launcher.agent"]
+    assert plan["request"]["argv"][1:3] == ["-m", "launcher.node.agent"]
     assert plan["request"]["secrets"] == ["MY_TOKEN"]
     assert "dry-run-secret-value" not in out.stdout + out.stderr  # secret names only, never values
     assert not Path(launcher_env["LAUNCHER_HOME"]).exists()

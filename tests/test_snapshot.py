@@ -274,7 +274,7 @@ def test_limit_from_the_environment(tmp_path, monkeypatch):
 def test_launcher_package_added_when_the_workdir_lacks_it(tmp_path):
     snap = build(write_tree(tmp_path / "proj", SMALL), cache_dir=tmp_path / "cache")
     agent = {n[len(AGENT):] for n in names(snap, agent=True) if n.startswith(AGENT)}
-    for must in ("launcher/__init__.py", "launcher/agent.py", "launcher/snapshot.py", "launcher/datapool/s3.py"):
+    for must in ("launcher/__init__.py", "launcher/node/agent.py", "launcher/snapshot.py", "launcher/datapool/s3.py"):
         assert must in agent
     assert all(n.endswith(".py") and "__pycache__" not in n for n in agent if n.startswith("launcher/"))
     # and the node's locks, for the bootstrap's venv (tests/test_images.py)

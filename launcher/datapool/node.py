@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..layout import PULLED, PUSHED
+from ..node.layout import PULLED, PUSHED
 from .local import LocalStore
 from .stores import open_store
 from .sync import sync

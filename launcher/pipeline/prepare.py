@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..layout import create_layout
+from ..node.layout import create_layout
 from .load import Pipeline
 from .stepenv import base_model_name, raw_sources, raw_target
 

@@ -4,7 +4,7 @@ existing Secret on GKE, as sent: their slots (what only `start` knows) filled wi
 tests/backends/test_golden.py. Each must also pass kubernetes-validate (strict) and the semantic checks.
 
 Regenerate after an intended change:  UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/k8s/test_k8s_golden.py
-The node bootstrap inside the ConfigMap is launcher/bootstrap.py's (its own golden is tests/backends/golden/*.yaml):
+The node bootstrap inside the ConfigMap is launcher/node/bootstrap.py's (its own golden is tests/backends/golden/*.yaml):
 here it is a placeholder, so a bootstrap change does not rewrite these files.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def render(name: str, project: Path) -> tuple[str, list[dict]]:
     docs = copy.deepcopy(real)
     for doc in docs:
         if doc["kind"] == "ConfigMap":
-            doc["data"]["bootstrap.sh"] = "<launcher/bootstrap.py, rendered from the AgentSpec>"
+            doc["data"]["bootstrap.sh"] = "<launcher/node/bootstrap.py, rendered from the AgentSpec>"
             doc["data"]["spec.json"] = "<the plan's agent_spec, as JSON>"
     text = request.to_yaml(docs)
     subs = {plan.job_id: "JOB-ID", plan.snapshot["sha256"]: "SNAPSHOT-SHA",

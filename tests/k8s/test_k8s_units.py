@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launcher import multinode
+from launcher.node import multinode
 from launcher.backends.k8s import stuck
 
 NOW = 1_800_000_000.0

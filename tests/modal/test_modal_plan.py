@@ -52,8 +52,8 @@ def test_headline_dry_run_prints_the_function_offline(launcher_env):
     assert plan["request"]["app"]["tags"]["launcher-deadline"] == str(int(plan["deadline_at"]))
     assert plan["price"]["gpu_usd_per_hour"] == 2.1 and plan["price"]["worst_case_usd"] > 0
     assert plan["request"]["spawn"]["spec"]["job_id"] == plan["job_id"]
-    assert "python -m launcher.agent" in plan["request"]["spawn"]["bootstrap"] \
-        or "-m launcher.agent" in plan["request"]["spawn"]["bootstrap"]
+    assert "python -m launcher.node.agent" in plan["request"]["spawn"]["bootstrap"] \
+        or "-m launcher.node.agent" in plan["request"]["spawn"]["bootstrap"]
 
 
 def _plan(tmp_path, **fields):

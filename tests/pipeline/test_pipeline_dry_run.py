@@ -30,7 +30,7 @@ def test_dry_run_prints_each_plan_and_the_total(proj, tmp_path):
     docs = list(yaml.safe_load_all(text))
     local, ec2, total = docs
     assert local["step"] == "script_0" and local["backend"] == "local" and local["worst_case_usd"] == 0.0
-    assert local["request"]["argv"][1:3] == ["-m", "launcher.agent"]
+    assert local["request"]["argv"][1:3] == ["-m", "launcher.node.agent"]
     assert ec2["step"] == "script_1" and ec2["backend"] == "ec2" and ec2["deadline"]
     assert ec2["price"]["instance_type"] == "g5.xlarge" and ec2["price"]["market"] == "spot"
     assert ec2["worst_case_usd"] == ec2["price"]["worst_case_usd"] > 0

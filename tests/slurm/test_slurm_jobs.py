@@ -160,7 +160,7 @@ def test_dry_run_prints_the_batch_script_and_sbatch_argv_offline(target, slurm_c
     batch = request["batch_script"]
     assert "srun --export=ALL --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=2" in batch
     assert "NPROC_PER_NODE=2 WORLD_SIZE=4" in batch and "MAX_RESTARTS=1" in batch
-    assert "trap '' TERM" in request["node_script"] and "launcher.agent" in request["bootstrap"]
+    assert "trap '' TERM" in request["node_script"] and "launcher.node.agent" in request["bootstrap"]
     # Nothing was submitted, nothing placed.
     assert slurm_cluster.job_ids() == []
     assert list((tmp_path / "node").iterdir()) == []

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Iterator
 
 from ...errors import UserError
-from ...gpus import CATALOG
 from ...job import Job
 from ...plan import Plan
 from ..base import Backend, Capabilities, Handle, NodePaths
@@ -16,7 +15,7 @@ from . import aws, catalog, request, sshaccess
 
 class Ec2Backend(Backend):
     name = "ec2"
-    capabilities = Capabilities(remote=True, gpus=tuple(n for n, g in CATALOG.items() if g.ec2), spot=True,
+    capabilities = Capabilities(remote=True, gpus=catalog.gpus_offered(), spot=True,
                                 max_nodes=1, datapool_schemes=("s3",), resources_enforced=True)
 
     def check(self, job: Job) -> list[str]:

@@ -2,13 +2,38 @@
 from __future__ import annotations
 
 from ...errors import UserError
-from ...gpus import CATALOG, PRICE_TABLE_DATE
+from ...gpus import GpuRequest
 from ...job import Job
 
 # The public parameters AWS keeps pointing at the newest image: the Deep Learning Base OSS Nvidia Driver GPU AMI
 # (drivers and CUDA, Ubuntu 22.04) for GPU types, plain Ubuntu 22.04 for CPU ones.
 GPU_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 CPU_AMI_PARAMETER = "/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id"
+
+PRICE_TABLE_DATE = "2025-10-01"
+
+# GPU jobs: the instance type with that many GPUs, per catalog GPU (launcher/gpus.py); a type with no row is not
+# offered on EC2.
+GPU_INSTANCES: dict[str, dict[int, str]] = {
+    "T4": {1: "g4dn.xlarge", 4: "g4dn.12xlarge", 8: "g4dn.metal"},
+    "L4": {1: "g6.xlarge", 4: "g6.12xlarge", 8: "g6.48xlarge"},
+    "A10G": {1: "g5.xlarge", 4: "g5.12xlarge", 8: "g5.48xlarge"},
+    "L40S": {1: "g6e.xlarge", 4: "g6e.12xlarge", 8: "g6e.48xlarge"},
+    "A100-40GB": {8: "p4d.24xlarge"},
+    "A100-80GB": {8: "p4de.24xlarge"},
+    "H100": {1: "p5.4xlarge", 8: "p5.48xlarge"},
+    "H200": {8: "p5e.48xlarge"},
+}
+GPU_USD_PER_HOUR = {
+    "g4dn.xlarge": 0.526, "g4dn.12xlarge": 3.912, "g4dn.metal": 7.824,
+    "g6.xlarge": 0.805, "g6.12xlarge": 4.602, "g6.48xlarge": 13.35,
+    "g5.xlarge": 1.006, "g5.12xlarge": 5.672, "g5.48xlarge": 16.288,
+    "g6e.xlarge": 1.861, "g6e.12xlarge": 10.493, "g6e.48xlarge": 30.131,
+    "p4d.24xlarge": 21.96,
+    "p4de.24xlarge": 27.45,
+    "p5.4xlarge": 6.88, "p5.48xlarge": 55.04,
+    "p5e.48xlarge": 63.30,
+}
 
 # CPU-only jobs: the smallest general-purpose size with at least --cpus cores.
 CPU_TYPES = {2: "m7i.large", 4: "m7i.xlarge", 8: "m7i.2xlarge", 16: "m7i.4xlarge", 32: "m7i.8xlarge",
@@ -18,12 +43,30 @@ CPU_USD_PER_HOUR = {"m7i.large": 0.1008, "m7i.xlarge": 0.2016, "m7i.2xlarge": 0.
 DEFAULT_DISK_GB = 100
 
 
+def gpus_offered() -> tuple[str, ...]:
+    """The catalog GPUs EC2 offers: those with an instance type."""
+    return tuple(name for name, counts in GPU_INSTANCES.items() if counts)
+
+
+def gpu_instance_type(gpu: GpuRequest) -> str:
+    """The instance type with `gpu.count` GPUs of its type; another count is a UserError naming the valid ones."""
+    counts = GPU_INSTANCES.get(gpu.type.name, {})
+    try:
+        return counts[gpu.count]
+    except KeyError:
+        valid = ", ".join(str(c) for c in sorted(counts))
+        raise UserError(
+            f"EC2 has no instance with {gpu.count}x {gpu.type.name}; "
+            f"valid counts for {gpu.type.name} on EC2: {valid}"
+        ) from None
+
+
 def instance_type(job: Job) -> str:
     """--instance-type, else the type with --gpu's count of that GPU, else a CPU type by --cpus."""
     if job.ec2 and job.ec2.instance_type:
         return job.ec2.instance_type
     if job.gpu:
-        return job.gpu_request.ec2_instance_type()  # an impossible count is a UserError listing the valid ones
+        return gpu_instance_type(job.gpu_request)  # an impossible count is a UserError listing the valid ones
     cpus = job.cpus or 2
     for cores, itype in CPU_TYPES.items():
         if cores >= cpus:
@@ -33,7 +76,7 @@ def instance_type(job: Job) -> str:
 
 
 def is_gpu_type(itype: str) -> bool:
-    return any(itype in g.ec2.values() for g in CATALOG.values()) or itype.split(".")[0][:1] in ("g", "p")
+    return any(itype in counts.values() for counts in GPU_INSTANCES.values()) or itype.split(".")[0][:1] in ("g", "p")
 
 
 def ami_source(job: Job, itype: str) -> str:
@@ -44,9 +87,8 @@ def ami_source(job: Job, itype: str) -> str:
 
 
 def usd_per_hour(itype: str) -> float | None:
-    for g in CATALOG.values():
-        if itype in g.ec2_usd_per_hour:
-            return g.ec2_usd_per_hour[itype]
+    if itype in GPU_USD_PER_HOUR:
+        return GPU_USD_PER_HOUR[itype]
     return CPU_USD_PER_HOUR.get(itype)
 
 

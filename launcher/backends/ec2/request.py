@@ -16,7 +16,7 @@ from __future__ import annotations
 import getpass
 import math
 
-from ... import bootstrap
+from ...node import bootstrap
 from ...errors import UserError
 from ...plan import Plan
 from ..slots import fill, slot, slots_in

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Iterator
 
 from ...errors import UserError
-from ...gpus import CATALOG
 from ...job import Job
 from ...plan import Plan
 from ..base import ACTIVE, Backend, Capabilities, Handle, NodePaths, relaunch_due
@@ -52,7 +51,7 @@ def _job_uid(pod: dict) -> str | None:
 
 class K8sBackend(Backend):
     name = "k8s"
-    capabilities = Capabilities(remote=True, gpus=tuple(CATALOG), spot=True, max_nodes=MAX_NODES,
+    capabilities = Capabilities(remote=True, gpus=request.gpus_offered(), spot=True, max_nodes=MAX_NODES,
                                 datapool_schemes=("s3", "pvc"), resources_enforced=True, preempts_on_demand=True)
 
     # -- plan (pure) ---------------------------------------------------------------------------------------------

@@ -23,9 +23,8 @@ import re
 
 import yaml
 
-from ... import bootstrap
+from ...node import bootstrap
 from ...errors import UserError
-from ...gpus import CATALOG
 from ...plan import Plan
 from ...spec import DEADMAN_MARGIN_S, PUSH_RESERVE_S
 from ..slots import slot
@@ -38,8 +37,15 @@ CONTAINER = "agent"
 SNAPSHOT_KEY = "snapshot.tar.gz"
 JOB_LABEL = "launcher/job"
 DEADLINE_ANNOTATION = "launcher/deadline"
-# The GPU product label's value per provider; GFD's comes from launcher/gpus.py.
+# The GPU product label's value per catalog GPU (launcher/gpus.py), per label key (one per provider). GPU feature
+# discovery's, the default key, names every type the backend offers; a type missing from another key's table needs
+# k8s: gpu_label_value.
+GFD_LABEL = "nvidia.com/gpu.product"
 GPU_LABEL_VALUES = {
+    GFD_LABEL: {
+        "T4": "Tesla-T4", "L4": "NVIDIA-L4", "A10G": "NVIDIA-A10G", "L40S": "NVIDIA-L40S",
+        "A100-40GB": "NVIDIA-A100-SXM4-40GB", "A100-80GB": "NVIDIA-A100-SXM4-80GB", "H100": "NVIDIA-H100-80GB-HBM3",
+        "H200": "NVIDIA-H200"},
     "cloud.google.com/gke-accelerator": {
         "T4": "nvidia-tesla-t4", "L4": "nvidia-l4", "A100-40GB": "nvidia-tesla-a100", "A100-80GB": "nvidia-a100-80gb",
         "H100": "nvidia-h100-80gb", "H200": "nvidia-h200-141gb"},
@@ -67,6 +73,11 @@ def master_addr(job_id: str) -> str:
     return f"{job_id}-0.{service_name(job_id)}"
 
 
+def gpus_offered() -> tuple[str, ...]:
+    """The catalog GPUs a node can be asked for by GPU feature discovery's label."""
+    return tuple(GPU_LABEL_VALUES[GFD_LABEL])
+
+
 def gpu_label(job) -> tuple[str, str] | None:
     gpu = job.gpu_request
     if gpu is None:
@@ -75,12 +86,10 @@ def gpu_label(job) -> tuple[str, str] | None:
     key = opts.gpu_label_key
     if opts.gpu_label_value:
         return key, opts.gpu_label_value
-    if key == "nvidia.com/gpu.product":
-        return key, CATALOG[gpu.type.name].k8s_product
     value = GPU_LABEL_VALUES.get(key, {}).get(gpu.type.name)
     if value is None:
         raise UserError(f"no {key} value known for --gpu {gpu.type.name}: set k8s: gpu_label_value in the profile "
-                        "(the value your nodes carry), or use gpu_label_key nvidia.com/gpu.product")
+                        f"(the value your nodes carry), or use gpu_label_key {GFD_LABEL}")
     return key, value
 
 
@@ -179,7 +188,7 @@ def container_env(plan: Plan) -> list[dict]:
     env = []
     if job.num_nodes > 1 or job.torchrun:
         nproc = nproc_per_node(plan)
-        # The agent (launcher/multinode.py) adds NODE_RANK from JOB_COMPLETION_INDEX and wraps the script in torchrun.
+        # The agent (launcher/node/multinode.py) adds NODE_RANK from JOB_COMPLETION_INDEX and wraps the script in torchrun.
         env += [{"name": "LAUNCH_NUM_NODES", "value": str(job.num_nodes)},
                 {"name": "LAUNCH_TORCHRUN", "value": "1"},
                 {"name": "MASTER_ADDR", "value": master_addr(plan.job_id) if job.num_nodes > 1 else "127.0.0.1"},

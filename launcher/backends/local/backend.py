@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ... import nodectl
+from ...node import nodectl
 from ...errors import UserError
 from ...job import Job
 from ...plan import Plan
@@ -32,7 +32,7 @@ class LocalBackend(Backend):
 
     def render(self, plan: Plan) -> dict:
         return {
-            "argv": [sys.executable, "-m", "launcher.agent", "--spec", f"{plan.spec.state_dir}/spec.json"],
+            "argv": [sys.executable, "-m", "launcher.node.agent", "--spec", f"{plan.spec.state_dir}/spec.json"],
             "cwd": plan.spec.workdir,
             "env": sorted(plan.job.env),
             "secrets": list(plan.job.secrets),
@@ -95,7 +95,7 @@ class LocalBackend(Backend):
         return None  # the store's copy *is* the local file (api.tail_store_log reads it)
 
     def cancel(self, handle: Handle, grace: float | None = None) -> None:
-        # The node runs the same policy itself (launcher/nodectl.py: marker, SIGTERM, grace, SIGKILL, confirm), in
+        # The node runs the same policy itself (launcher/node/nodectl.py: marker, SIGTERM, grace, SIGKILL, confirm), in
         # one call: for ssh one connection instead of one per look.
         grace = float(handle.data.get("grace_period", 30)) if grace is None else grace
         nodectl.cancel(Path(handle.data["state_dir"]), grace)
@@ -121,7 +121,7 @@ def _wait_child(pid: int) -> None:
 
 
 def _fork_agent(spec, cwd: str, log: Path | None) -> int:
-    """The agent as a fork of this process: the same code as `python -m launcher.agent --spec`, without a second
+    """The agent as a fork of this process: the same code as `python -m launcher.node.agent --spec`, without a second
     interpreter start and a second import of pydantic (about a third of a second of every local launch). The child
     gets its own session, like the spawned agent, so it outlives us and the terminal's Ctrl-C reaches it only
     through us."""
@@ -141,7 +141,7 @@ def _fork_agent(spec, cwd: str, log: Path | None) -> int:
             os.dup2(out, 1)
             os.dup2(out, 2)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        from ...agent import run
+        from ...node.agent import run
 
         code = run(spec)  # the spec in hand: the same one written to spec.json, no need to read it back
     except BaseException:  # noqa: BLE001 - whatever happens, the child never returns into the client's code

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import getpass
 import math
+from typing import NamedTuple
 from urllib.parse import unquote, urlparse
 
-from ... import bootstrap
+from ...node import bootstrap
 from ...errors import UserError
-from ...gpus import CATALOG, PRICE_TABLE_DATE
+from ...gpus import GpuRequest
 from ...job import Job
 from ...plan import Plan
 from ...units import format_duration
@@ -30,6 +31,25 @@ VOLUME_MOUNT = f"{NODE_BASE}/volume"
 FUNCTION_NAME = "launcher_node"
 # Modal's limit per attempt (each retry gets a new one).
 MAX_TIMEOUT_S = 24 * 3600
+PRICE_TABLE_DATE = "2025-10-01"
+
+
+class ModalGpu(NamedTuple):
+    name: str  # Modal's gpu string, before ":COUNT"
+    usd_per_gpu_hour: float  # list price, as of PRICE_TABLE_DATE
+
+
+# Per catalog GPU (launcher/gpus.py); a type with no row is not offered on Modal.
+GPUS: dict[str, ModalGpu] = {
+    "T4": ModalGpu("T4", 0.59),
+    "L4": ModalGpu("L4", 0.80),
+    "A10G": ModalGpu("A10G", 1.10),
+    "L40S": ModalGpu("L40S", 1.95),
+    "A100-40GB": ModalGpu("A100-40GB", 2.10),
+    "A100-80GB": ModalGpu("A100-80GB", 2.50),
+    "H100": ModalGpu("H100", 3.95),
+    "H200": ModalGpu("H200", 4.54),
+}
 # Most GPUs of one type a Modal container gets (8 for every type but A10G).
 MAX_GPUS = {"A10G": 4}
 # Modal list prices besides the GPU (USD per core-hour and per GiB-hour), as of PRICE_TABLE_DATE; a function that
@@ -67,6 +87,12 @@ def snapshot_path(sha: str) -> str:
     return f"{NODE_BASE}/snapshots/{sha}.tar.gz"
 
 
+def gpu_spec(gpu: GpuRequest) -> str:
+    """`A100-40GB` for one, `H100:8` for several."""
+    name = GPUS[gpu.type.name].name
+    return name if gpu.count == 1 else f"{name}:{gpu.count}"
+
+
 def gpu(job: Job) -> str | None:
     """Modal's gpu string (`A100-40GB`, `H100:8`); a count Modal cannot give is exit 2 here, before any call."""
     req = job.gpu_request
@@ -76,7 +102,7 @@ def gpu(job: Job) -> str | None:
     if req.count > most:
         raise UserError(f"--gpu {job.gpu}: Modal gives at most {most} {req.type.name} per container; "
                         f"use --gpu {req.type.name}:{most} or fewer")
-    return req.modal_spec
+    return gpu_spec(req)
 
 
 def attempts_needed(runtime: int) -> int:
@@ -198,7 +224,7 @@ def function_spec(plan: Plan) -> dict:
 
 def price(job: Job) -> dict:
     g = job.gpu_request
-    gpu_hour = g.type.modal_usd_per_gpu_hour * g.count if g else 0.0
+    gpu_hour = GPUS[g.type.name].usd_per_gpu_hour * g.count if g else 0.0
     cores = job.cpus or 0.125
     gib = (job.memory_bytes / 2**30) if job.memory else 0.125
     rest = cores * CPU_USD_PER_CORE_HOUR + gib * MEMORY_USD_PER_GIB_HOUR
@@ -213,4 +239,4 @@ def price(job: Job) -> dict:
 
 
 def gpus_offered() -> tuple[str, ...]:
-    return tuple(n for n, g in CATALOG.items() if g.modal)
+    return tuple(GPUS)

@@ -22,7 +22,7 @@ import math
 import re
 import shlex
 
-from ... import bootstrap
+from ...node import bootstrap
 from ...gpus import GpuRequest
 from ...plan import Plan
 from .options import SlurmOptions

@@ -21,7 +21,7 @@ import shlex
 from pathlib import Path
 from typing import Iterator
 
-from ... import bootstrap
+from ...node import bootstrap
 from ...job import Job
 from ...plan import Plan
 from ..base import Backend, Capabilities, Handle, JobState, NodePaths, Observation, observed
@@ -183,7 +183,9 @@ class SshBackend(Backend):
                          '&& kill -TERM "$p"; true')
 
     def cancel(self, handle: Handle, grace: float | None = None) -> None:
-        # The node runs the same policy itself (launcher/nodectl.py: marker, SIGTERM, grace, SIGKILL, confirm), in
+        # `-m launcher.nodectl` (the shim, not launcher.node.nodectl): the node runs its own copy of the code, which
+        # may predate launcher/node/.
+        # The node runs the same policy itself (launcher/node/nodectl.py: marker, SIGTERM, grace, SIGKILL, confirm), in
         # one call: for ssh one connection instead of one per look.
         d = handle.data
         grace = float(d.get("grace_period", 30)) if grace is None else grace

@@ -1,7 +1,7 @@
 """The agent: the same code on every backend, on the node, between the machine and the user's script.
 
-    python -m launcher.agent --spec /path/to/spec.json
-    python -m launcher.agent --spec spec.json --setup-failed STEP --stderr-file FILE   (the node bootstrap's report)
+    python -m launcher.node.agent --spec /path/to/spec.json
+    python -m launcher.node.agent --spec spec.json --setup-failed STEP --stderr-file FILE   (the node bootstrap's report)
 
 The spec is a launcher.spec.AgentSpec. The agent lays out the experiment's datapool, pulls inputs, runs the script
 under the env contract with its output teed into reports/jobs/<job_id>/log.txt, pushes checkpoints while it runs,
@@ -24,14 +24,14 @@ import threading
 import time
 from pathlib import Path
 
-from .fastmodels import without_plugins
+from ..fastmodels import without_plugins
 from . import multinode
 from .layout import create_layout, default_checkpoint_dir, job_report_dir
-from .pipeline import onnode as pipeline_step
-from .proc import ProcRef, write_ref
+from ..pipeline import onnode as pipeline_step
+from ..proc import ProcRef, write_ref
 
 with without_plugins():
-    from .spec import CANCEL_MARKER, CANCEL_POLL_S, AgentSpec
+    from ..spec import CANCEL_MARKER, CANCEL_POLL_S, AgentSpec
 
 # Runs beside the agent in its own session: blocks on a pipe whose write end only the agent holds. EOF without the
 # agent's all-clear byte means the agent died, so the script's group goes too (PR_SET_PDEATHSIG reaches only the
@@ -246,7 +246,7 @@ class Agent:
     def _set_aside_result(self) -> None:
         """A rerun by the batch system: an earlier attempt's result.json (if one got there) becomes
         result.attempt-N.json, so the store answers for this attempt."""
-        from .jobstore import JobStore
+        from ..jobstore import JobStore
 
         if not self.spec.store_url:
             return
@@ -263,7 +263,7 @@ class Agent:
 
     def _watch_cancel(self) -> None:
         """`launch down` from any machine leaves a marker in the store (and, on this machine, the state dir)."""
-        from .jobstore import JobStore
+        from ..jobstore import JobStore
 
         store = JobStore(self.spec.store_url, self.root, self.experiment, self.job_id, self.spec.endpoint_url) \
             if self.spec.store_url else None
@@ -424,15 +424,15 @@ class _RootIsTheStore:
 
 
 def node_datapool(spec: AgentSpec, root: Path):
-    from .datapool import mount_only
+    from ..datapool import mount_only
 
     if spec.store_url is None or mount_only(spec.store_url):  # the mounted claim is the store
         return _RootIsTheStore()
     if spec.store_url.startswith("modal-volume://"):  # mounted at the root on the Modal node: commits, no copies
-        from .datapool.modal_volume import MountedVolume
+        from ..datapool.modal_volume import MountedVolume
 
         return MountedVolume(spec.store_url, float(spec.push_interval))
-    from .datapool.node import NodeDatapool
+    from ..datapool.node import NodeDatapool
 
     return NodeDatapool(spec.store_url, root, spec.experiment, float(spec.push_interval))
 
@@ -461,7 +461,7 @@ def report_setup_failure(spec: AgentSpec, step: str, stderr_file: Path | None) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launcher.agent", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m launcher.node.agent", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="the AgentSpec JSON written by the backend")
     parser.add_argument("--setup-failed", metavar="STEP", help="report a node setup failure instead of running")
     parser.add_argument("--stderr-file", type=Path, help="with --setup-failed: the failing step's stderr")

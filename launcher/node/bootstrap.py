@@ -16,13 +16,13 @@ from __future__ import annotations
 import re
 import shlex
 
-from .images import PYTHON_VERSION
-from .spec import AgentSpec
+from ..images import PYTHON_VERSION
+from ..spec import AgentSpec
 
 LOCK = "images/requirements.lock"
 
 TEMPLATE = r"""#!/usr/bin/env bash
-# launcher node bootstrap for job @@JOB_ID@@. Generated; see launcher/bootstrap.py.
+# launcher node bootstrap for job @@JOB_ID@@. Generated; see launcher/node/bootstrap.py.
 set -uo pipefail
 JOB_ID=@@JOB_ID_Q@@
 BASE=@@BASE@@
@@ -72,8 +72,8 @@ teardown() {
 fail() {
   local step=$1
   log "step $step failed"
-  if [ -n "$PY" ] && PYTHONPATH="$AGENT_PATH" "$PY" -c 'import launcher.agent' 2>/dev/null; then
-    PYTHONPATH="$AGENT_PATH" "$PY" -m launcher.agent --spec "$STATE/spec.json" \
+  if [ -n "$PY" ] && PYTHONPATH="$AGENT_PATH" "$PY" -c 'import launcher.node.agent' 2>/dev/null; then
+    PYTHONPATH="$AGENT_PATH" "$PY" -m launcher.node.agent --spec "$STATE/spec.json" \
       --setup-failed "$step" --stderr-file "$STATE/step.err" >> "$STATE/setup.log" 2>&1
   else
     # No Python to report with: the result stays on the node (the ssh backend reads it from there).
@@ -237,7 +237,7 @@ fi
 
 # 4. the agent
 log "agent"
-PYTHONPATH="$AGENT_PATH${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m launcher.agent --spec "$STATE/spec.json" \
+PYTHONPATH="$AGENT_PATH${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m launcher.node.agent --spec "$STATE/spec.json" \
   >> "$STATE/agent.log" 2>&1 < /dev/null &
 AGENT=$!
 echo "$AGENT $(sed -E 's/^.*\) //' /proc/$AGENT/stat | cut -d' ' -f20)" > "$STATE/agent.pid"
