@@ -178,3 +178,15 @@ def test_watch_retries_a_relaunch_short_of_capacity(toy_env, project):
     assert "relaunched as attempt 2 of 2" in watch.stderr
     assert "attempt 2 started" in _launch(env, project, "logs", job_id).stdout
     assert _launch(env, project, "status", job_id).stdout.startswith("succeeded")
+
+
+def test_the_old_node_paths_still_answer(launcher_env, tmp_path):
+    """A client reaches a node started before launcher/node/ existed with `python -m launcher.nodectl` (the node's
+    own code), and runners import `launcher.layout`: both still work, as thin shims over launcher/node/."""
+    out = subprocess.run([sys.executable, "-m", "launcher.nodectl", "status", str(tmp_path)], env=launcher_env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and '"alive": false' in out.stdout, out.stdout + out.stderr
+    from launcher import layout
+    from launcher.node import layout as node_layout
+
+    assert layout.experiment_dir is node_layout.experiment_dir and layout.LAYOUT_DIRS == node_layout.LAYOUT_DIRS
