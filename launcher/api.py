@@ -188,8 +188,9 @@ def _save_for_restart(p: Plan) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # The workdir made absolute: whoever relaunches (`launch status`, `jobs`) may look from another directory.
     job = {**p.job.model_dump(mode="json"), "workdir": str(Path(p.job.workdir).resolve())}
-    path.write_text(json.dumps({"job": job, "created": p.created,
-                                "snapshot": p.snapshot, "snapshot_file": p.snapshot_file}))
+    snap = p.snapshot
+    path.write_text(json.dumps({"job": job, "created": p.created, "snapshot": snap and {
+        "sha256": snap.sha256, "size": snap.size, "files": snap.files, "path": str(snap.path) if snap.path else None}}))
 
 
 def _restart_if_preempted(rec, backend, handle: Handle) -> bool:
@@ -218,8 +219,9 @@ def _restart_if_preempted(rec, backend, handle: Handle) -> bool:
 
         job = Job.model_validate(saved["job"])
         snap = saved.get("snapshot")
+        path = None if snap is None else (snap.get("path") or saved.get("snapshot_file"))  # records before 12/2026
         snapshot = None if snap is None else Snapshot(snap["sha256"], snap["size"], snap["files"],
-                                                      Path(saved["snapshot_file"] or "/nonexistent"))
+                                                      Path(path) if path else None)
         p = make_plan(job, snapshot=snapshot, job_id=rec.id, created=saved["created"], attempt=attempt + 1,
                       backend=backend)
         if p.spec.stop_at is not None and p.spec.stop_at - time.time() < 60:

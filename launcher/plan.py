@@ -7,10 +7,13 @@ import secrets as _random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .job import Job
 from .spec import AgentSpec
+
+if TYPE_CHECKING:
+    from .snapshot import Snapshot
 
 
 def new_job_id(job: Job) -> str:
@@ -39,11 +42,10 @@ class Plan:
     created: float
     spec: AgentSpec  # what the agent on the node is told; inline in every remote request
     datapool: dict[str, Any]  # root on the machine, store, what is pulled and pushed
-    snapshot: dict[str, Any] | None = None  # the code snapshot (sha256, size, files) for remote backends
+    snapshot: Snapshot | None = None  # the code snapshot for remote backends (its path None in a dry run)
     request: dict[str, Any] = field(default_factory=dict)  # argv, RunInstances, Job manifest, Modal spec, ssh steps
     price: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    snapshot_file: str | None = None  # the packed snapshot on this machine (not part of the printed plan)
 
     @property
     def deadline_at(self) -> float | None:
@@ -64,7 +66,7 @@ class Plan:
             "datapool": self.datapool,
         }
         if self.snapshot:
-            out["snapshot"] = self.snapshot
+            out["snapshot"] = {"sha256": self.snapshot.sha256, "size": self.snapshot.size, "files": self.snapshot.files}
         out["agent_spec"] = self.spec.model_dump()
         out["request"] = self.request
         if self.price:

@@ -97,17 +97,18 @@ def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: fl
                      "--max-runtime changes it)")
     created = time.time() if created is None else created
     job_id = job_id or new_job_id(job)
-    snap = None
-    if backend.capabilities.remote:
-        if snapshot is None:
-            import tempfile
+    if not backend.capabilities.remote:
+        snapshot = None
+    elif snapshot is None:
+        import dataclasses
+        import tempfile
 
-            from .snapshot import build
+        from .snapshot import build
 
-            with tempfile.TemporaryDirectory(prefix="launch-dry-run-") as tmp:
-                snapshot = build(Path(job.workdir), cache_dir=Path(tmp))
-        snap = {"sha256": snapshot.sha256, "size": snapshot.size, "files": snapshot.files}
-    paths = backend.node_paths(job, job_id, snap["sha256"] if snap else None)
+        with tempfile.TemporaryDirectory(prefix="launch-dry-run-") as tmp:
+            # Hashed, kept nowhere: its file goes with the temporary folder.
+            snapshot = dataclasses.replace(build(Path(job.workdir), cache_dir=Path(tmp)), path=None)
+    paths = backend.node_paths(job, job_id, snapshot.sha256 if snapshot else None)
     store = job.datapool if backend.capabilities.remote else local_binding(job)[1]
     store = None if store is None else str(store)  # the spec carries text: it crosses to the node as JSON
     exp = f"experiments/{job.experiment}"
@@ -120,7 +121,7 @@ def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: fl
         preemptible=job.spot or backend.capabilities.preempts_on_demand,
     )
     plan = Plan(
-        backend=backend.name, job_id=job_id, job=job, created=created, spec=spec, snapshot=snap,
+        backend=backend.name, job_id=job_id, job=job, created=created, spec=spec, snapshot=snapshot,
         datapool={
             "root": paths.datapool_root,
             "store": store,
@@ -128,7 +129,6 @@ def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: fl
             "push": [f"{exp}/{p}" for p in PUSHED] if store else [],
         },
         notes=notes,
-        snapshot_file=str(snapshot.path) if snap and snapshot.path.exists() else None,
     )
     plan.request = backend.render(plan)
     plan.price = backend.price(job)

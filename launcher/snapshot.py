@@ -75,7 +75,7 @@ class Snapshot:
     sha256: str
     size: int  # bytes of the .tar.gz
     files: int  # tar members, agent files included
-    path: Path  # the .tar.gz on this machine
+    path: Path | None  # the .tar.gz on this machine; None for a dry run's (hashed, kept nowhere)
 
     @property
     def key(self) -> str:

@@ -232,4 +232,6 @@ class Backend(ABC):
         pumping.start()
         while final_state() is None:
             time.sleep(1.0)
-        pumping.join(timeout=30)  # the stream ends by itself once the job is final: its last bytes first
+        # The stream ends by itself once the job is final; its last bytes first (bounded: a wedged stream must not
+        # hold a finished job's exit code back for ever).
+        pumping.join(timeout=120)

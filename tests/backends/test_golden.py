@@ -66,10 +66,10 @@ def render(backend: str, project: Path) -> tuple[str, str, dict]:
     subs = {plan.job_id: "JOB-ID", str(project.resolve()): "/PROJECT", sys.executable: "/PYTHON",
             os.environ["LAUNCHER_HOME"]: "/LAUNCHER_HOME"}
     if plan.snapshot:
-        subs[plan.snapshot["sha256"]] = "SNAPSHOT-SHA"
-        subs[f"size: {plan.snapshot['size']}"] = "size: SNAPSHOT-BYTES"
-        subs[f"files: {plan.snapshot['files']}"] = "files: SNAPSHOT-FILES"
-        subs[f"bytes: {plan.snapshot['size']}\n"] = "bytes: SNAPSHOT-BYTES\n"
+        subs[plan.snapshot.sha256] = "SNAPSHOT-SHA"
+        subs[f"size: {plan.snapshot.size}"] = "size: SNAPSHOT-BYTES"
+        subs[f"files: {plan.snapshot.files}"] = "files: SNAPSHOT-FILES"
+        subs[f"bytes: {plan.snapshot.size}\n"] = "bytes: SNAPSHOT-BYTES\n"
     subs[f"Value: {getpass.getuser()}\n"] = "Value: OWNER\n"  # the launcher:owner tag
     if backend == "modal":  # its owner tag; the image named by the lock's hash (the lock changes on its own)
         from launcher.images import lock_hash

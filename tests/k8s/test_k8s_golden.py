@@ -49,7 +49,7 @@ def render(name: str, project: Path) -> tuple[str, list[dict]]:
             doc["data"]["bootstrap.sh"] = "<launcher/node/bootstrap.py, rendered from the AgentSpec>"
             doc["data"]["spec.json"] = "<the plan's agent_spec, as JSON>"
     text = request.to_yaml(docs)
-    subs = {plan.job_id: "JOB-ID", plan.snapshot["sha256"]: "SNAPSHOT-SHA",
+    subs = {plan.job_id: "JOB-ID", plan.snapshot.sha256: "SNAPSHOT-SHA",
             str(int(plan.spec.deadline_at)): "DEADLINE-EPOCH"}
     for old, new in sorted(subs.items(), key=lambda kv: -len(kv[0])):
         text = text.replace(old, new)

@@ -112,7 +112,7 @@ def test_the_client_sends_the_plan_and_the_call_runs(fake, home, tmp_path, monke
     assert req is run.plan.request and set(values) == {"timeout", "snapshot_file", "secret_launch_test_token"}
     sent = fill(run.plan.request, values)
     assert fn["timeout_secs"] == sent["function"]["timeout"] and fn["function_name"] == sent["function"]["name"]
-    assert app["tags"] == sent["app"]["tags"] and values["snapshot_file"] == run.plan.snapshot_file
+    assert app["tags"] == sent["app"]["tags"] and values["snapshot_file"] == str(run.plan.snapshot.path)
     secrets = [r["env_dict"] for r in fake.captured("SecretGetOrCreate") if r.get("env_dict")]  # values redacted
     assert {k: "<redacted>" for k in sent["function"]["secrets"][0]["from_dict"]} in secrets
     res = fn["resources"]
@@ -137,7 +137,7 @@ def test_the_client_sends_the_plan_and_the_call_runs(fake, home, tmp_path, monke
     # The code snapshot as a mount file at the path the bootstrap reads, the call spawned with the spec.
     mounts = [f["filename"] for r in fake.captured("MountGetOrCreate") if r.get("app_id") == app_id
               for f in r.get("files", [])]
-    assert mounts == [f"/launcher-node/snapshots/{run.plan.snapshot['sha256']}.tar.gz"]
+    assert mounts == [f"/launcher-node/snapshots/{run.plan.snapshot.sha256}.tar.gz"]
     assert any(r["function_id"] and r["function_call_type"] for r in fake.captured("FunctionMap"))
     # The job ran in the volume: outputs, log and result are there; the agent committed while and after it ran.
     exp = fake.volume("capture") / "pool" / "experiments" / "default"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import shlex
 import time
-from pathlib import Path
 from typing import Iterator
 
 from ...errors import UserError
@@ -66,7 +65,7 @@ class Ec2Backend(Backend):
 
     def start(self, plan: Plan, *, detach: bool, avoid_zone: str | None = None) -> dict:
         """Makes what the request's slots name (request.py lists them) and sends `plan.request` filled with it."""
-        from ...snapshot import Snapshot, upload
+        from ...snapshot import upload
 
         job = plan.job
         region = aws.region_of(job)
@@ -93,8 +92,7 @@ class Ec2Backend(Backend):
             else:
                 values["security_group"] = aws.no_ingress_group(ec2, vpc)
         # The code goes to the store once per content hash; the node fetches it by a presigned URL.
-        snap = Snapshot(plan.snapshot["sha256"], plan.snapshot["size"], plan.snapshot["files"],
-                        Path(plan.snapshot_file))
+        snap = plan.snapshot
         upload(snap, job.datapool, endpoint_url=job.endpoint_url)
         valid = int(plan.deadline_at - time.time()) + 3600
         values["snapshot_url"] = aws.presign("get_object", job.datapool, snap.key, valid, job.endpoint_url, region)

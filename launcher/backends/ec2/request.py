@@ -66,7 +66,7 @@ def hostkey_param(job_id: str) -> str:
 def user_data(plan: Plan, region: str) -> str:
     ec2 = plan.job.ec2
     ssh = ssh_enabled(plan)
-    return bootstrap.render(plan.spec, base=NODE_BASE, snapshot_sha=plan.snapshot["sha256"],
+    return bootstrap.render(plan.spec, base=NODE_BASE, snapshot_sha=plan.snapshot.sha256,
                             snapshot_url=slot("snapshot_url"), python=ec2.python if ec2 else "", teardown="poweroff",
                             keep_on_failure=plan.job.keep_on_failure, result_url=slot("result_url"),
                             secrets_ssm=secrets_path(plan.job_id) if plan.job.secrets else "", ssm_region=region,

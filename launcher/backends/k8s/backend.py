@@ -82,8 +82,8 @@ class K8sBackend(Backend):
 
     def render(self, plan: Plan) -> dict:
         request.check_names(plan.job_id)
-        if request.pvc_claim(plan) and plan.snapshot["size"] > CONFIGMAP_SNAPSHOT_LIMIT:
-            raise UserError(f"the code snapshot is {plan.snapshot['size'] // 1024} KB; with a pvc:// datapool it "
+        if request.pvc_claim(plan) and plan.snapshot.size > CONFIGMAP_SNAPSHOT_LIMIT:
+            raise UserError(f"the code snapshot is {plan.snapshot.size // 1024} KB; with a pvc:// datapool it "
                             f"travels in a ConfigMap (at most {CONFIGMAP_SNAPSHOT_LIMIT // 1024} KB): trim it with "
                             ".launchignore, or use an s3:// datapool")
         opts = _opts(plan.job)
@@ -177,11 +177,10 @@ class K8sBackend(Backend):
     def _code(self, plan: Plan) -> dict:
         """Where the pod gets its code (slot values): presigned URLs into the s3 store, or (pvc://) the snapshot
         itself for the ConfigMap."""
-        from ...snapshot import Snapshot, upload
+        from ...snapshot import upload
 
         job = plan.job
-        snap = Snapshot(plan.snapshot["sha256"], plan.snapshot["size"], plan.snapshot["files"],
-                        Path(plan.snapshot_file))
+        snap = plan.snapshot
         if request.pvc_claim(plan):
             return {"snapshot_b64": base64.b64encode(snap.path.read_bytes()).decode()}
         from ..ec2 import aws

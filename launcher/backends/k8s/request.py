@@ -117,7 +117,7 @@ def secret_slot(name: str) -> str:
 def bootstrap_script(plan: Plan) -> str:
     # A pvc:// datapool has no store for the code: it is in the ConfigMap (binaryData), next to this script.
     tar = f"{CONFIG_DIR}/{SNAPSHOT_KEY}" if pvc_claim(plan) else ""
-    return bootstrap.render(plan.spec, base=NODE_BASE, snapshot_sha=plan.snapshot["sha256"], snapshot_tar=tar,
+    return bootstrap.render(plan.spec, base=NODE_BASE, snapshot_sha=plan.snapshot.sha256, snapshot_tar=tar,
                             snapshot_url="" if tar else slot("snapshot_url"), python=options(plan).python,
                             teardown="none", result_url="" if tar else slot("result_url"))
 

@@ -69,7 +69,7 @@ def slot_values(plan: Plan, now: float) -> dict:
     """What fills the slots of the plan's function spec (request.py lists them), at submit (`now`)."""
     import os
 
-    values = {"timeout": request.timeout_s(plan, now), "snapshot_file": plan.snapshot_file}
+    values = {"timeout": request.timeout_s(plan, now), "snapshot_file": str(plan.snapshot.path)}
     values.update({request.secret_slot(n): os.environ[n] for n in plan.job.secrets})  # api checked they are set
     return values
 

@@ -60,7 +60,7 @@ class ModalBackend(Backend):
     def start(self, plan: Plan, *, detach: bool) -> dict:
         from . import app
 
-        if not plan.snapshot_file:
+        if plan.snapshot is None or plan.snapshot.path is None:
             raise UserError("no code snapshot to send: launch builds one from the project (run from its root)")
         return app.submit(plan)
 

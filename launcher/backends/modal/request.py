@@ -169,7 +169,7 @@ def image_for(gpu: bool) -> dict:
 
 
 def bootstrap_script(plan: Plan) -> str:
-    sha = plan.snapshot["sha256"]
+    sha = plan.snapshot.sha256
     return bootstrap.render(plan.spec, base=NODE_BASE, snapshot_sha=sha, snapshot_tar=snapshot_path(sha),
                             python="", teardown="none", keep_on_failure=False)
 
@@ -203,7 +203,7 @@ def function_spec(plan: Plan) -> dict:
     if is_volume(job.datapool):
         name, _ = volume_of(job.datapool)
         volumes[VOLUME_MOUNT] = {"volume": name, "create_if_missing": True}
-    sha = plan.snapshot["sha256"]
+    sha = plan.snapshot.sha256
     return {
         "app": {"name": plan.job_id, "tags": tags(plan), "state": "detached"},
         "image": image_spec(job),

@@ -19,7 +19,6 @@ import shlex
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Iterator
 
 from ...errors import CapacityError, UserError
@@ -137,11 +136,11 @@ class SlurmBackend(Backend):
     def start(self, plan: Plan, *, detach: bool) -> dict:
         job, opts = plan.job, _opts(plan.job)
         cli = SlurmCli(opts.model_dump())
-        sha = plan.snapshot["sha256"]
+        sha = plan.snapshot.sha256
         jd = script.job_dir(plan.job_id)
         tar = f"code/{sha}.tar.gz"
-        if cli.size(tar) != plan.snapshot["size"]:
-            cli.put(Path(plan.snapshot_file), tar)
+        if cli.size(tar) != plan.snapshot.size:
+            cli.put(plan.snapshot.path, tar)
         if job.secrets:
             cli.write(f"{jd}/secrets.env", script.secrets_file(job.secrets, os.environ), mode=0o600)
         for rel, (text, mode) in script.files(plan).items():

@@ -230,12 +230,12 @@ def batch_script(plan: Plan) -> str:
 
 
 def node_script(plan: Plan) -> str:
-    return _fill(NODE, {"JOB_ID": plan.job_id, "JOBDIR": job_dir(plan.job_id), "SHA": plan.snapshot["sha256"]})
+    return _fill(NODE, {"JOB_ID": plan.job_id, "JOBDIR": job_dir(plan.job_id), "SHA": plan.snapshot.sha256})
 
 
 def bootstrap_script(plan: Plan) -> str:
     """The node bootstrap every backend uses, based in this node's own folder; the snapshot is the shared one."""
-    opts, sha = options(plan), plan.snapshot["sha256"]
+    opts, sha = options(plan), plan.snapshot.sha256
     return bootstrap.render(plan.spec, base=f'{base_word(opts.remote_dir)}/nodes/"${{SLURM_NODEID:-0}}"',
                             snapshot_sha=sha, snapshot_tar=f"../../code/{sha}.tar.gz", python=opts.python,
                             teardown="none", keep_on_failure=plan.job.keep_on_failure)
@@ -253,7 +253,7 @@ def secrets_file(names: list[str], environ) -> bytes:
 
 
 def render(plan: Plan) -> dict:
-    opts, sha = options(plan), plan.snapshot["sha256"]
+    opts, sha = options(plan), plan.snapshot.sha256
     where = shown(opts.remote_dir)
     jd = job_dir(plan.job_id)
     out: dict = {"submit": f"over ssh on the login node {opts.host}" if opts.host else "sbatch on this machine",
@@ -262,7 +262,7 @@ def render(plan: Plan) -> dict:
         out.update(host=opts.host, identity=opts.identity, known_hosts=opts.known_hosts or "~/.ssh/known_hosts")
     if opts.slurm_env:
         out["slurm_env"] = opts.slurm_env
-    uploads = [{"path": f"{where}/code/{sha}.tar.gz", "bytes": plan.snapshot["size"],
+    uploads = [{"path": f"{where}/code/{sha}.tar.gz", "bytes": plan.snapshot.size,
                 "when": "missing or a different size"}]
     uploads += [{"path": f"{where}/{rel}", "bytes": len(text.encode())} for rel, (text, _) in files(plan).items()]
     if plan.job.secrets:

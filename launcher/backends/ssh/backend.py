@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shlex
-from pathlib import Path
 from typing import Iterator
 
 from ...node import bootstrap
@@ -63,11 +62,11 @@ class SshBackend(Backend):
 
     def render(self, plan: Plan) -> dict:
         ssh = plan.job.ssh
-        sha = plan.snapshot["sha256"]
+        sha = plan.snapshot.sha256
         state = plan.spec.state_dir
         script = bootstrap.render(plan.spec, base=_base(ssh.remote_dir), snapshot_sha=sha,
                                   snapshot_tar=f"code/{sha}.tar.gz", python=ssh.python, teardown="none")
-        uploads = [{"path": f"{_shown(ssh.remote_dir)}/code/{sha}.tar.gz", "bytes": plan.snapshot["size"],
+        uploads = [{"path": f"{_shown(ssh.remote_dir)}/code/{sha}.tar.gz", "bytes": plan.snapshot.size,
                     "when": "missing or a different size"},
                    {"path": f"{_shown(ssh.remote_dir)}/{state}/bootstrap.sh", "bytes": len(script.encode())}]
         if plan.job.secrets:
@@ -99,15 +98,15 @@ class SshBackend(Backend):
 
     def start(self, plan: Plan, *, detach: bool) -> dict:
         ssh = plan.job.ssh
-        sha = plan.snapshot["sha256"]
+        sha = plan.snapshot.sha256
         state = plan.spec.state_dir
         base = ssh.remote_dir
         client = getattr(self, "_preflighted", None) or self._client(ssh.model_dump())
         self._preflighted = None
         try:
             tar = f"{base}/code/{sha}.tar.gz"
-            if client.stat_size(tar) != plan.snapshot["size"]:
-                client.put(Path(plan.snapshot_file), tar)
+            if client.stat_size(tar) != plan.snapshot.size:
+                client.put(plan.snapshot.path, tar)
             if plan.job.secrets:
                 lines = "".join(f"{name}={shlex.quote(os.environ[name])}\n" for name in plan.job.secrets)
                 client.put_bytes(lines.encode(), f"{base}/{state}/secrets.env", mode=0o600)
