@@ -8,13 +8,16 @@ import sys
 import click
 
 from ..fastmodels import without_plugins
-from .flags import backend_flags, entries, given_backend_flags, parse_env, place_backend_flags
+from .flags import DEFAULT_BACKEND, backend_flags, entries, given_backend_flags, parse_env, place_backend_flags
+
 
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--backend", "-b", default=None, metavar="NAME",
               help="where to run: " + "; ".join(f"{n} ({e.summary})" for n, e in entries().items())
-              + " [default: local]")
-@click.option("--gpu", default=None, metavar="TYPE[:N]", help="GPU type and count, e.g. A10G, A100-80GB:2, H100:8")
+              + f" [default: {DEFAULT_BACKEND}]")
+@click.option("--gpu", default=None, metavar="TYPE[:N]",
+              help="GPU type and count, e.g. A10G, A100-80GB:2, H100:8; a count alone (2) where the backend's "
+                   "machines decide the type")
 @click.option("--cpus", type=float, default=None, help="CPU cores")
 @click.option("--memory", default=None, metavar="SIZE", help="memory, e.g. 32Gi")
 @click.option("--disk", default=None, metavar="SIZE", help="disk, e.g. 200Gi")
@@ -82,10 +85,13 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, **options):
     run = api.launch(job, detach=detach, on_start=started)
     if not detach:
         click.echo(f"[launcher] job {run.job_id} {run.state} (exit code {run.exit_code})", err=True)
-        if run.exit_code in (2, 75) and (why := api.reason(run.job_id)):
+        why = api.reason(run.job_id) if run.state != "succeeded" else None
+        if why and run.exit_code in (2, 75):
             # The launcher ended it, not the script (a request the platform can never run: 2; capacity short past
             # the pending timeout: 75): the one error line says why.
             click.echo(f"error: {why}", err=True)
+        elif why:
+            click.echo(f"[launcher] reason: {why}", err=True)
         if run.teardown:
             click.echo(f"[launcher] {run.teardown}", err=True)
         # Nothing is left to clean up: skip the interpreter's teardown of pydantic & co (~0.05-0.1 s a launch).

@@ -109,7 +109,10 @@ def test_unschedulable_gpu_is_reported_at_once_and_the_job_deleted(k8s, cluster,
     assert out.returncode != 0
     assert time.time() - started < 120  # well within the default 10 min pending timeout
     job_id = last_job(k8s)
-    assert f"[launcher] {job_id} failed: pod {job_id}-" in out.stdout and "cannot be scheduled" in out.stdout
+    # The follower says it (stdout) unless the foreground's own look recorded it first (its reason line, stderr).
+    said = out.stdout + out.stderr
+    assert (f"[launcher] {job_id} failed: pod {job_id}-" in out.stdout or f"[launcher] reason: pod {job_id}-" in said) \
+        and "cannot be scheduled" in said, said
     status = k8s("status", job_id, run_flags=False).stdout
     assert status.startswith("failed")
     assert "cannot be scheduled: 0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector" \

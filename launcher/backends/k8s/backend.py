@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import os
 import time
-from pathlib import Path
 from typing import Iterator
 
 from ...errors import UserError
@@ -20,6 +19,7 @@ from .options import MAX_NODES, K8sOptions
 # A pvc:// datapool has no store the client reaches: the code snapshot travels in the ConfigMap (1 MiB in all).
 CONFIGMAP_SNAPSHOT_LIMIT = 700 * 1024
 DEFAULT_PENDING_TIMEOUT = 600  # a pod still Pending after this long is reported and deleted
+LOST_SETTLE_S = 10.0  # how long a Job must stay gone before a follower believes it (a relaunch replaces it)
 
 
 def _opts(job: Job) -> K8sOptions:
@@ -38,10 +38,15 @@ def image_of(job: Job) -> str:
                         "python3 and launcher's dependencies)") from None
 
 
-def _stuck_file(job_id: str) -> Path:
-    from ...registry import launcher_home
+def _recorded(job_id: str) -> str:
+    from ...registry import Registry
 
-    return launcher_home() / "jobs" / job_id / "k8s-stuck.txt"
+    return Registry().get(job_id).state
+
+
+def _finished(job: dict) -> bool:
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in (job.get("status") or {}).get("conditions") or [])
 
 
 def _job_uid(pod: dict) -> str | None:
@@ -171,7 +176,6 @@ class K8sBackend(Backend):
             kube.delete(ns, doc["kind"], doc["metadata"]["name"])
         if not kube.wait_job_gone(ns, plan.job_id, 120):
             raise UserError(f"Job {plan.job_id} in {ns} is still being deleted after 2 min; relaunch later")
-        _stuck_file(plan.job_id).unlink(missing_ok=True)
         return self.start(plan, detach=True, context=previous["context"])
 
     def _code(self, plan: Plan) -> dict:
@@ -204,9 +208,6 @@ class K8sBackend(Backend):
         kube, ns, name = self._kube(handle)
         job = kube.job(ns, name)
         if job is None:
-            stuck_file = _stuck_file(handle.job_id)
-            if stuck_file.exists():
-                return "failed", None, stuck_file.read_text().strip()
             return "lost", None, f"Job {name} in namespace {ns} is gone and left no result in the store"
         pods = kube.pods(ns, name)
         conditions = {c["type"]: c for c in (job.get("status") or {}).get("conditions") or []
@@ -231,16 +232,24 @@ class K8sBackend(Backend):
                              pending_timeout=float(handle.data.get("pending_timeout", 600)))
         if why is None:
             return "pending", None, None
+        # Only read here: reconcile records this (the reason kept with the job) and `release` deletes the Job.
         if handle.data.get("keep_on_failure"):
             why += f"; kept (--keep-on-failure): kubectl -n {ns} describe job {name}; launch down {handle.job_id}"
         else:
             why += f"; Job {name} deleted"
-        path = _stuck_file(handle.job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(why + "\n")  # the reason outlives the Job: a later look finds the Job gone
-        if not handle.data.get("keep_on_failure"):
-            kube.delete_job(ns, name)
         return "failed", None, why
+
+    def release(self, handle: Handle) -> None:
+        """The job is final: a Job whose pods never started (stuck: unschedulable, a bad image) goes, unless
+        --keep-on-failure; one whose pods ran stays for its TTL (its pods' logs), the Job controller ends it."""
+        if handle.data.get("keep_on_failure"):
+            return
+        kube, ns, name = self._kube(handle)
+        job = kube.job(ns, name)
+        if job is None or _finished(job):
+            return
+        if all((p.get("status") or {}).get("phase", "Pending") == "Pending" for p in kube.pods(ns, name)):
+            kube.delete_job(ns, name)
 
     def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
         if not follow and (handle.data.get("store") or {}).get("store_url"):
@@ -271,6 +280,7 @@ class K8sBackend(Backend):
         """Rank 0's pod output once it runs; until then, the job's state (a stuck pod ends the wait). A preempted
         job that the look after its pod's end relaunched is a new Job of the same name: its rank 0 is followed next."""
         followed: set[str | None] = set()  # the Jobs (uids) whose rank 0 was streamed
+        ended_since = None
         while True:
             pods = [p for p in kube.pods(ns, name) if _job_uid(p) not in followed]
             if pods and (pods[0].get("status") or {}).get("phase") != "Pending":
@@ -278,8 +288,14 @@ class K8sBackend(Backend):
                 yield from self._pod_log(kube, ns, pods[0]["metadata"]["name"], follow=True)
                 continue
             state, _, why = self.status(handle)  # only reads: the reconciler records and relaunches
-            if state not in ACTIVE and not relaunch_due(handle.job_id, state):
-                if not followed:
+            if state in ACTIVE or relaunch_due(handle.job_id, state):
+                ended_since = None
+            elif state == "lost" and ended_since is None:
+                # A relaunch deletes the preempted Job before it creates the new one: for that moment the Job is
+                # gone. Gone for good is gone on a second look a while later.
+                ended_since = time.time()
+            elif state != "lost" or time.time() - ended_since > LOST_SETTLE_S:
+                if not followed and _recorded(handle.job_id) in ACTIVE:  # said here unless the reconciler was first
                     yield f"[launcher] {handle.job_id} {state}: {why or 'no reason given'}\n".encode()
                 return
             time.sleep(1)
@@ -288,8 +304,7 @@ class K8sBackend(Backend):
         """A pod still running reads the cancel marker, stops the script and pushes; then the Job can go."""
         kube, ns, name = self._kube(handle)
         job = kube.job(ns, name)
-        if job is None or any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-                              for c in (job.get("status") or {}).get("conditions") or []):
+        if job is None or _finished(job):
             return False
         return any((p.get("status") or {}).get("phase") == "Running" for p in kube.pods(ns, name))
 

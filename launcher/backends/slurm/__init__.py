@@ -11,7 +11,7 @@ from .options import FLAGS, SlurmOptions
 
 ENTRY = BackendEntry(
     name="slurm", cls="launcher.backends.slurm.backend:SlurmBackend",
-    summary="a Slurm batch job (sbatch here, or on a login node over SSH), one agent per node",
+    summary="a Slurm batch job, sbatch here or on a login node over SSH, one agent per node",
     options=SlurmOptions, flags=FLAGS,
     example="launch --backend slurm --partition gpu --gpu A100:4 --num-nodes 2 --datapool s3://bucket/pool "
             "runners/hrm_lm_run.py --config c.yaml",
