@@ -186,7 +186,7 @@ def _save_for_restart(p: Plan) -> None:
 
     path = _restart_file(p.job_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The workdir made absolute: whoever relaunches (`launch status`, `jobs`) may look from another directory.
+    # The workdir made absolute: whoever relaunches (`launch watch`, the foreground) may look from another directory.
     job = {**p.job.model_dump(mode="json"), "workdir": str(Path(p.job.workdir).resolve())}
     snap = p.snapshot
     path.write_text(json.dumps({"job": job, "created": p.created, "snapshot": snap and {
@@ -219,7 +219,8 @@ def _restart_if_preempted(rec, backend, handle: Handle) -> bool:
 
         job = Job.model_validate(saved["job"])
         snap = saved.get("snapshot")
-        path = None if snap is None else (snap.get("path") or saved.get("snapshot_file"))  # records before 12/2026
+        # A record written before the Plan carried the Snapshot object keeps its path beside it.
+        path = None if snap is None else (snap.get("path") or saved.get("snapshot_file"))
         snapshot = None if snap is None else Snapshot(snap["sha256"], snap["size"], snap["files"],
                                                       Path(path) if path else None)
         p = make_plan(job, snapshot=snapshot, job_id=rec.id, created=saved["created"], attempt=attempt + 1,

@@ -22,7 +22,8 @@ FLAGS = (
          metavar="REPO:TAG"),
 )
 # Where each provider's nodes say which GPU they carry (values per type: request.GPU_LABEL_VALUES).
-GPU_LABEL_KEYS = ("nvidia.com/gpu.product", "cloud.google.com/gke-accelerator", "karpenter.k8s.aws/instance-gpu-name")
+GFD_LABEL = "nvidia.com/gpu.product"  # NVIDIA GPU feature discovery's label: the default
+GPU_LABEL_KEYS = (GFD_LABEL, "cloud.google.com/gke-accelerator", "karpenter.k8s.aws/instance-gpu-name")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -35,7 +36,7 @@ class K8sOptions(BaseModel):
     image: str | None = Field(None, description="container image with Python and launcher's dependencies "
                                                 "(default: the image built from images/requirements.lock)")
     python: str = Field("", description="interpreter in the image (default: its python3)")
-    gpu_label_key: str = Field("nvidia.com/gpu.product", description="node label naming the GPU: "
+    gpu_label_key: str = Field(GFD_LABEL, description="node label naming the GPU: "
                                + ", ".join(GPU_LABEL_KEYS))
     gpu_label_value: str | None = Field(None, description="override the label value picked from --gpu")
     ttl_after_finished: int = Field(3600, description="how long a finished Job (and its pods' logs) stays")

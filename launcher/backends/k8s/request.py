@@ -28,7 +28,7 @@ from ...errors import UserError
 from ...plan import Plan
 from ...spec import DEADMAN_MARGIN_S, PUSH_RESERVE_S
 from ..slots import slot
-from .options import K8sOptions
+from .options import GFD_LABEL, K8sOptions
 
 NODE_BASE = "/var/lib/launcher"  # an emptyDir: code, venv, state; gone with the pod
 CONFIG_DIR = "/etc/launcher"  # the ConfigMap
@@ -40,7 +40,6 @@ DEADLINE_ANNOTATION = "launcher/deadline"
 # The GPU product label's value per catalog GPU (launcher/gpus.py), per label key (one per provider). GPU feature
 # discovery's, the default key, names every type the backend offers; a type missing from another key's table needs
 # k8s: gpu_label_value.
-GFD_LABEL = "nvidia.com/gpu.product"
 GPU_LABEL_VALUES = {
     GFD_LABEL: {
         "T4": "Tesla-T4", "L4": "NVIDIA-L4", "A10G": "NVIDIA-A10G", "L40S": "NVIDIA-L40S",

@@ -254,8 +254,9 @@ class SlurmBackend(Backend):
         if pended > timeout and name not in ("JobHeldUser", "JobHeldAdmin", "BeginTime"):
             return Observation(JobState.FAILED, CapacityError.exit_code,
                                f"Slurm job {slurm_id} still pending after {format_duration(int(pended))} "
-                               f"(--pending-timeout {format_duration(int(timeout))}): {reason}; cancelled, try "
-                               "later or elsewhere")
+                               f"(--pending-timeout {format_duration(int(timeout))}): {reason}; cancelled, "
+                               + ("an account or QOS limit: waiting does not raise it, try another account, QOS or "
+                                  "partition" if reasons.is_quota(reason) else "try later or elsewhere"))
         return Observation(JobState.PENDING, None, None if name == "None" else f"Slurm: {reason}")
 
     def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
