@@ -115,8 +115,9 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
         registry.finish(p.job_id, "failed", None)
         _save_reason(p.job_id, f"start failed: {exc}")
         raise
-    registry.update(p.job_id, state="running", handle=handle_data)
-    run = Run(p.job_id, p, Handle(p.job_id, backend.name, handle_data))
+    handle = backend.handle(p.job_id, handle_data, fresh=True)  # typed from here on; the registry keeps that
+    registry.update(p.job_id, state="running", handle=handle.data.model_dump(mode="json"))
+    run = Run(p.job_id, p, handle)
     if detach and handle_data.get("max_restarts") and os.environ.get("LAUNCHER_WATCH") != "0":
         _start_watcher(p.job_id)  # a relaunch needs someone looking, and the user has walked away
     if on_start is not None:
@@ -201,7 +202,7 @@ def _restart_if_preempted(rec, backend, handle: Handle) -> bool:
     import json
 
     d = handle.data
-    attempt, allowed = d.get("attempt", 1), d.get("max_restarts", 0)
+    attempt, allowed = d.attempt, d.max_restarts
     if attempt > allowed:
         return False
     saved = json.loads(_restart_file(rec.id).read_text())
@@ -240,7 +241,7 @@ def _restart_if_preempted(rec, backend, handle: Handle) -> bool:
             finally:
                 js.close()
         try:
-            new = backend.restart(p, dict(d))
+            new = backend.restart(p, d)
         except CapacityError:
             # No machine now: the attempt's result goes back, so the next look sees it preempted again and retries.
             if previous is not None and (js := _jobstore(handle)) is not None:
@@ -249,10 +250,8 @@ def _restart_if_preempted(rec, backend, handle: Handle) -> bool:
                 finally:
                     js.close()
             raise
-        data = {**d, **new, "attempt": attempt + 1}
-        Registry().update(rec.id, handle=data)
-        handle.data.clear()
-        handle.data.update(data)
+        handle.data = backend.handle(rec.id, {**d.model_dump(), **new, "attempt": attempt + 1}, fresh=True).data
+        Registry().update(rec.id, handle=handle.data.model_dump(mode="json"))
         sys.stderr.write(f"[launcher] {rec.id} was preempted (attempt {attempt}); relaunched as attempt "
                          f"{attempt + 1} of {allowed + 1}, resuming from its last pushed checkpoint\n")
         return True
@@ -287,11 +286,10 @@ def wait(job_id: str, backend, handle: Handle) -> int:
 def _jobstore(handle: Handle):
     from .jobstore import JobStore
 
-    ref = handle.data.get("store") or {}
-    if not ref.get("store_url") and not ref.get("local_root"):
+    ref = handle.data.store
+    if not ref.store_url and not ref.local_root:
         return None  # a record from before jobs had a store reference
-    return JobStore(ref.get("store_url"), ref.get("local_root"), ref.get("experiment", "default"), handle.job_id,
-                    endpoint_url=ref.get("endpoint_url"))
+    return JobStore(ref.store_url, ref.local_root, ref.experiment, handle.job_id, endpoint_url=ref.endpoint_url)
 
 
 _UNREADABLE = object()  # _read_result(strict=True): the store did not answer (not: there is no result)
@@ -350,7 +348,7 @@ def reason(job_id: str) -> str | None:
     path = launcher_home() / "jobs" / rec.id / "reason.txt"
     if path.exists():
         return path.read_text().strip()
-    result = _read_result(Handle(rec.id, rec.backend, rec.handle))
+    result = _read_result(get_backend(rec.backend).handle(rec.id, rec.handle))
     if result and result.get("error"):
         return result["error"]
     return None
@@ -372,7 +370,8 @@ def attempts(job_id: str) -> tuple[int, int] | None:
 
 def _handle(job_id: str):
     rec = Registry().get(job_id)
-    return rec, get_backend(rec.backend), Handle(rec.id, rec.backend, rec.handle)
+    backend = get_backend(rec.backend)
+    return rec, backend, backend.handle(rec.id, rec.handle)
 
 
 def observe(job_id: str) -> Observation:

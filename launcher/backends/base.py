@@ -13,9 +13,11 @@ from __future__ import annotations
 import sys
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Iterator, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..job import Job
 from ..plan import Plan
@@ -106,18 +108,54 @@ class NodePaths:
     state_dir: str
 
 
+class StoreRef(BaseModel):
+    """How any process finds a job's folder in the store (or, local, the datapool on this machine)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    store_url: str | None = None
+    local_root: str | None = None
+    experiment: str = "default"
+    endpoint_url: str | None = None
+
+
+class HandleData(BaseModel):
+    """What any process needs to find a job again: the registry's handle, typed. The core's part is here; each
+    backend extends it with its own fields (`Backend.handle_type`). Parsed once where a record is read
+    (`Backend.handle`): a record written before a field existed gets its default, a retired key is ignored."""
+
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+
+    store: StoreRef = Field(default_factory=StoreRef)
+    grace_period: float = 30.0
+    attempt: int = 1  # with --max-restarts where the client relaunches
+    max_restarts: int = 0
+
+
 @dataclass
 class Handle:
-    """What a backend needs to find its job again, from any process (stored in the registry as JSON)."""
+    """A job as its backend finds it again, from any process (its data stored in the registry as JSON)."""
 
     job_id: str
     backend: str
-    data: dict[str, Any] = field(default_factory=dict)
+    data: HandleData
 
 
 class Backend(ABC):
     name: str
     capabilities: Capabilities
+    handle_type: type[HandleData] = HandleData  # its own subclass, with what `locator` and `start` return
+
+    def handle(self, job_id: str, data: dict[str, Any] | HandleData, *, fresh: bool = False) -> Handle:
+        """The job's handle from its registry record, parsed once. `fresh`: the dicts the launch path just merged
+        (locator, start, restart), where a key the handle type does not declare is a bug, not an old record."""
+        if isinstance(data, self.handle_type):
+            return Handle(job_id, self.name, data)
+        raw = data if isinstance(data, dict) else data.model_dump()
+        if fresh and (unknown := set(raw) - set(self.handle_type.model_fields)):
+            raise TypeError(f"backend {self.name}: {', '.join(sorted(unknown))} not declared by "
+                            f"{self.handle_type.__name__}: it would be dropped from the job's record")
+        return Handle(job_id, self.name, self.handle_type.model_validate(raw))
 
     def check(self, job: Job) -> list[str]:
         """Backend-specific refusals (raise UserError) and notes, beyond what capabilities say. Pure."""
@@ -149,9 +187,9 @@ class Backend(ABC):
 
     @abstractmethod
     def start(self, plan: Plan, *, detach: bool) -> dict[str, Any]:
-        """Get a machine and start the agent on it; returns the handle's data."""
+        """Get a machine and start the agent on it; returns the handle's data (the fields of its `handle_type`)."""
 
-    def restart(self, plan: Plan, previous: dict[str, Any]) -> dict[str, Any]:
+    def restart(self, plan: Plan, previous: HandleData) -> dict[str, Any]:
         """Relaunch a preempted job (`plan.spec.attempt` > 1, same id and deadline); `previous` is the last
         attempt's handle data (an EC2 zone to move away from, say). Returns the new handle's data."""
         return self.start(plan, detach=True)
@@ -176,7 +214,7 @@ class Backend(ABC):
         polls it). Soft stop, then up to the grace period (+ the push slack) for the job to end by itself, then the
         hard kill, which also confirms: after it returns nothing of the job runs. `grace` overrides the job's
         grace period (0: kill now)."""
-        grace = float(handle.data.get("grace_period", 30)) if grace is None else grace
+        grace = handle.data.grace_period if grace is None else grace
         if grace > 0:
             self.stop_softly(handle)
             end = time.time() + min(grace + self.CANCEL_SLACK, self.CANCEL_CAP)

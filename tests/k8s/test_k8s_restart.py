@@ -8,7 +8,6 @@ import json
 import pytest
 
 from launcher import api
-from launcher.backends.base import Handle
 from launcher.backends.k8s.backend import K8sBackend
 from launcher.registry import Registry
 
@@ -78,7 +77,7 @@ def test_preempted_pod_relaunches_and_resumes_from_the_pushed_checkpoint(k8s, cl
         "PodFailurePolicy", f"Pod {NAMESPACE}/{pod} has condition DisruptionTarget matching FailJob rule at index 0")
     assert wait_for(lambda: f"Pod/{pod}" not in cluster.owned_by(job_id))
     # The backend's own view, with the pod gone: the Job's condition and the scheduler's event say preempted.
-    handle = Handle(job_id, "k8s", Registry().get(job_id).handle)
+    handle = K8sBackend().handle(job_id, Registry().get(job_id).handle)
     state, _, why = K8sBackend().status(handle)
     assert state == "preempted" and why.startswith(f"Job {job_id}: Pod {NAMESPACE}/{pod} has condition "
                                                    "DisruptionTarget") and "; Preempted: Preempted by pod " in why

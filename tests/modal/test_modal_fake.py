@@ -95,7 +95,7 @@ def test_the_client_sends_the_plan_and_the_call_runs(fake, home, tmp_path, monke
                datapool="modal-volume://capture/pool", modal={"secrets": ["team-hf"]})
     run = api.launch(job, detach=True)
     submitted = time.time()
-    app_id, call_id = run.handle.data["app_id"], run.handle.data["call_id"]
+    app_id, call_id = run.handle.data.app_id, run.handle.data.call_id
     assert _wait_final(run.job_id) == ("succeeded", 0), api.reason(run.job_id)
 
     app = next(r["request"] for r in fake.rows("AppCreate") if r["response"]["app_id"] == app_id)
@@ -170,7 +170,7 @@ def test_down_cancels_the_call_and_stops_the_app_then_the_sweeper_has_nothing(fa
 
     run = api.launch(_job(tmp_path, SLOW, datapool="modal-volume://capture/pool", spot=True, max_runtime="1h"),
                      detach=True)
-    app_id, call_id = run.handle.data["app_id"], run.handle.data["call_id"]
+    app_id, call_id = run.handle.data.app_id, run.handle.data.call_id
     end = time.time() + 90
     while b"started" not in b"".join(api.logs(run.job_id)):
         assert time.time() < end, "the job never started"
@@ -194,8 +194,8 @@ def test_sweeper_stops_expired_apps_the_registry_does_not_know(fake, home, tmp_p
                      detach=True)
     (home / "jobs.db").unlink()  # another laptop's job, or a lost registry
     found = ModalBackend().sweep(run.plan.deadline_at + 1)
-    assert f"{run.handle.data['app_id']} ({run.job_id}, detached_disconnected)" in found
-    assert run.handle.data["app_id"] in [r["app_id"] for r in fake.captured("AppStop")]
+    assert f"{run.handle.data.app_id} ({run.job_id}, detached_disconnected)" in found
+    assert run.handle.data.app_id in [r["app_id"] for r in fake.captured("AppStop")]
 
 
 def test_an_s3_datapool_works_through_the_agent(fake, home, tmp_path, monkeypatch):
@@ -216,7 +216,7 @@ def test_an_s3_datapool_works_through_the_agent(fake, home, tmp_path, monkeypatc
         key = f"pool/experiments/default/reports/jobs/{run.job_id}/result.json"
         result = json.loads(moto.client().get_object(Bucket="modal-s3", Key=key)["Body"].read())
         assert (result["exit_code"], result["backend"]) == (0, "modal")
-        assert not [r for r in fake.captured("FunctionCreate") if r["app_id"] == run.handle.data["app_id"]][0][
+        assert not [r for r in fake.captured("FunctionCreate") if r["app_id"] == run.handle.data.app_id][0][
             "function"].get("volume_mounts")
     finally:
         moto.stop()

@@ -5,15 +5,43 @@ import shlex
 import time
 from typing import Iterator
 
+from pydantic import BaseModel, ConfigDict
+
 from ...errors import UserError
 from ...job import Job
 from ...plan import Plan
-from ..base import Backend, Capabilities, Handle, NodePaths
+from ..base import Backend, Capabilities, Handle, HandleData, NodePaths
 from . import aws, catalog, request, sshaccess
+
+
+class Ec2Ssh(BaseModel):
+    """How `logs` reaches the node over SSH (only with --key-name and --key-path): the host key made for it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    user: str
+    identity: str | None = None  # --key-path, the private key of the EC2 key pair
+    host_key: str  # the node's public host key, made here and checked
+    experiment: str = "default"  # where the log lies under the node's datapool
+
+
+class Ec2Handle(HandleData):
+    """An ec2 job's handle: `locator` records the region; `start` (and `restart`) the rest. Every field but the
+    region has a default: a record whose client died inside RunInstances has no instance and no zone yet."""
+
+    region: str
+    instance: str | None = None
+    zone: str | None = None
+    instance_type: str | None = None
+    spot: bool = False
+    secrets: bool = False  # SSM parameters under request.secrets_path(job) to delete when it ends
+    group: str | None = None  # the job's own security group (port 22 for SSH), deleted when it ends
+    ssh: Ec2Ssh | None = None
 
 
 class Ec2Backend(Backend):
     name = "ec2"
+    handle_type = Ec2Handle
     capabilities = Capabilities(remote=True, gpus=catalog.gpus_offered(), spot=True,
                                 max_nodes=1, datapool_schemes=("s3",), resources_enforced=True)
 
@@ -59,9 +87,9 @@ class Ec2Backend(Backend):
     def preflight(self, plan: Plan) -> None:
         aws.check_credentials(aws.region_of(plan.job))
 
-    def restart(self, plan: Plan, previous: dict) -> dict:
+    def restart(self, plan: Plan, previous: Ec2Handle) -> dict:
         """A relaunch after a preemption: capacity just went away in the last zone, so it is tried last."""
-        return self.start(plan, detach=True, avoid_zone=previous.get("zone"))
+        return self.start(plan, detach=True, avoid_zone=previous.zone)
 
     def start(self, plan: Plan, *, detach: bool, avoid_zone: str | None = None) -> dict:
         """Makes what the request's slots name (request.py lists them) and sends `plan.request` filled with it."""
@@ -119,20 +147,20 @@ class Ec2Backend(Backend):
                                               spot=job.spot, region=region)
         except BaseException:
             if plan.spec.attempt == 1:  # nothing runs: what was made for it goes too
-                self.release(Handle(plan.job_id, self.name, data))
+                self.release(self.handle(plan.job_id, data))
             raise
         return {**data, "instance": instance, "zone": zone}
 
     def _instance_id(self, ec2, handle: Handle) -> str | None:
         """The handle's instance; for a record whose client died inside RunInstances, the one its tag names."""
-        if handle.data.get("instance"):
-            return handle.data["instance"]
+        if handle.data.instance:
+            return handle.data.instance
         found = aws.tagged(ec2, handle.job_id)
         return found[-1] if found else None
 
     def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
         d = handle.data
-        ec2 = aws.client("ec2", d["region"])
+        ec2 = aws.client("ec2", d.region)
         iid = self._instance_id(ec2, handle)
         if iid is None:
             return "lost", None, "the client stopped before RunInstances answered, and no instance of this job exists"
@@ -154,21 +182,21 @@ class Ec2Backend(Backend):
         """Live over SSH when the job has a key pair and the node answers with the host key made for it; else None:
         the caller tails the store's copy of log.txt (no inbound port, or the node is still booting)."""
         d = handle.data
-        if not d.get("ssh") or not d.get("instance"):
+        if not d.ssh or not d.instance:
             return None
-        inst = aws.describe(aws.client("ec2", d["region"]), d["instance"])
+        inst = aws.describe(aws.client("ec2", d.region), d.instance)
         addr = sshaccess.address(inst) if inst and inst["State"]["Name"] == "running" else None
         if not addr:
             return None
         from ...sshclient import SshClient
 
-        ssh = d["ssh"]
+        ssh = d.ssh
         try:
-            client = SshClient(f"{ssh['user']}@{addr}", identity=ssh["identity"],
-                               known_hosts=sshaccess.known_hosts(handle.job_id, addr, ssh["host_key"])).connect()
+            client = SshClient(f"{ssh.user}@{addr}", identity=ssh.identity,
+                               known_hosts=sshaccess.known_hosts(handle.job_id, addr, ssh.host_key)).connect()
         except Exception:  # noqa: BLE001 - booting, or sshd not yet on our host key: the store has the log too
             return None
-        log = shlex.quote(f"datapool/experiments/{ssh['experiment']}/reports/jobs/{handle.job_id}/log.txt")
+        log = shlex.quote(f"datapool/experiments/{ssh.experiment}/reports/jobs/{handle.job_id}/log.txt")
         state = shlex.quote(f"jobs/{handle.job_id}")
         if follow:
             # Wait (bounded) for the agent to open the log, then follow it until the agent is gone.
@@ -192,45 +220,45 @@ class Ec2Backend(Backend):
 
     def still_running(self, handle: Handle) -> bool:
         d = handle.data
-        if not d.get("instance"):
+        if not d.instance:
             return False
-        inst = aws.describe(aws.client("ec2", d["region"]), d["instance"])
+        inst = aws.describe(aws.client("ec2", d.region), d.instance)
         return inst is not None and inst["State"]["Name"] not in ("shutting-down", "terminated")
 
     def kill_now(self, handle: Handle) -> None:
         d = handle.data
-        ec2 = aws.client("ec2", d["region"])
-        if not d.get("instance"):  # the client died inside RunInstances: whatever carries the job's tag goes
+        ec2 = aws.client("ec2", d.region)
+        if not d.instance:  # the client died inside RunInstances: whatever carries the job's tag goes
             aws.terminate_by_token(ec2, handle.job_id)
         else:
-            aws.terminate(ec2, [d["instance"]])
+            aws.terminate(ec2, [d.instance])
 
     def release(self, handle: Handle) -> None:
         """The job is over: its secret parameters, host key and own security group go (the instance is gone or
         going by itself; a group it still holds is left to the sweeper)."""
         d = handle.data
-        ssm = aws.client("ssm", d["region"])
-        if d.get("secrets"):
+        ssm = aws.client("ssm", d.region)
+        if d.secrets:
             aws.delete_secrets(ssm, handle.job_id)
-        if d.get("ssh"):
+        if d.ssh:
             sshaccess.delete_host_key(ssm, handle.job_id)
-        if d.get("group"):
-            sshaccess.delete_group(aws.client("ec2", d["region"]), d["group"])
+        if d.group:
+            sshaccess.delete_group(aws.client("ec2", d.region), d.group)
 
     def confirm_teardown(self, handle: Handle) -> str:
         """--terminate-after: the job is over; make sure the instance is gone and say what it cost."""
         d = handle.data
-        ec2 = aws.client("ec2", d["region"])
-        inst = aws.describe(ec2, d["instance"])
-        state = aws.wait_terminated(ec2, d["instance"], timeout=120)
+        ec2 = aws.client("ec2", d.region)
+        inst = aws.describe(ec2, d.instance)
+        state = aws.wait_terminated(ec2, d.instance, timeout=120)
         if state != "terminated":  # the node did not end itself in time: layer 3 does it
-            aws.terminate(ec2, [d["instance"]])
-            state = aws.wait_terminated(ec2, d["instance"], timeout=300)
+            aws.terminate(ec2, [d.instance])
+            state = aws.wait_terminated(ec2, d.instance, timeout=300)
         self.release(handle)
-        line = f"instance {d['instance']} {state}"
+        line = f"instance {d.instance} {state}"
         if inst is not None and inst.get("LaunchTime"):
             hours = max(0.0, time.time() - inst["LaunchTime"].timestamp()) / 3600
-            hourly = catalog.usd_per_hour(d["instance_type"])
+            hourly = catalog.usd_per_hour(d.instance_type)
             line += f"; ran {hours * 60:.0f} min" + (f", about ${hourly * hours:.2f} at ${hourly}/h on-demand"
                                                       if hourly else "")
         return line

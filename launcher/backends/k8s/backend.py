@@ -11,7 +11,7 @@ from typing import Iterator
 from ...errors import UserError
 from ...job import Job
 from ...plan import Plan
-from ..base import ACTIVE, Backend, Capabilities, Handle, NodePaths, relaunch_due
+from ..base import ACTIVE, Backend, Capabilities, Handle, HandleData, NodePaths, relaunch_due
 from ..slots import fill, slot, slots_in
 from . import request, stuck
 from .options import MAX_NODES, K8sOptions
@@ -54,8 +54,21 @@ def _job_uid(pod: dict) -> str | None:
     return next((o.get("uid") for o in pod["metadata"].get("ownerReferences") or [] if o.get("kind") == "Job"), None)
 
 
+class K8sHandle(HandleData):
+    """Where the job's Job is (`start`'s return): the cluster by context, the namespace, the Job's name."""
+
+    context: str | None = None  # the kubeconfig context; None: the current one
+    namespace: str | None = None
+    job: str | None = None  # the Job's name (the job id); None: the handle's job_id
+    num_nodes: int = 1
+    pending_timeout: float = DEFAULT_PENDING_TIMEOUT  # a pod Pending longer than this is reported and deleted
+    keep_on_failure: bool = False
+    created: float | None = None  # when start created the Job (epoch seconds)
+
+
 class K8sBackend(Backend):
     name = "k8s"
+    handle_type = K8sHandle
     capabilities = Capabilities(remote=True, gpus=request.gpus_offered(), spot=True, max_nodes=MAX_NODES,
                                 datapool_schemes=("s3", "pvc"), resources_enforced=True, preempts_on_demand=True)
 
@@ -165,18 +178,18 @@ class K8sBackend(Backend):
                 "pending_timeout": job.pending_timeout or DEFAULT_PENDING_TIMEOUT, "keep_on_failure": job.keep_on_failure,
                 "created": time.time()}
 
-    def restart(self, plan: Plan, previous: dict) -> dict:
+    def restart(self, plan: Plan, previous: K8sHandle) -> dict:
         """A preempted job again, same id: the last attempt's Job and what it owned go first (the names are the
         job id's), on the cluster it ran on."""
         from .kube import Kube
 
-        kube, ns = Kube(previous["context"]), previous["namespace"]
+        kube, ns = Kube(previous.context), previous.namespace
         kube.delete_job(ns, plan.job_id)
         for doc in request.documents(plan.request)[1:]:
             kube.delete(ns, doc["kind"], doc["metadata"]["name"])
         if not kube.wait_job_gone(ns, plan.job_id, 120):
             raise UserError(f"Job {plan.job_id} in {ns} is still being deleted after 2 min; relaunch later")
-        return self.start(plan, detach=True, context=previous["context"])
+        return self.start(plan, detach=True, context=previous.context)
 
     def _code(self, plan: Plan) -> dict:
         """Where the pod gets its code (slot values): presigned URLs into the s3 store, or (pvc://) the snapshot
@@ -202,7 +215,8 @@ class K8sBackend(Backend):
     def _kube(self, handle: Handle):
         from .kube import Kube
 
-        return Kube(handle.data["context"]), handle.data["namespace"], handle.data["job"]
+        d: K8sHandle = handle.data
+        return Kube(d.context), d.namespace, d.job or handle.job_id
 
     def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
         kube, ns, name = self._kube(handle)
@@ -228,12 +242,12 @@ class K8sBackend(Backend):
             return "running", None, None
         created = job["metadata"].get("creationTimestamp")
         why = stuck.diagnose(name, pods, kube.events(ns), now=time.time(),
-                             job_created=stuck._ts(created) if created else handle.data.get("created"),
-                             pending_timeout=float(handle.data.get("pending_timeout", 600)))
+                             job_created=stuck._ts(created) if created else handle.data.created,
+                             pending_timeout=float(handle.data.pending_timeout))
         if why is None:
             return "pending", None, None
         # Only read here: reconcile records this (the reason kept with the job) and `release` deletes the Job.
-        if handle.data.get("keep_on_failure"):
+        if handle.data.keep_on_failure:
             why += f"; kept (--keep-on-failure): kubectl -n {ns} describe job {name}; launch down {handle.job_id}"
         else:
             why += f"; Job {name} deleted"
@@ -242,7 +256,7 @@ class K8sBackend(Backend):
     def release(self, handle: Handle) -> None:
         """The job is final: a Job whose pods never started (stuck: unschedulable, a bad image) goes, unless
         --keep-on-failure; one whose pods ran stays for its TTL (its pods' logs), the Job controller ends it."""
-        if handle.data.get("keep_on_failure"):
+        if handle.data.keep_on_failure:
             return
         kube, ns, name = self._kube(handle)
         job = kube.job(ns, name)
@@ -252,7 +266,7 @@ class K8sBackend(Backend):
             kube.delete_job(ns, name)
 
     def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
-        if not follow and (handle.data.get("store") or {}).get("store_url"):
+        if not follow and handle.data.store.store_url:
             return None  # the store's copy, pushed every --push-interval: no cluster call for a look
         kube, ns, name = self._kube(handle)
         if kube.job(ns, name) is None:
@@ -323,8 +337,9 @@ class K8sBackend(Backend):
         from ...registry import Registry
         from .kube import Kube
 
-        places = {(r.handle.get("context"), r.handle.get("namespace")) for r in Registry().list(1_000_000)
-                  if r.backend == self.name and r.handle.get("namespace")}
+        places = {(d.context, d.namespace) for d in (self.handle(r.id, r.handle).data
+                                                     for r in Registry().list(1_000_000) if r.backend == self.name)
+                  if d.namespace}
         try:
             current = Kube.current_context()
             places.add((current, Kube.namespace_of_context(current)))

@@ -16,11 +16,17 @@ from ...job import Job
 from ...plan import Plan
 from ...proc import ProcRef, write_ref
 from ...registry import launcher_home
-from ..base import Backend, Capabilities, Handle, JobState, NodePaths, Observation, observed
+from ..base import Backend, Capabilities, Handle, HandleData, JobState, NodePaths, Observation, observed
+
+
+class LocalHandle(HandleData):
+    state_dir: str  # the agent's state dir on this machine (pid files, spec, result)
+    pid: int | None = None  # the agent's process
 
 
 class LocalBackend(Backend):
     name = "local"
+    handle_type = LocalHandle
     capabilities = Capabilities(remote=False, gpus=None, spot=False, max_nodes=1,
                                 datapool_schemes=("file", "s3"), resources_enforced=False)
 
@@ -72,19 +78,19 @@ class LocalBackend(Backend):
         if pid is not None:
             _wait_child(pid)
         else:
-            while nodectl.agent_alive(Path(handle.data["state_dir"])):
+            while nodectl.agent_alive(Path(handle.data.state_dir)):
                 time.sleep(0.2)
 
     def interrupt(self, handle: Handle) -> None:
         # The agent has its own session, so the terminal's Ctrl-C reaches it only through us.
-        state_dir = Path(handle.data["state_dir"])
+        state_dir = Path(handle.data.state_dir)
         nodectl.request_cancel(state_dir)
         ref = nodectl.agent_ref(state_dir)
         if ref is not None:
             ref.signal(signal.SIGINT)
 
     def status(self, handle: Handle) -> Observation:
-        st = nodectl.status(Path(handle.data["state_dir"]))
+        st = nodectl.status(Path(handle.data.state_dir))
         if st["result"] is not None:
             return observed(st["result"])
         if st["alive"]:
@@ -97,8 +103,8 @@ class LocalBackend(Backend):
     def cancel(self, handle: Handle, grace: float | None = None) -> None:
         # The node runs the same policy itself (launcher/node/nodectl.py: marker, SIGTERM, grace, SIGKILL, confirm), in
         # one call: for ssh one connection instead of one per look.
-        grace = float(handle.data.get("grace_period", 30)) if grace is None else grace
-        nodectl.cancel(Path(handle.data["state_dir"]), grace)
+        grace = handle.data.grace_period if grace is None else grace
+        nodectl.cancel(Path(handle.data.state_dir), grace)
 
 
 def _wait_child(pid: int) -> None:

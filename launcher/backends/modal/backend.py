@@ -12,12 +12,20 @@ from typing import Iterator
 from ...errors import UserError
 from ...job import Job
 from ...plan import Plan
-from ..base import Backend, Capabilities, Handle, NodePaths
+from ..base import Backend, Capabilities, Handle, HandleData, NodePaths
 from . import request
+
+
+class ModalHandle(HandleData):
+    """The app and the function call `start` (app.submit) made; None in a record written before start returned."""
+
+    app_id: str | None = None
+    call_id: str | None = None
 
 
 class ModalBackend(Backend):
     name = "modal"
+    handle_type = ModalHandle
     capabilities = Capabilities(remote=True, gpus=request.gpus_offered(), spot=True, max_nodes=1,
                                 datapool_schemes=("modal-volume", "s3"), resources_enforced=True, retries_itself=True)
 
@@ -67,31 +75,31 @@ class ModalBackend(Backend):
     def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
         from . import app
 
-        d = handle.data
-        state, code, why = app.call_result(d["call_id"])
+        d: ModalHandle = handle.data
+        state, code, why = app.call_result(d.call_id)
         if state == "running":
             return "running", None, None
         if state == "exited":
             # Returned, yet no result.json in the store (status looked there first).
-            return "lost", code, (f"function call {d['call_id']} returned {code} but left no result in the store; "
+            return "lost", code, (f"function call {d.call_id} returned {code} but left no result in the store; "
                                   f"see `launch logs {handle.job_id}`")
         return state, code, why
 
     def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
         from . import app
 
-        return app.app_logs(handle.data["app_id"], follow)
+        return app.app_logs(handle.data.app_id, follow)
 
     def still_running(self, handle: Handle) -> bool:
         from . import app
 
-        return app.call_result(handle.data["call_id"])[0] == "running"
+        return app.call_result(handle.data.call_id)[0] == "running"
 
     def kill_now(self, handle: Handle) -> None:
         from . import app
 
-        app.cancel_call(handle.data["call_id"])
-        app.stop_app(handle.data["app_id"])
+        app.cancel_call(handle.data.call_id)
+        app.stop_app(handle.data.app_id)
 
     def sweep(self, now: float, options=None, *, dry_run: bool = False) -> list[str]:
         """Teardown layer 4, registry or not: every app of ours whose deadline tag has passed."""

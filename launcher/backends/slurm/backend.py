@@ -21,12 +21,14 @@ import time
 from datetime import datetime
 from typing import Iterator
 
+from pydantic import ConfigDict, Field
+
 from ...errors import CapacityError, UserError
 from ...job import Job
 from ...plan import Plan
 from ...spec import CANCEL_MARKER, DEADMAN_MARGIN_S, PUSH_RESERVE_S
 from ...units import format_duration
-from ..base import Backend, Capabilities, Handle, JobState, NodePaths, Observation, observed
+from ..base import Backend, Capabilities, Handle, HandleData, JobState, NodePaths, Observation, observed
 from . import reasons, script
 from .cli import SlurmCli, Unreachable, last_line
 from .options import SlurmOptions
@@ -48,8 +50,30 @@ def _mark(job_id: str) -> str:
     return f'for s in nodes/*/{jd}; do [ -d "$s" ] && touch "$s/{CANCEL_MARKER}"; done; '
 
 
+class SlurmTarget(SlurmOptions):
+    """The cluster as a handle records it: the job's `slurm:` options, lenient about a key a later version dropped
+    (an old record still reads)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class SlurmHandle(HandleData):
+    """The Slurm job. `slurm` is recorded before start (`locator`), the rest by `start`: a record that never got
+    that far (a failed start) has the defaults."""
+
+    slurm: SlurmTarget = Field(default_factory=SlurmTarget)  # which cluster, how reached (stored as a plain dict)
+    slurm_job: str | None = None  # Slurm's job id (sbatch --parsable)
+    submitted: float | None = None  # when sbatch took it (epoch seconds, this machine's clock)
+    pending_timeout: float = DEFAULT_PENDING_TIMEOUT
+    num_nodes: int = 1
+    experiment: str = "default"
+    secrets: bool = False  # a secrets.env was written beside the job (release removes it)
+    kill_wait: int | None = None  # the cluster's KillWait (seconds), when preflight read it
+
+
 class SlurmBackend(Backend):
     name = "slurm"
+    handle_type = SlurmHandle
     # file:// is the cluster's shared filesystem, reached by sbatch here; from a laptop over SSH only s3:// is
     # (check() refuses the other). Capabilities are static: both are declared.
     capabilities = Capabilities(remote=True, gpus=None, spot=False, max_nodes=MAX_NODES,
@@ -171,7 +195,7 @@ class SlurmBackend(Backend):
     # -- after submit --------------------------------------------------------------------------------------------
 
     def _cli(self, handle: Handle) -> SlurmCli:
-        return SlurmCli(handle.data.get("slurm") or {})
+        return SlurmCli(handle.data.slurm.model_dump())
 
     def _record(self, cli: SlurmCli, slurm_id: str) -> tuple[dict | None, datetime | None]:
         """Slurm's record of the job (None once it forgot it: MinJobAge after the end) and the login node's clock
@@ -186,7 +210,7 @@ class SlurmBackend(Backend):
 
     def status(self, handle: Handle) -> Observation:
         d, job_id = handle.data, handle.job_id
-        cli, slurm_id = self._cli(handle), d["slurm_job"]
+        cli, slurm_id = self._cli(handle), d.slurm_job
         try:
             rec, now = self._record(cli, slurm_id)
             if rec is None:
@@ -231,7 +255,7 @@ class SlurmBackend(Backend):
         return " | ".join(ln.strip() for ln in out.splitlines() if ln.strip() and not ln.startswith("==>"))[-600:]
 
     def _pending(self, handle: Handle, cli: SlurmCli, rec: dict, now: datetime | None) -> Observation:
-        d, slurm_id = handle.data, handle.data["slurm_job"]
+        d, slurm_id = handle.data, handle.data.slurm_job
         reason = rec.get("Reason") or "None"
         name = reasons.reason_name(reason)
         # Pending since its submission (a requeue resubmits) or since it became eligible (a requeued job is held
@@ -250,7 +274,7 @@ class SlurmBackend(Backend):
         if why:
             return Observation(JobState.FAILED, UserError.exit_code,
                                f"Slurm job {slurm_id} cannot start: {reason}: {why}; cancelled")
-        timeout = float(d.get("pending_timeout") or DEFAULT_PENDING_TIMEOUT)
+        timeout = d.pending_timeout or DEFAULT_PENDING_TIMEOUT
         if pended > timeout and name not in ("JobHeldUser", "JobHeldAdmin", "BeginTime"):
             return Observation(JobState.FAILED, CapacityError.exit_code,
                                f"Slurm job {slurm_id} still pending after {format_duration(int(pended))} "
@@ -268,7 +292,7 @@ class SlurmBackend(Backend):
         """The cancel marker into every node's state dir (so the agent reads the SIGTERM as a cancel, not a
         preemption), then SIGTERM to the job's steps (the agents): not to the batch shell and its srun, which
         answers a SIGTERM by killing its step at once ("forcing job termination"), grace or not."""
-        body = f"{_mark(handle.job_id)}scancel --signal=TERM {handle.data['slurm_job']} 2> /dev/null; true"
+        body = f"{_mark(handle.job_id)}scancel --signal=TERM {handle.data.slurm_job} 2> /dev/null; true"
         try:
             self._cli(handle).sh(body, in_base=True)
         except Unreachable as e:
@@ -278,7 +302,7 @@ class SlurmBackend(Backend):
 
     def still_running(self, handle: Handle) -> bool:
         try:
-            rec, _ = self._record(self._cli(handle), handle.data["slurm_job"])
+            rec, _ = self._record(self._cli(handle), handle.data.slurm_job)
         except Unreachable:
             return True
         # A pending job has nothing to push: it goes at once.
@@ -288,7 +312,7 @@ class SlurmBackend(Backend):
         """The job out of the queue, confirmed gone. Slurm has no kill without its KillWait (even `scancel -s
         KILL` is a cancel: SIGTERM to every process, SIGKILL KillWait later); the marker makes that SIGTERM a cancel
         to the agents, not a preemption."""
-        sid = handle.data["slurm_job"]
+        sid = handle.data.slurm_job
         body = (f"{_mark(handle.job_id)}scancel {sid} 2> /dev/null; "
                 f"for i in $(seq {GONE_TIMEOUT * 2}); do "
                 f"s=$(squeue -h -j {sid} -o %T 2> /dev/null); [ -z \"$s\" ] && exit 0; sleep 0.5; done; "
@@ -301,12 +325,12 @@ class SlurmBackend(Backend):
     def release(self, handle: Handle) -> None:
         """The job is final: one still in the queue (it will never start, or waited past its pending timeout)
         leaves it; a requeueable job kept its secrets file for a rerun."""
-        self._cli(handle).sh(f"scancel --state=PENDING {handle.data['slurm_job']}")
-        if handle.data.get("secrets"):
+        self._cli(handle).sh(f"scancel --state=PENDING {handle.data.slurm_job}")
+        if handle.data.secrets:
             self._cli(handle).sh(f"rm -f {script.job_dir(handle.job_id)}/secrets.env", in_base=True)
 
     def confirm_teardown(self, handle: Handle) -> str:
-        sid = handle.data["slurm_job"]
+        sid = handle.data.slurm_job
         try:
             rec, _ = self._record(self._cli(handle), sid)
         except Unreachable as e:

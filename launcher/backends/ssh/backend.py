@@ -20,10 +20,13 @@ import os
 import shlex
 from typing import Iterator
 
+from pydantic import ConfigDict
+
 from ...node import bootstrap
 from ...job import Job
 from ...plan import Plan
-from ..base import Backend, Capabilities, Handle, JobState, NodePaths, Observation, observed
+from ..base import Backend, Capabilities, Handle, HandleData, JobState, NodePaths, Observation, observed
+from .options import SshOptions
 
 # Start the bootstrap detached from the SSH session: setsid (own session, so a dropped connection sends it no
 # SIGHUP), output to a file, stdin closed; print its pid and start time so every later signal can check them.
@@ -44,8 +47,28 @@ def _shown(remote_dir: str) -> str:
     return remote_dir if remote_dir.startswith("/") else f"~/{remote_dir}"
 
 
+class SshTarget(SshOptions):
+    """The box as a handle records it: the job's `ssh:` options, lenient about a key a later version dropped (an old
+    record still reads)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class SshHandle(HandleData):
+    """Where the job is on the box. Everything but the core's fields comes from `start`: a record that never got
+    that far (a failed start) has None here."""
+
+    ssh: SshTarget | None = None  # the box (stored as a plain dict: the registry's JSON)
+    base: str | None = None  # the node's base dir, `remote_dir` (relative to the login's home unless absolute)
+    state: str | None = None  # the job's state dir under base: jobs/<id>
+    sha: str | None = None  # the code snapshot's hash: code/<sha>/ on the box
+    boot: tuple[int, int] | None = None  # the bootstrap's (pid, start time): every signal checks both
+    experiment: str = "default"
+
+
 class SshBackend(Backend):
     name = "ssh"
+    handle_type = SshHandle
     capabilities = Capabilities(remote=True, gpus=None, spot=False, max_nodes=1, datapool_schemes=("s3",),
                                 resources_enforced=False)
 
@@ -86,22 +109,22 @@ class SshBackend(Backend):
 
     # -- talking to the box ----------------------------------------------------------------------------------------
 
-    def _client(self, ssh: dict):
+    def _client(self, ssh: SshOptions):
         from ...sshclient import SshClient
 
-        return SshClient(ssh["host"], identity=ssh.get("identity"), known_hosts=ssh.get("known_hosts")).connect()
+        return SshClient(ssh.host, identity=ssh.identity, known_hosts=ssh.known_hosts).connect()
 
     def preflight(self, plan: Plan) -> None:
         # Host key, reachability and login are checked before anything is recorded or uploaded; start() reuses
         # the connection (each new one costs a handshake, ~0.4 s).
-        self._preflighted = self._client(plan.job.ssh.model_dump())
+        self._preflighted = self._client(plan.job.ssh)
 
     def start(self, plan: Plan, *, detach: bool) -> dict:
         ssh = plan.job.ssh
         sha = plan.snapshot.sha256
         state = plan.spec.state_dir
         base = ssh.remote_dir
-        client = getattr(self, "_preflighted", None) or self._client(ssh.model_dump())
+        client = getattr(self, "_preflighted", None) or self._client(ssh)
         self._preflighted = None
         try:
             tar = f"{base}/code/{sha}.tar.gz"
@@ -120,9 +143,9 @@ class SshBackend(Backend):
 
     def _sh(self, handle: Handle, body: str, timeout: float = 60) -> tuple[int, bytes]:
         d = handle.data
-        client = self._client(d["ssh"])
+        client = self._client(d.ssh)
         try:
-            code, out, _ = client.run(f"cd {_base(d['base'])} && S={shlex.quote(d['state'])} && {_SAME}{body}",
+            code, out, _ = client.run(f"cd {_base(d.base)} && S={shlex.quote(d.state)} && {_SAME}{body}",
                                       timeout=timeout, check=False)
         finally:
             client.close()
@@ -134,7 +157,7 @@ class SshBackend(Backend):
         from ...errors import UserError
         from ...sshclient import RemoteError
 
-        boot_pid, boot_start = handle.data["boot"]
+        boot_pid, boot_start = handle.data.boot
         body = (f'if [ -f "$S/result.json" ]; then echo result; cat "$S/result.json"; '
                 f'elif read -r p s < "$S/agent.pid" 2>/dev/null && same "$p" "$s"; then echo running; '
                 f'elif same {boot_pid} {boot_start}; then echo pending; '
@@ -152,19 +175,19 @@ class SshBackend(Backend):
 
     def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
         d = handle.data
-        log = shlex.quote(f"datapool/experiments/{d['experiment']}/reports/jobs/{handle.job_id}/log.txt")
+        log = shlex.quote(f"datapool/experiments/{d.experiment}/reports/jobs/{handle.job_id}/log.txt")
         if not follow:
             body = f'cat {log} 2>/dev/null || cat "$S/setup.log" 2>/dev/null; true'
         else:
             # Wait for the log (the node may still be setting up), then follow it until the agent is gone.
-            boot_pid, boot_start = d["boot"]
+            boot_pid, boot_start = d.boot
             body = (f'while [ ! -f {log} ] && [ ! -f "$S/result.json" ] && same {boot_pid} {boot_start}; '
                     f'do sleep 0.3; done; '
                     f'[ -f {log} ] || {{ cat "$S/setup.log" 2>/dev/null; exit 0; }}; '
                     f'read -r p s < "$S/agent.pid" 2>/dev/null; '
                     f'if same "$p" "$s"; then exec tail -c +1 -F -s 0.2 --pid="$p" {log} 2>/dev/null; else cat {log}; fi')
         try:
-            client = self._client(handle.data["ssh"])
+            client = self._client(d.ssh)
         except Exception:  # noqa: BLE001 - the box is unreachable: the caller tails the store's copy instead
             return None
         return self._stream(client, handle, body)
@@ -172,7 +195,7 @@ class SshBackend(Backend):
     def _stream(self, client, handle: Handle, body: str) -> Iterator[bytes]:
         d = handle.data
         try:
-            yield from client.stream(f"cd {_base(d['base'])} && S={shlex.quote(d['state'])} && {_SAME}{body}",
+            yield from client.stream(f"cd {_base(d.base)} && S={shlex.quote(d.state)} && {_SAME}{body}",
                                      check=False)
         finally:
             client.close()
@@ -187,10 +210,10 @@ class SshBackend(Backend):
         # The node runs the same policy itself (launcher/node/nodectl.py: marker, SIGTERM, grace, SIGKILL, confirm), in
         # one call: for ssh one connection instead of one per look.
         d = handle.data
-        grace = float(d.get("grace_period", 30)) if grace is None else grace
-        boot_pid, boot_start = d["boot"]
-        py = shlex.quote(d["ssh"].get("python") or "python3")
-        agent_path = f'code/{d["sha"]}/.launcher-agent:code/{d["sha"]}'
+        grace = d.grace_period if grace is None else grace
+        boot_pid, boot_start = d.boot
+        py = shlex.quote(d.ssh.python or "python3")
+        agent_path = f'code/{d.sha}/.launcher-agent:code/{d.sha}'
         # The node's own nodectl (same rules as the local backend); if the code never got there, kill the
         # bootstrap's process group by hand.
         body = (f'touch "$S/cancel-requested"; '
