@@ -2,19 +2,19 @@
 lives in its package, keyed by the catalog name."""
 from __future__ import annotations
 
-import ast
 import importlib
-import re
 from pathlib import Path
 
 import pytest
 
-from launcher.backends import BACKENDS, entries
+from launcher.backends import entries
 from launcher.backends.ec2 import catalog as ec2_catalog
 from launcher.backends.k8s import request as k8s_request
 from launcher.backends.modal import request as modal_request
 from launcher.errors import UserError
 from launcher.gpus import CATALOG, parse_gpu
+
+from .backend_names import backend_words
 
 GPUS_PY = Path(__file__).resolve().parents[1] / "launcher" / "gpus.py"
 
@@ -89,32 +89,6 @@ def test_the_backends_tables_are_whole():
     assert _capabilities("modal").gpus == tuple(modal_request.GPUS) == tuple(CATALOG)
     assert all(g.name and g.usd_per_gpu_hour > 0 for g in modal_request.GPUS.values())
     assert _capabilities("k8s").gpus == tuple(k8s_request.GPU_LABEL_VALUES[k8s_request.GFD_LABEL]) == tuple(CATALOG)
-
-
-def backend_words(source: str) -> list[str]:
-    """Backend names in the code's identifiers, attributes and strings, `_` counting as a word break (`ec2_usd`,
-    `modal_spec`); comments and docstrings may name one."""
-    names = sorted({*BACKENDS, "ec2", "k8s", "modal", "slurm", "ssh"} - {"local"})
-    word = re.compile(r"(?<![a-z0-9])(" + "|".join(map(re.escape, names)) + r")(?![a-z0-9])", re.IGNORECASE)
-    tree = ast.parse(source)
-    docstrings = {id(body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and (body := node.body) and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)}
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-            found += word.findall(node.value)
-        elif isinstance(node, ast.Name):
-            found += word.findall(node.id)
-        elif isinstance(node, ast.Attribute):
-            found += word.findall(node.attr)
-        elif isinstance(node, ast.arg):
-            found += word.findall(node.arg)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            found += word.findall(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            found += word.findall(" ".join([getattr(node, "module", None) or "", *(a.name for a in node.names)]))
-    return found
 
 
 def test_the_checker_finds_backend_names():

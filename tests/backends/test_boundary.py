@@ -5,7 +5,6 @@ flag, its profile section and its request through the core unchanged; it also ru
 (tests/backends/conftest.py)."""
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 import sys
@@ -14,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher.backends import BACKENDS, entries
+from launcher.backends import entries
+
+from ..backend_names import backend_words
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = Path(__file__).resolve().parent / "plugins"
@@ -24,36 +25,7 @@ CORE = ["launcher/job.py", "launcher/plan.py", "launcher/planner.py", "launcher/
         *sorted(str(p.relative_to(REPO)) for p in (REPO / "launcher" / "pipeline").glob("*.py"))]
 
 
-def _docstrings(tree: ast.AST) -> set[int]:
-    ids = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = getattr(node, "body", [])
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-                ids.add(id(body[0].value))
-    return ids
-
-
-def named_backends(source: str) -> list[str]:
-    """Backend names the code uses: in identifiers, attributes and strings (comments and docstrings may explain
-    with an example). `modal-volume://` is a datapool store's scheme, not the backend."""
-    import re
-
-    names = [n for n in BACKENDS if n != "local"]
-    word = re.compile(r"(?<![\w-])(" + "|".join(names) + r")(?![\w-])", re.IGNORECASE)
-    tree = ast.parse(source)
-    skip = _docstrings(tree)
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
-            found += word.findall(node.value)
-        elif isinstance(node, ast.Name):
-            found += word.findall(node.id)
-        elif isinstance(node, ast.Attribute):
-            found += word.findall(node.attr)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            found += word.findall(" ".join([getattr(node, "module", None) or "", *(a.name for a in node.names)]))
-    return found
+named_backends = backend_words
 
 
 def test_the_checker_finds_a_backend_name():

@@ -20,7 +20,8 @@ from ..base import Backend, Capabilities, Handle, HandleData, JobState, NodePath
 
 
 class LocalHandle(HandleData):
-    state_dir: str  # the agent's state dir on this machine (pid files, spec, result)
+    # The agent's state dir on this machine (pid files, spec, result); None in a record whose start never ran.
+    state_dir: str | None = None
     pid: int | None = None  # the agent's process
 
 
@@ -90,6 +91,8 @@ class LocalBackend(Backend):
             ref.signal(signal.SIGINT)
 
     def status(self, handle: Handle) -> Observation:
+        if handle.data.state_dir is None:
+            return Observation(JobState.LOST, None, "the job's record names no state dir: it never started here")
         st = nodectl.status(Path(handle.data.state_dir))
         if st["result"] is not None:
             return observed(st["result"])
@@ -104,7 +107,8 @@ class LocalBackend(Backend):
         # The node runs the same policy itself (launcher/node/nodectl.py: marker, SIGTERM, grace, SIGKILL, confirm), in
         # one call: for ssh one connection instead of one per look.
         grace = handle.data.grace_period if grace is None else grace
-        nodectl.cancel(Path(handle.data.state_dir), grace)
+        if handle.data.state_dir is not None:  # else nothing of it ever ran here
+            nodectl.cancel(Path(handle.data.state_dir), grace)
 
 
 def _wait_child(pid: int) -> None:

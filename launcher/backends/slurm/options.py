@@ -11,7 +11,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..entry import Flag
-from ..ssh.options import HOST, IDENTITY, check_host
+from ..ssh.options import HOST, IDENTITY, check_host, check_remote_dir
 
 FLAGS = (
     HOST, IDENTITY,
@@ -28,12 +28,6 @@ _PARTITIONS = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
 _CONSTRAINT = re.compile(r"[A-Za-z0-9_.&|,\[\]*:()!-]+")
 _GRES = re.compile(r"[A-Za-z][A-Za-z0-9_]*(:[A-Za-z0-9_.-]+)?(:\d+)?(,[A-Za-z][A-Za-z0-9_]*(:[A-Za-z0-9_.-]+)?(:\d+)?)*")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def check_remote_dir(v: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9._/-]+", v) or ".." in v.split("/"):
-        raise ValueError(f"bad remote_dir {v!r}: a plain path (letters, digits, '.', '_', '-', '/')")
-    return v
 
 
 class SlurmOptions(BaseModel):

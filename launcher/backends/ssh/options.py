@@ -27,6 +27,13 @@ def check_host(v: str) -> str:
     return v
 
 
+def check_remote_dir(v: str) -> str:
+    """Where jobs live on the remote side: a plain path, relative to the login's home or absolute."""
+    if not re.fullmatch(r"[A-Za-z0-9._/-]+", v) or ".." in v.split("/"):
+        raise ValueError(f"bad remote_dir {v!r}: a plain path (letters, digits, '.', '_', '-', '/')")
+    return v
+
+
 class SshOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -46,6 +53,4 @@ class SshOptions(BaseModel):
     @field_validator("remote_dir")
     @classmethod
     def _remote_dir(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9._/-]+", v) or ".." in v.split("/"):
-            raise ValueError(f"bad remote_dir {v!r}: a plain path (letters, digits, '.', '_', '-', '/')")
-        return v
+        return check_remote_dir(v)
