@@ -39,6 +39,9 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
                      "it will likely never be used")
     if job.num_nodes > caps.max_nodes:
         raise UserError(f"--num-nodes {job.num_nodes}: --backend {name} runs at most {caps.max_nodes} node(s)")
+    if job.num_nodes > 1 and not job.script.endswith(".py"):
+        notes.append(f"--num-nodes {job.num_nodes}: {job.script} is not a .py script, so it runs once per node "
+                     "without torchrun (NODE_RANK, MASTER_ADDR, WORLD_SIZE are set)")
     if job.gpu:
         gpu = job.gpu_request
         if caps.gpus is None:  # the machine's GPUs: checked by the platform only where it enforces resources

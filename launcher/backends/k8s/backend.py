@@ -82,9 +82,6 @@ class K8sBackend(Backend):
         if job.spot:
             notes.append("--spot on k8s: launcher adds no spot node selector (schedule onto spot nodes with your "
                          "cluster's own labels or taints); a pod whose node is taken away ends as preempted")
-        if job.num_nodes > 1 and not job.script.endswith(".py"):
-            notes.append(f"--num-nodes {job.num_nodes}: {job.script} is not a .py script, so it runs once per pod "
-                         "without torchrun (NODE_RANK, MASTER_ADDR, WORLD_SIZE are set)")
         if job.keep_on_failure:
             notes.append("--keep-on-failure: a stuck or failed Job and its pods stay for `kubectl describe` / "
                          "`kubectl logs` until its TTL (k8s: ttl_after_finished) or `launch down JOB`")

@@ -84,19 +84,17 @@ class SlurmBackend(Backend):
 
     def check(self, job: Job) -> list[str]:
         opts, notes = _opts(job), []
-        if opts.host and (job.datapool or "").startswith("file://"):
+        on_disk = job.datapool is not None and job.datapool.scheme == "file"
+        if opts.host and on_disk:
             raise UserError(f"--datapool file:// with a login node (--host {opts.host}): this machine cannot read "
                             "the cluster's disk; use an s3:// datapool, or launch where sbatch runs and the path is "
                             "on the cluster's shared filesystem")
         if job.gpu and opts.gres and any(item.split(":")[0] == "gpu" for item in opts.gres.split(",")):
             raise UserError(f"GPUs twice: --gpu {job.gpu} and --gres {opts.gres}; give them once (--gpu TYPE:N, the "
                             "type mapped with slurm: gres_types)")
-        if (job.datapool or "").startswith("file://"):
+        if on_disk:
             notes.append("file:// datapool: the path must be the same on every node of the cluster (a shared "
                          "filesystem)")
-        if job.num_nodes > 1 and not job.script.endswith(".py"):
-            notes.append(f"--num-nodes {job.num_nodes}: {job.script} is not a .py script, so it runs once per node "
-                         "without torchrun (NODE_RANK, MASTER_ADDR, WORLD_SIZE are set)")
         if job.max_restarts:
             notes.append(f"--max-restarts {job.max_restarts}: submitted with --requeue; Slurm reruns the job itself "
                          "after a preemption, a node failure or `scontrol requeue`, and it resumes from its pushed "
