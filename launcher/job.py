@@ -13,6 +13,7 @@ from .backends import DEFAULT_BACKEND, entries, entry
 from .datapool.url import StoreUrl
 from .errors import UserError, did_you_mean
 from .gpus import GpuRequest, parse_gpu
+from .relay.config import RelayBinding
 from .units import parse_duration, parse_size
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -61,6 +62,8 @@ class JobFields(BaseModel):
     pending_timeout: int | None = Field(None, description="a job still waiting for its machine after this long is "
                                        "reported and ended (default: the backend's, 10m)")
     workdir: str = Field(".", description="project root whose files travel with the job")
+    relay: RelayBinding | None = Field(None, description="run as one worker of a relay run: hold its lease, resume "
+                                       "from its committed checkpoint (docs/relay.md)")
 
     _gpu_request: GpuRequest | None = PrivateAttr(None)
     _unused_sections: tuple[str, ...] = PrivateAttr(())
@@ -169,6 +172,24 @@ class JobFields(BaseModel):
             job._unused_sections = unused
         return job
 
+    @model_validator(mode="before")
+    @classmethod
+    def _relay_defaults(cls, data: Any) -> Any:
+        """A relay worker's grace period fits its lease (TTL/4 unless given), and its shared secret travels as a
+        secret, by name."""
+        if not isinstance(data, dict) or not data.get("relay"):
+            return data
+        relay = data["relay"]
+        get = relay.get if isinstance(relay, dict) else lambda k, d=None: getattr(relay, k, d)
+        data = dict(data)
+        ttl = get("ttl") or RelayBinding.model_fields["ttl"].default
+        if data.get("grace_period") is None:
+            data["grace_period"] = max(1, int(float(ttl) // 4))
+        secret = get("secret_env") or RelayBinding.model_fields["secret_env"].default
+        if isinstance(secret, str) and secret not in (data.get("secrets") or []):
+            data["secrets"] = [*(data.get("secrets") or []), secret]
+        return data
+
     @model_validator(mode="after")
     def _backend_fields(self) -> "JobFields":
         chosen = entry(self.backend)
@@ -181,6 +202,13 @@ class JobFields(BaseModel):
         if self.endpoint_url and (self.datapool is None or self.datapool.scheme != "s3"):
             raise ValueError("--endpoint-url applies to an s3:// datapool; pass --datapool s3://bucket/prefix too")
         self._gpu_request = parse_gpu(self.gpu) if self.gpu else None
+        if self.relay is not None:
+            if self.grace_period > self.relay.ttl / 3:
+                raise ValueError(f"--grace-period {self.grace_period}s is more than a third of the relay lease "
+                                 f"({self.relay.ttl:g} s): a worker cut off from the commander could not stop its "
+                                 f"script in time; give at most {int(self.relay.ttl // 3)}s or a longer TTL")
+            if self.num_nodes > 1:
+                raise ValueError("a relay worker is one node: drop --num-nodes (or --relay)")
         return self
 
     # -- derived values ------------------------------------------------------------------------------------------

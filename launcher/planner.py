@@ -122,7 +122,16 @@ def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: fl
         deadline_at=deadline_for(created, job.max_runtime, job.grace_period), grace_period=job.grace_period,
         push_interval=job.push_interval, attempt=attempt,
         preemptible=job.spot or backend.capabilities.preempts_on_demand,
+        relay=job.relay.model_copy(update={"worker_id": job.relay.worker_id or job_id}) if job.relay else None,
     )
+    if job.relay is not None:
+        from .relay.config import stop_margin
+
+        ttl = job.relay.ttl
+        notes.append(f"relay worker of run {job.relay.run_id} at {job.relay.url}: lease {ttl:g} s, renewed every "
+                     f"{ttl / 4:g} s; cut off from the commander, the script gets SIGTERM "
+                     f"{ttl - stop_margin(ttl) - job.grace_period:g} s after the last renewal and is dead "
+                     f"{stop_margin(ttl):g} s before the lease ends")
     plan = Plan(
         backend=backend.name, job_id=job_id, job=job, created=created, spec=spec, snapshot=snapshot,
         datapool={

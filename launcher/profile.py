@@ -25,7 +25,10 @@ def read_mapping(path: Path, what: str, example: str) -> dict[str, Any]:
 def load_profile(path: str | Path) -> dict[str, Any]:
     if not Path(path).is_file():
         raise UserError(f"profile not found: {path}; give the path of a YAML file, e.g. configs/launch/local.yaml")
-    return read_mapping(Path(path), "profile", "job fields: gpu: A10G, ...")
+    from .relay.config import from_seed_profile
+
+    data = read_mapping(Path(path), "profile", "job fields: gpu: A10G, ...")
+    return from_seed_profile(data, f"profile {path}")  # the relay seed's run.yaml spelling
 
 
 def merge(profile: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ import math
 
 from pydantic import BaseModel, ConfigDict
 
+from .relay.config import RelayBinding
+
 SPEC_VERSION = 1
 # Room left between the script's stop and the deadline for the last checkpoint push and result.json.
 PUSH_RESERVE_S = 120
@@ -57,6 +59,9 @@ class AgentSpec(BaseModel):
     preemptible: bool
     # 1 for the first run; a relaunch after a preemption (--max-restarts) counts up and resumes from the store.
     attempt: int
+    # A worker of a relay run: hold the run's lease while the script runs (launcher/relay/worker.py); its
+    # worker_id is set (the job id by default). The shared secret arrives like any secret, by name.
+    relay: RelayBinding | None
 
     @property
     def stop_at(self) -> float | None:

@@ -7,6 +7,7 @@ Task hooks: get_rl_dataset(config) -> rows with "prompt"; get_reward_funcs(confi
 completions, **columns) -> list[float]]; optional get_rl_eval_dataset(config), held-out prompts the eval loop
 scores (mean reward; without it, 10% of the training prompts are held out). Rollouts use vLLM on CUDA when it is
 installed, transformers otherwise. SIGTERM saves a checkpoint and exits 143; a restart resumes.
+`trainer.save_rollout_trajectories: true` saves each step's rollouts (runners/common/grpo.py, docs/runners.md).
 """
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ class GRPO(Recipe):
     description = "GRPO training with TRL's GRPOTrainer"
 
     def config_class(self):
-        from trl import GRPOConfig
+        from runners.common.grpo import GRPOConfig  # TRL's, plus the rollout-saving keys
 
         return GRPOConfig
 
@@ -43,7 +44,10 @@ class GRPO(Recipe):
         return int(ctx.config.model.max_seq_length)
 
     def make_trainer(self, ctx: RunContext, callbacks: list):
-        from trl import GRPOTrainer
+        if ctx.args.save_rollout_trajectories:
+            from runners.common.grpo import RolloutSavingGRPOTrainer as GRPOTrainer
+        else:
+            from trl import GRPOTrainer
 
         return GRPOTrainer(model=ctx.model, reward_funcs=ctx.extra["rewards"], args=ctx.args, train_dataset=ctx.train,
                            eval_dataset=ctx.eval, processing_class=ctx.tokenizer, callbacks=callbacks,

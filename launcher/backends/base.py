@@ -51,8 +51,10 @@ class Observation(NamedTuple):
 
 
 # Result reasons (agent) -> states.
+# relay_lease_lost: a relay worker whose run went to another worker (launcher/relay/worker.py) stopped its script;
+# like a preemption, the work goes on elsewhere.
 _STATE_BY_REASON = {"timeout": JobState.TIMEOUT, "cancelled": JobState.CANCELLED, "preempted": JobState.PREEMPTED,
-                    "setup_failed": JobState.FAILED}
+                    "setup_failed": JobState.FAILED, "relay_lease_lost": JobState.PREEMPTED}
 
 
 def state_from_result(result: dict) -> JobState:

@@ -27,11 +27,12 @@ class LaunchGroup(click.Group):
     """`launch [OPTIONS] SCRIPT ...` is `launch run [OPTIONS] SCRIPT ...`; other words are subcommands."""
 
     lazy_commands = {"sync": ("launcher.cli.sync", "sync"), "pipeline": ("launcher.cli.pipeline", "pipeline"),
-                     "image": ("launcher.cli.image", "image")}
+                     "image": ("launcher.cli.image", "image"), "relay": ("launcher.cli.relay", "relay")}
     # What `launch --help` says of the commands it does not import to say it (their own imports are heavier).
     lazy_help = {"sync": "Sync the datapool with its store (only changed files move, verified).",
                  "pipeline": "Run an experiment's STEPS, each a job.",
-                 "image": "Build (and push) the node image from images/requirements.lock."}
+                 "image": "Build (and push) the node image from images/requirements.lock.",
+                 "relay": "Relay training: one run handed across preemptible workers under leases."}
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.list_commands(ctx) and args[0] not in ("--help", "-h", "--version"):

@@ -48,23 +48,35 @@ from .flags import DEFAULT_BACKEND, backend_flags, entries, given_backend_flags,
               help="relaunch a preempted job up to N times (same id); it resumes from its newest pushed checkpoint")
 @click.option("--terminate-after", is_flag=True, default=None, help="wait for the end, then tear the machine down")
 @click.option("--keep-on-failure", is_flag=True, default=None, help="keep the machine after a failure, for debugging")
+@click.option("--relay", "relay_url", default=None, metavar="URL",
+              help="run as a worker of a relay run: the commander's URL (with --run-id; docs/relay.md)")
+@click.option("--run-id", default=None, metavar="ID", help="with --relay: the relay run this worker serves")
+@click.option("--worker-id", default=None, metavar="ID", help="with --relay: this worker's name (default: the job id)")
 @click.option("--profile", default=None, metavar="FILE", help="YAML launch profile; flags override it")
 @click.option("--detach", "-d", is_flag=True, help="return at once; follow with `launch logs JOB -f`")
 @click.option("--dry-run", is_flag=True, help="print the plan (exact request, datapool, price) and touch nothing")
-@click.argument("script")
+@click.argument("script", required=False)
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def run(script, script_args, profile, detach, dry_run, env, secrets, **options):
-    """Run SCRIPT (the default command: `launch SCRIPT` = `launch run SCRIPT`)."""
+def run(script, script_args, profile, detach, dry_run, env, secrets, relay_url, run_id, worker_id, **options):
+    """Run SCRIPT (the default command: `launch SCRIPT` = `launch run SCRIPT`; a profile with `script:` or a relay
+    `mode:` may name it instead)."""
     with without_plugins():
         from .. import api
         from ..job import build_job
     from ..profile import load_profile, merge
 
     base = load_profile(profile) if profile else {}
+    if script is None and not base.get("script"):
+        raise click.UsageError("Missing argument 'SCRIPT'.")
+    if relay_url or run_id or worker_id:
+        if not (relay_url or base.get("relay")) or not (run_id or (base.get("relay") or {}).get("run_id")):
+            raise click.UsageError("--relay URL and --run-id ID go together (a worker of a relay run)")
+        given_relay = {"url": relay_url, "run_id": run_id, "worker_id": worker_id}
+        options["relay"] = {**(base.get("relay") or {}), **{k: v for k, v in given_relay.items() if v}}
     given = given_backend_flags(options)
     fields = merge(base, {**options, "env": parse_env(env), "secrets": list(secrets)})
     place_backend_flags(given, fields)
-    fields["script"] = script
+    fields["script"] = script or base["script"]
     fields["args"] = list(script_args) or base.get("args", [])
     job = build_job(f"profile {profile}" if profile else "launch", **fields)
     if dry_run:

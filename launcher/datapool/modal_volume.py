@@ -224,3 +224,10 @@ class MountedVolume:
 
     def push_file(self, path) -> None:
         self.commit()
+
+    def pull_paths(self, paths, exclude=()) -> None:
+        """Another container's commits since this one started (a relay worker's committed checkpoint)."""
+        _volume(self.name, False).reload()
+
+    def push_path(self, path) -> None:
+        self.commit()

@@ -69,6 +69,30 @@ class NodeDatapool:
                 local.close()
                 remote.close()
 
+    def pull_paths(self, paths: list[Path], exclude: list[str] = ()) -> None:
+        """Bring these folders of the experiment from the store (a relay worker's committed checkpoint, the
+        reports of the workers before it)."""
+        rels = [rel + "/" for rel in map(self._rel, paths) if rel not in (None, "", ".")]
+        if self.store_url is None or not rels:
+            return
+        with self._lock:
+            local, remote = self._stores()
+            try:
+                sync(remote, local, include=rels, exclude=list(exclude))
+            finally:
+                local.close()
+                remote.close()
+
+    def push_path(self, path: Path) -> None:
+        """Push one folder now and return once it is in the store (verified by the sync): a relay worker commits
+        a checkpoint only after this."""
+        if self.store_url is None:
+            return
+        rel = self._rel(path)
+        if rel is None:
+            raise ValueError(f"{path} is outside the experiment dir {self.exp_dir}")
+        self._push([rel + "/"], exclude=[RESULT_GLOB, *IN_PROGRESS])
+
     def _rel(self, path: Path) -> str | None:
         """The path relative to the experiment dir, as a glob that matches only itself."""
         try:

@@ -109,6 +109,7 @@ class Agent:
         self.restarts, self.max_restarts = platform_restarts(os.environ)
         self.attempt = spec.attempt + self.restarts
         self.proc = None
+        self.relay = None  # a RelaySession while this job holds a relay run's lease
         self.reason: str | None = None
         self.kill_at: float | None = None
         self._lock = threading.Lock()
@@ -147,6 +148,10 @@ class Agent:
         user_env = dict(self.spec.env)
         ckpt = user_env.pop("CHECKPOINT_DIR", None)
         ckpt_path = (self.exp_dir / ckpt) if ckpt else default_checkpoint_dir(self.exp_dir, Path(self.spec.script).stem)
+        if self.relay is not None:  # the run's epoch folder, seeded with its committed checkpoint
+            ckpt_path = self.relay.checkpoint_dir
+            user_env.update(RELAY_RUN_ID=self.relay.run_id, RELAY_EPOCH=str(self.relay.epoch),
+                            RELAY_WORKER_ID=self.relay.worker)
         env.update(user_env)
         workdir = str(Path(self.spec.workdir).resolve())
         env.update({
@@ -180,6 +185,10 @@ class Agent:
             return self._finish(None, 1, started, error, "setup_failed")
         pool = multinode.datapool_for_rank(node_datapool(self.spec, self.root), os.environ,
                                            self.report_dir / self.log_name)  # only rank 0 pushes outputs
+        if self.spec.relay is not None:
+            held = self._acquire_relay()
+            if held is not True:
+                return self._finish(pool, *held, started, None, self.reason or "exited")
         env = self.env()
         if self.restarts and multinode.is_primary(os.environ):
             self._set_aside_result()
@@ -188,6 +197,13 @@ class Agent:
             # store (so log.txt goes on where the last attempt left it: the log is opened after the pull).
             pool.pull_inputs(([Path(env["CHECKPOINT_DIR"]), self.report_dir] if self.attempt > 1 else [])
                              + pipeline_step.step_inputs(env, self.exp_dir))  # earlier steps' outputs it reads
+            if self.relay is not None:
+                # The committed checkpoint, and the reports of the workers before this one (metrics.jsonl goes on
+                # where they left it; other jobs' folders under reports/jobs/ stay in the store).
+                pointer = self.relay.pointer_path()
+                pool.pull_paths([self.exp_dir / "reports", *([pointer] if pointer else [])],
+                                exclude=["reports/jobs/*"])
+                self.relay.seed()
         except Exception as exc:  # noqa: BLE001 - any setup failure ends the job with a record, not a hang
             error = f"datapool pull failed: {exc}"
             self.reason = self.reason or "setup_failed"
@@ -207,7 +223,58 @@ class Agent:
             error = error or f"datapool push failed: {exc}"
             sys.stderr.write(f"[launcher] error: {error}\n")
             exit_code = exit_code or 1
+        if self.relay is not None:
+            # After the final push: the last checkpoint is in the store, so it can be committed, then the run is
+            # finished or released. A relay error is recorded; it never changes the script's exit code.
+            relay_error = self.relay.end(exit_code, self.reason, pool.push_path)
+            error = error or relay_error
         return self._finish(pool, exit_code, started, error, self.reason or "exited")
+
+    def _acquire_relay(self):
+        """Holds the relay run's lease before anything else: True, or (exit code,) when there is nothing to run
+        (the run is finished: 0; a cancel or the deadline while waiting: the stop's code)."""
+        from ..relay.client import RelayError
+        from ..relay.worker import RelaySession
+
+        binding = self.spec.relay
+        log_path = self.report_dir / self.log_name
+        for name in ("HF_ENDPOINT", "HF_HUB_OFFLINE"):  # the Hub uploads run here, in the agent, as the script would
+            if name in self.spec.env:
+                os.environ[name] = self.spec.env[name]
+
+        def say(message: str) -> None:  # the job's log (what `launch logs` shows) and the agent's stderr
+            line = f"[launcher] relay: {message}\n"
+            sys.stderr.write(line)
+            with open(log_path, "ab") as log:
+                log.write(line.encode())
+
+        session = RelaySession(binding, binding.worker_id or self.job_id, self.exp_dir, self.grace, say=say)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+        def give_up() -> bool:
+            if self.reason is None and self.stop_at is not None and time.time() >= self.stop_at:
+                self.reason = "timeout"
+            return self.reason is not None or (self.state_dir / CANCEL_MARKER).exists()
+
+        try:
+            held = session.acquire(give_up)
+        except RelayError as exc:
+            sys.stderr.write(f"[launcher] error: relay: {exc}\n")
+            self.reason = "setup_failed"
+            return (1,)
+        if not held:
+            if self.reason is None and (self.state_dir / CANCEL_MARKER).exists():
+                self.reason = "cancelled"
+            return (0,) if self.reason is None else (130 if self.reason == "cancelled" else 1,)
+        self.relay = session
+        if self.grace > session.ttl / 3:
+            # The commander's lease is shorter than the one this job was planned with: the script's grace shrinks
+            # to fit it, so a cut-off worker still stops in time.
+            self.grace = session.ttl / 3
+            session.grace = self.grace
+            say(f"grace period cut to {self.grace:g} s to fit the run's {session.ttl:g} s lease")
+        return True
 
     def _finish(self, pool, exit_code: int, started: float, error: str | None, reason: str) -> int:
         """result.json, written atomically: in the report dir, pushed last, and a copy in the state dir."""
@@ -311,6 +378,11 @@ class Agent:
         for t in tees:
             t.start()
         pool.start_pushing([Path(env["CHECKPOINT_DIR"]), self.exp_dir / "reports"])
+        if self.relay is not None:
+            # A new checkpoint is looked for every second (a folder listing) and committed as soon as it is pushed:
+            # what a successor redoes is bounded by the checkpoint interval, not by the push interval.
+            self.relay.start(lambda why: self.stop(why, repeat_kills=False), pool.push_path,
+                             commit_every=min(1.0, float(self.spec.push_interval)))
         exited = _exit_waiter(proc)
         while True:
             if exited(0.2):
@@ -421,6 +493,8 @@ class _RootIsTheStore:
     def start_pushing(self, paths) -> None: ...
     def final_push(self) -> None: ...
     def push_file(self, path) -> None: ...
+    def pull_paths(self, paths, exclude=()) -> None: ...
+    def push_path(self, path) -> None: ...
 
 
 def node_datapool(spec: AgentSpec, root: Path):

@@ -11,7 +11,9 @@ An algorithm (runners/common/ppo.py: PPO, runners/common/spo.py: SPO) holds what
 reference model, value tracker. It offers `step(rows, idx) -> dict of floats`, `extra_param_group()` (what it
 trains besides the policy, as an optimizer param group, or None), `state_dict()` / `load_state_dict()` (saved as
 `algo_state.pt` in each checkpoint, before trainer_state.json, so a checkpoint that has the state has everything),
-and optionally `pick(step, batch, n)` to choose the step's prompts itself (SPO's prioritized draw).
+and optionally `pick(step, batch, n)` to choose the step's prompts itself (SPO's prioritized draw). After each
+step its `last_rollout` (prompts, completions, rewards, advantages, ...) is what `trainer.save_rollout_trajectories`
+writes, as `<rollout_trajectory_subdir>/<rollout_trajectory_pattern>` with rollout_id = the step (one rollout each).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from transformers.trainer_utils import TrainOutput
 
 from runners.common.errors import RunnerError, die
 from runners.common.ppo import TransformersSampler, VLLMSampler, rollout, score
+from runners.common.rollouts import RolloutSaver
 from runners.common.skeleton import Recipe, RunContext
 
 ALGO_STATE = "algo_state.pt"
@@ -54,6 +57,7 @@ class OnlineRLTrainer(Trainer):
             else TransformersSampler(self.model, processing_class, args)
         self.algo = make_algorithm(self.model, processing_class, args, reward_funcs, self.sampler,
                                    len(train_dataset))
+        self.rollout_saver = RolloutSaver.from_args(args)  # None unless trainer.save_rollout_trajectories
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
@@ -102,6 +106,8 @@ class OnlineRLTrainer(Trainer):
             idx = picked.tolist() if picked is not None else \
                 prompt_indices(step, args.per_device_train_batch_size, n, args.seed)
             stats = self.algo.step([self.train_dataset[i] for i in idx], torch.tensor(idx))
+            if self.rollout_saver is not None and self.is_world_process_zero():
+                self.rollout_saver.save(step, step=step, **self.algo.last_rollout)
             stats["learning_rate"] = self.lr_scheduler.get_last_lr()[0]
             self.lr_scheduler.step()
             tokens += stats["num_tokens"]

@@ -18,16 +18,19 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from runners.common.rollouts import RolloutTrajectoryArgs
+
 
 def _plain(value, kind) -> bool:
     return isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
 
 
 @dataclass
-class RolloutConfig(TrainingArguments):
+class RolloutConfig(RolloutTrajectoryArgs, TrainingArguments):
     """`trainer:` of ppo_run.py / spo_run.py: transformers' TrainingArguments (max_steps, learning_rate,
-    lr_scheduler_type, warmup_steps, max_grad_norm, logging_steps, save_steps, save_total_limit, ...) plus these.
-    per_device_train_batch_size is prompts per step, one completion each."""
+    lr_scheduler_type, warmup_steps, max_grad_norm, logging_steps, save_steps, save_total_limit, ...) plus these,
+    and the rollout-saving keys (runners/common/rollouts.py). per_device_train_batch_size is prompts per step, one
+    completion each."""
 
     learning_rate: float = 1e-6
     max_steps: int = 100
@@ -62,6 +65,7 @@ class RolloutConfig(TrainingArguments):
             raise ValueError("temperature must be > 0: rollouts sample (greedy decoding gives nothing to compare)")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] (got {self.top_p})")
+        self.check_rollout_trajectories()
         super().__post_init__()
 
 
@@ -99,6 +103,8 @@ class Batch:
     ended: torch.Tensor  # (B,) bool: the completion reached EOS
     n_completion: int
     columns: dict = field(default_factory=dict)  # the rows' other columns, one list each, for the rewards
+    prompt_texts: list = field(default_factory=list)  # the prompts as the model saw them (chat template applied)
+    completion_texts: list = field(default_factory=list)  # the decoded completions, plain text
 
 
 def render_prompt(tokenizer, prompt) -> str:
@@ -180,8 +186,9 @@ class VLLMSampler:  # pragma: no cover - needs CUDA and vllm; exercised by bench
 
 def rollout(sampler, tokenizer, rows: list[dict], device) -> Batch:
     prompts = [r["prompt"] for r in rows]
-    enc = tokenizer([render_prompt(tokenizer, p) for p in prompts], return_tensors="pt", padding=True,
-                    padding_side="left", add_special_tokens=False).to(device)
+    prompt_texts = [render_prompt(tokenizer, p) for p in prompts]
+    enc = tokenizer(prompt_texts, return_tensors="pt", padding=True, padding_side="left",
+                    add_special_tokens=False).to(device)
     completion_ids = sampler.sample(enc["input_ids"], enc["attention_mask"])
     mask, ended = completion_mask(completion_ids, tokenizer.eos_token_id)
     texts = tokenizer.batch_decode(completion_ids * mask.long() + tokenizer.pad_token_id * (1 - mask.long()),
@@ -192,12 +199,14 @@ def rollout(sampler, tokenizer, rows: list[dict], device) -> Batch:
         input_ids=torch.cat([enc["input_ids"], completion_ids], dim=1),
         attention_mask=torch.cat([enc["attention_mask"], mask.long()], dim=1),
         completion_mask=mask, completions=completions, ended=ended, n_completion=completion_ids.size(1),
-        columns=columns,
+        columns=columns, prompt_texts=prompt_texts, completion_texts=texts,
     )
 
 
-def score(reward_funcs, rows: list[dict], batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-    """Sum of the task's rewards per completion (None counts 0), and each function's mean for the log."""
+def score(reward_funcs, rows: list[dict], batch: Batch, per_func: dict | None = None
+          ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sum of the task's rewards per completion (None counts 0), and each function's mean for the log;
+    `per_func`, when given, gets each function's values (name -> list[float])."""
     prompts = [r["prompt"] for r in rows]
     total = torch.zeros(len(rows))
     means = {}
@@ -205,7 +214,10 @@ def score(reward_funcs, rows: list[dict], batch: Batch) -> tuple[torch.Tensor, d
         values = func(prompts=prompts, completions=batch.completions, **batch.columns)
         values = torch.tensor([0.0 if v is None else float(v) for v in values])
         total += values
-        means[f"rewards/{getattr(func, '__name__', 'reward')}"] = values.mean().item()
+        name = getattr(func, "__name__", "reward")
+        means[f"rewards/{name}"] = values.mean().item()
+        if per_func is not None:
+            per_func[name] = values.tolist()
     return total, means
 
 
@@ -323,6 +335,7 @@ class PPO:
         self.params = [p for p in policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.optimizer = self.scheduler = None  # the trainer's, set by OnlineRLTrainer
         self.generator = torch.Generator().manual_seed(seed)
+        self.last_rollout: dict | None = None  # the last step's rollout, for trainer.save_rollout_trajectories
 
     def extra_param_group(self) -> dict | None:
         """Trained besides the policy: the optimizer gets them as a group of their own."""
@@ -340,7 +353,8 @@ class PPO:
         cfg = self.cfg
         # 1-2. Rollout and score.
         batch = rollout(self.sampler, self.tokenizer, rows, self.device)
-        scores, reward_means = score(self.reward_funcs, rows, batch)
+        per_func = {}
+        scores, reward_means = score(self.reward_funcs, rows, batch, per_func)
         scores = scores.to(self.device)
         raw_scores = scores.clone()
         if cfg.missing_eos_penalty is not None:
@@ -369,6 +383,13 @@ class PPO:
             advantages = gae(rewards, old_values, cfg.gamma, cfg.lam)
             returns = advantages + old_values
             advantages = whiten(advantages, mask) * mask
+        # What trainer.save_rollout_trajectories writes: advantages per token (B, C), zero past completion_mask;
+        # scores are the rewards less missing_eos_penalty, what the last token is credited with.
+        self.last_rollout = {
+            "algorithm": self.name, "prompts": batch.prompt_texts, "completions": batch.completion_texts,
+            "rewards": raw_scores.tolist(), "rewards_per_func": per_func, "scores": scores.tolist(),
+            "advantages": advantages, "completion_mask": mask, "ended": batch.ended,
+        }
 
         # 5. Clipped policy and value losses over mini-batches.
         stats = []

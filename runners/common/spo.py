@@ -113,6 +113,7 @@ class SPO:
         self.optimizer = self.scheduler = None  # the trainer's, set by OnlineRLTrainer
         self.tracker = ValueTracker(num_prompts, cfg)
         self.generator = torch.Generator().manual_seed(seed)
+        self.last_rollout: dict | None = None  # the last step's rollout, for trainer.save_rollout_trajectories
 
     def extra_param_group(self) -> dict | None:
         return None
@@ -137,7 +138,8 @@ class SPO:
         cfg = self.cfg
         # 1. One completion per prompt, scored; rewards mapped into [0, 1] for the tracker.
         batch = rollout(self.sampler, self.tokenizer, rows, self.device)
-        raw, reward_means = score(self.reward_funcs, rows, batch)
+        per_func = {}
+        raw, reward_means = score(self.reward_funcs, rows, batch, per_func)
         lo, hi = cfg.reward_range
         r01 = ((raw - lo) / (hi - lo)).clamp(0, 1)
         mask = batch.completion_mask
@@ -147,6 +149,12 @@ class SPO:
         advantages = r01 - baseline
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8) if len(rows) > 1 else advantages
         advantages = advantages.clamp(-cfg.advantage_clip, cfg.advantage_clip).to(self.device)
+        # What trainer.save_rollout_trajectories writes: one advantage per completion (B,), and the baseline v(x).
+        self.last_rollout = {
+            "algorithm": self.name, "prompts": batch.prompt_texts, "completions": batch.completion_texts,
+            "rewards": raw.tolist(), "rewards_per_func": per_func, "advantages": advantages,
+            "baseline": baseline, "prompt_index": idx, "ended": batch.ended,
+        }
 
         chunk = len(rows) // cfg.num_mini_batches
         old_logp, entropy = in_chunks(len(rows), chunk,

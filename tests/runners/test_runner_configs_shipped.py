@@ -21,7 +21,9 @@ def test_configs_exist():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_validates(path):
-    from trl import DPOConfig, GRPOConfig, SFTConfig
+    from trl import DPOConfig, SFTConfig
+
+    from runners.common.grpo import GRPOConfig  # TRL's plus the rollout-saving keys: what rl_run.py checks against
 
     config = load_config(path)
     kind = path.parent.name

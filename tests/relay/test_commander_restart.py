@@ -1,0 +1,31 @@
+"""The commander dies (kill -9) and comes back on the same state file: the lease, the epoch and the committed
+pointer are still there, and a worker whose renewals failed for a moment rides the outage out without stopping."""
+from __future__ import annotations
+
+from ..waiting import wait_for
+from .workers import Workers, mock_project
+
+
+def test_worker_rides_out_a_commander_restart(tmp_path, project, relay_env, commander):
+    client = commander.client()
+    # TTL 16 s: renewals every 4 s; a cut-off worker stops its script 16 - 1.6 - 5.3 = 9.1 s after its last one.
+    client.register("restart", {}, ttl=16)
+    w = Workers(mock_project(project), relay_env, commander.url, "restart",
+                ("--datapool", (tmp_path / "pool").as_uri()), steps=60, every=5, step_seconds=0.2)
+    job = w.launch()
+    assert wait_for(lambda: (client.run("restart")["checkpoint"] or {}).get("step", 0) >= 5, timeout=60), w.log(job)
+    before = client.run("restart")
+
+    commander.kill()
+    # Down until a renewal has failed (at most 4 s), then back: an outage well inside what the worker tolerates.
+    assert wait_for(lambda: "renewal failed" in w.log(job), timeout=10), w.log(job)
+    commander.start()
+
+    after = client.run("restart")
+    assert after["holder"] == before["holder"] == job and after["epoch"] == before["epoch"] == 1
+    assert after["checkpoint"]["step"] >= before["checkpoint"]["step"]
+    assert wait_for(lambda: client.run("restart")["finished"], timeout=90), w.log(job)
+    assert wait_for(lambda: w.status(job) == "succeeded", timeout=30), w.log(job)
+    log = w.log(job)
+    assert "stopping the script" not in log and "mock: done at step 60" in log
+    assert client.run("restart")["epoch"] == 1  # never handed over
