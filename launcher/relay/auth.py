@@ -31,8 +31,7 @@ HEADERS = ("X-Relay-Timestamp", "X-Relay-Nonce", "X-Relay-Body", "X-Relay-Signat
 
 
 def _message(method: str, path: str, timestamp: str, nonce: str, body_sha: str) -> bytes:
-    # surrogateescape: a path the server got as undecodable bytes is signed as those bytes, never a crash.
-    return "\n".join((method.upper(), path, timestamp, nonce, body_sha)).encode("utf-8", "surrogateescape")
+    return "\n".join((method.upper(), path, timestamp, nonce, body_sha)).encode()
 
 
 def sign(secret: str, method: str, path: str, body: bytes = b"", *, now: float | None = None) -> dict[str, str]:
