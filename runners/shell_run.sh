@@ -7,4 +7,7 @@ if [ "$#" -eq 0 ]; then
   echo "usage: shell_run.sh 'COMMAND ...'" >&2
   exit 2
 fi
-exec bash -c "$*"
+# eval, not `bash -c`: a fresh bash may re-run the login setup (pyenv shims first on PATH) and lose the agent's
+# interpreter, which the agent put first on PATH for this script.
+set +euo pipefail  # the command runs as `bash -c` would run it
+eval "$*"

@@ -163,6 +163,8 @@ class Agent:
             "CHECKPOINT_DIR": str(ckpt_path.resolve()),
             "LAUNCH_ATTEMPT": str(self.attempt),
             "PYTHONPATH": os.pathsep.join(p for p in (workdir, env.get("PYTHONPATH")) if p),
+            # `python` in a shell script is the agent's own interpreter (the node's venv), as if it were activated.
+            "PATH": os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH")) if p),
             "PYTHONUNBUFFERED": "1",
         })
         env.update(multinode.rank_env(env))  # NODE_RANK on a multi-node pod

@@ -44,6 +44,10 @@ class SshCommander(_Strict):
     port: int = Field(8765, ge=1, le=65535, description="port the commander listens on there")
     state_path: str = Field("~/.launcher/relay/state.db", description="state file on the box")
     identity: str | None = None
+    known_hosts: str | None = None
+    python: str | None = Field(None, description="the box's Python, as for --backend ssh")
+    remote_dir: str | None = None
+    env: dict[str, str] = Field(default_factory=dict, description="environment of the commander process there")
     max_runtime: str = Field("30d", description="how long the commander job may live")
 
 
@@ -167,7 +171,9 @@ class Stack(_Strict):
         fields: dict[str, Any] = {
             "script": script, "args": args, "name": self.run, "experiment": self.experiment,
             "env": dict(self.worker.env), "secrets": list(self.worker.secrets), "push_interval": self.worker.push_interval,
-            "relay": {k: v for k, v in relay.items() if v is not None}, "workdir": self.workdir,
+            # The commander launches from its own working directory: this project here (local:), the project's
+            # snapshot on the box (ssh:).
+            "relay": {k: v for k, v in relay.items() if v is not None}, "workdir": ".",
         }
         for key, value in (("datapool", self.datapool), ("endpoint_url", self.endpoint_url),
                            ("max_runtime", self.worker.max_runtime), ("grace_period", self.worker.grace_period),
@@ -193,7 +199,7 @@ class Stack(_Strict):
         for i, entry in enumerate(self.backends):
             where = f"backends[{i}] ({entry.get('backend')})"
             try:
-                job = build_job(f"stack: {where}", **merged_job(self.job_template(), entry))
+                job = build_job(f"stack: {where}", **{**merged_job(self.job_template(), entry), "workdir": self.workdir})
                 plan = make_plan(job)
             except UserError as exc:
                 raise UserError(f"{exc.args[0]}".replace("stack: ", "stack ", 1)) from None
@@ -346,10 +352,12 @@ def start_ssh_commander(stack: Stack, secret: str) -> dict:
     serve = (f"python -m launcher relay serve --host {c.listen_host} --port {c.port} --state-path {c.state_path}"
              + (f" --secret-env {stack.commander.shared_secret_env}"
                 if stack.commander.shared_secret_env != SECRET_ENV else ""))
-    ssh = {"host": c.host, **({"identity": c.identity} if c.identity else {})}
+    ssh = {k: v for k, v in (("host", c.host), ("identity", c.identity), ("known_hosts", c.known_hosts),
+                             ("python", c.python), ("remote_dir", c.remote_dir)) if v is not None}
     job = build_job("stack commander.ssh", script=COMMAND_SCRIPT, args=[serve], backend="ssh", ssh=ssh,
                     name=f"relay-commander-{stack.run}", experiment=stack.experiment, datapool=stack.datapool,
-                    endpoint_url=stack.endpoint_url, secrets=[stack.commander.shared_secret_env],
+                    endpoint_url=stack.endpoint_url, secrets=[stack.commander.shared_secret_env, *stack.worker.secrets],
+                    env=dict(c.env),
                     max_runtime=c.max_runtime, workdir=stack.workdir)
     run = api.launch(job, detach=True)
     client = client_for(stack.commander.address, secret)

@@ -192,9 +192,10 @@ class RelayState:
         now = time.time() if now is None else now
         with self._tx() as db:
             row = self._current(db, run_id, worker, epoch, now, "release")
-            if row["holder"] == worker:
-                db.execute("UPDATE runs SET holder = NULL, lease_until = NULL WHERE run_id = ?", (run_id,))
-                self._event(db, run_id, "released", now, worker=worker, epoch=epoch)
+            if row["holder"] != worker:
+                raise Refused(409, f"{worker} does not hold run {run_id!r} (held by {row['holder']})")
+            db.execute("UPDATE runs SET holder = NULL, lease_until = NULL WHERE run_id = ?", (run_id,))
+            self._event(db, run_id, "released", now, worker=worker, epoch=epoch)
 
     def commit(self, run_id: str, worker: str, epoch: int, checkpoint: str, step: int | None,
                now: float | None = None) -> dict:

@@ -31,6 +31,7 @@ class Commander:
     keep_every: float = 1.0
     proc: subprocess.Popen | None = None
     extra: tuple = ()
+    ca_file: str | None = None  # a TLS commander's certificate, for its clients
 
     @property
     def url(self) -> str:
@@ -38,6 +39,7 @@ class Commander:
         return f"{scheme}://127.0.0.1:{self.port}"
 
     def client(self, secret: str | None = None, **kw) -> RelayClient:
+        kw.setdefault("ca_file", self.ca_file)
         return RelayClient(self.url, self.secret if secret is None else secret, **kw)
 
     def start(self, timeout: float = 30) -> "Commander":

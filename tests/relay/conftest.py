@@ -5,7 +5,11 @@ import secrets
 
 import pytest
 
+from ..motoserver import start_moto
+from ..sshd import start_sshd
 from .commander import Commander
+
+BUCKET = "relay"
 
 
 @pytest.fixture
@@ -27,3 +31,18 @@ def commander(tmp_path, relay_env, relay_secret, project):
     c.start()
     yield c
     c.stop()
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    server = start_moto(tmp_path_factory.mktemp("moto"))
+    server.client().create_bucket(Bucket=BUCKET)
+    yield server
+    server.stop()

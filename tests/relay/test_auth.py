@@ -245,19 +245,17 @@ def test_tls_commander_verifies_against_its_ca(tmp_path, relay_env, relay_secret
     cert, key = _self_signed(tmp_path)
     (tmp_path / "tls").mkdir()
     c = Commander(state_path=tmp_path / "tls" / "state.db", log_path=tmp_path / "tls.log", secret=relay_secret,
-                  env=relay_env, cwd=project, extra=("--tls-cert", cert, "--tls-key", key))
+                  env=relay_env, cwd=project, extra=("--tls-cert", cert, "--tls-key", key), ca_file=cert)
     assert c.url.startswith("https://127.0.0.1:")
-    # Commander.start() checks health with a plain client(): it finds the CA through $RELAY_CA_FILE.
-    monkeypatch.setenv("RELAY_CA_FILE", cert)
+    monkeypatch.delenv("RELAY_CA_FILE", raising=False)
     c.start()
     try:
-        monkeypatch.delenv("RELAY_CA_FILE")
-        good = c.client(ca_file=cert)
+        good = c.client()
         assert good.health()["ok"] is True
         good.register("tls-run", {}, 60)
         assert good.acquire("tls-run", "w1")["epoch"] == 1
         with pytest.raises(RelayUnreachable, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
-            c.client().health()
+            c.client(ca_file=None).health()
         # Plain HTTP to the TLS port does not get an answer either.
         with pytest.raises(RelayUnreachable):
             from launcher.relay.client import RelayClient

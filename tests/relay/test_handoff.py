@@ -9,30 +9,13 @@ import signal
 import sys
 import time
 
-import pytest
 import yaml
 
-from ..motoserver import MOTO_ENV, start_moto
-from ..sshd import start_sshd
+from ..motoserver import MOTO_ENV
 from ..waiting import wait_for
 from .workers import Workers, metrics, mock_project
 
-BUCKET = "relay"
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+from .conftest import BUCKET
 
 
 def workers_on_s3(tmp_path, project, relay_env, commander, moto, run: str, **kw) -> Workers:

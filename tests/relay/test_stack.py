@@ -91,3 +91,25 @@ def test_down_of_a_running_run_ends_its_worker(tmp_path, project, relay_env, rel
     assert down.returncode == 0, down.stderr
     assert f"worker {job} (local): cancelled" in down.stderr
     assert cli.status(job) == "cancelled"
+
+
+def test_command_and_the_seed_command_env_replace_the_trainer(tmp_path, project):
+    from launcher.relay.stack import Stack
+
+    base = {"run": "r", "commander": {"url": "http://127.0.0.1:1"}}
+    job = Stack(**base, worker={"command": "python train.py --resume $CHECKPOINT_DIR"}).job_template()
+    assert job["script"] == "runners/shell_run.sh" and job["args"] == ["python train.py --resume $CHECKPOINT_DIR"]
+    seed = Stack(**base, mode="sft", worker={"env": {"SLIME_SFT_CMD": "bash sft.sh"}}).job_template()
+    assert seed["script"] == "runners/shell_run.sh" and seed["args"] == ["bash sft.sh"]
+    sft = Stack(**base, mode="sft", config="configs/sft/smoke.yaml", lium={"ttl": "3h"},
+                workers={"count": 2}).job_template()
+    assert sft["script"] == "runners/sft_run.py" and sft["args"] == ["--config", "configs/sft/smoke.yaml"]
+    assert sft["max_runtime"] == "3h"
+
+
+def test_shell_run_runs_its_command_with_the_agents_python(tmp_path, project, launch):
+    (project / "runners").mkdir()
+    (project / "runners" / "shell_run.sh").write_bytes((REPO / "runners" / "shell_run.sh").read_bytes())
+    out = launch("runners/shell_run.sh", 'python -c "import sys; print(sys.executable)"; echo "$UNSET_VAR done"')
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [sys.executable, " done"]
