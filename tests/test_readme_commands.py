@@ -29,6 +29,8 @@ CLOUD = re.compile(r"s3://|--endpoint-url|--host\b|^ssh-keyscan\b|(?:^|\s)(?:--b
 SELF = ("bash scripts/setup.sh", "bash scripts/test.sh")
 # - activating the venv is what this test's PATH already does.
 ACTIVATE = "source .venv/bin/activate"
+# - setting a variable for the lines after it (`export RELAY_SHARED_SECRET=...`) runs as written.
+EXPORT = re.compile(r"^export [A-Z_][A-Z0-9_]*=")
 # A command line starts with `launch` (bare, through the venv, or captured: `JOB=$(launch ...)`).
 LAUNCH = re.compile(r"^(?:[A-Z_]+=\$\()?(?:\.venv/bin/)?launch(?:\s|$)")
 
@@ -50,7 +52,7 @@ def _bash_lines(block: list[str]) -> list[str]:
         for part in (p.strip() for p in line.split(" && ")):
             if part.startswith(SELF) or CLOUD.search(part):
                 continue
-            if not LAUNCH.match(part):
+            if not LAUNCH.match(part) and not EXPORT.match(part):
                 raise AssertionError(f"README line {part!r}: no rule says whether to run it; add one to {__file__}")
             out.append(part)
     return out

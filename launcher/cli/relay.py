@@ -60,17 +60,22 @@ def up(stack_file, wait_s):
 
     stack = st.load_stack(stack_file)
     secret = _secret(stack.commander.shared_secret_file, env_name=stack.commander.shared_secret_env)
-    for note in stack.check_backends():  # every entry plans offline and reaches the store, before anything starts
-        click.echo(f"[launcher] note: {note}", err=True)
+    plans = stack.plan_backends()  # every entry plans offline and reaches the store, before anything starts
+    for i, plan in enumerate(plans):
+        for note in plan.notes:
+            click.echo(f"[launcher] note: backends[{i}] ({plan.backend}): {note}", err=True)
     client = st.client_for(stack.commander.address, secret)
     commander = st.ensure_commander(stack, secret, client, say=lambda m: click.echo(f"[launcher] {m}", err=True))
     if stack.commander.worker_url != stack.commander.address:
         click.echo(f"[launcher] workers reach the commander at {stack.commander.worker_url}", err=True)
     from ..relay.client import RelayRefused
 
+    since = time.time()
     try:
         client.register(stack.run, stack.run_config(), stack.ttl)
     except RelayRefused as exc:
+        if commander["kind"] != "url":  # nothing of this `up` stays behind
+            st.stop_commander({"commander": commander})
         raise UserError(f"run {stack.run}: {exc.message}") from None
     previous = st.read_record(stack.run) or {}
     if commander["kind"] == "url" and previous.get("url") == stack.commander.address:
@@ -78,22 +83,29 @@ def up(stack_file, wait_s):
     st.save_record(stack.run, {"run": stack.run, "url": stack.commander.address, "commander": commander,
                                "secret_file": stack.commander.shared_secret_file,
                                "secret_env": stack.commander.shared_secret_env})
-    view = _wait_for_workers(client, stack.run, stack.worker.count, wait_s)
+    view = _wait_for_workers(client, stack.run, stack.worker.count, wait_s, since)
     workers = _import_workers(view)
     summary = {"commander_url": stack.commander.address, "public_url": stack.commander.worker_url,
                "run": stack.run, "ttl": stack.ttl, "workers": workers}
     if stack.worker.count > 1:
-        summary["standbys"] = stack.worker.count - 1  # paid hot standbys: each is a machine billed while it waits
+        # Paid hot standbys: each is a machine billed while it waits (priced as the first backend entry).
+        summary["standbys"] = stack.worker.count - 1
+        hourly = plans[0].price.get("usd_per_hour")
+        if hourly is not None:
+            summary["standby_usd_per_hour"] = round(hourly * (stack.worker.count - 1), 4)
     click.echo(json.dumps(summary, indent=2))
 
 
-def _wait_for_workers(client, run_id: str, count: int, wait_s: float) -> dict:
+def _wait_for_workers(client, run_id: str, count: int, wait_s: float, since: float) -> dict:
+    """The run once the keeper has `count` workers alive for it (launched since `since`, or still alive)."""
     from ..errors import UserError
+    from ..relay.keeper import ALIVE
 
     deadline = time.time() + wait_s
     while True:
         view = client.run(run_id, events=20)
-        if len(view["workers"]) >= count or view["finished"]:
+        alive = [w for w in view["workers"] if w["launched_at"] >= since - 1 or w["state"] in ALIVE]
+        if len(alive) >= count or view["finished"]:
             return view
         refused = [e for e in view.get("events", []) if e["kind"] in ("launch_refused", "no_backend")]
         if time.time() > deadline:
@@ -107,17 +119,18 @@ def _import_workers(view: dict) -> list[dict]:
     """Copies the workers' job records into this machine's registry, so `launch jobs/logs/down` find them."""
     from ..registry import Registry
 
+    from ..errors import UserError
+
     registry = Registry()
-    out = []
-    for w in view["workers"]:
-        out.append({"backend": w["backend"], "job_id": w["job_id"], "state": w["state"]})
-    known = {r.id for r in registry.list(limit=100000)}
-    client_records = view.get("worker_records", {})
-    for job_id, rec in client_records.items():
-        if job_id not in known and rec:
+    for job_id, rec in (view.get("worker_records") or {}).items():
+        if not rec:
+            continue
+        try:
+            registry.get(job_id)  # known here already (a commander on this machine shares the registry)
+        except UserError:
             registry.add(job_id, rec["name"], rec["backend"], rec.get("deadline"), rec["handle"],
                          state=rec.get("state", "running"))
-    return out
+    return [{"backend": w["backend"], "job_id": w["job_id"], "state": w["state"]} for w in view["workers"]]
 
 
 def _run_and_client(target: str, commander_url: str | None, secret_file: str | None):

@@ -190,7 +190,8 @@ class Agent:
         if self.spec.relay is not None:
             held = self._acquire_relay()
             if held is not True:
-                return self._finish(pool, *held, started, None, self.reason or "exited")
+                code, error = held
+                return self._finish(pool, code, started, error, self.reason or "exited")
         env = self.env()
         if self.restarts and multinode.is_primary(os.environ):
             self._set_aside_result()
@@ -233,8 +234,8 @@ class Agent:
         return self._finish(pool, exit_code, started, error, self.reason or "exited")
 
     def _acquire_relay(self):
-        """Holds the relay run's lease before anything else: True, or (exit code,) when there is nothing to run
-        (the run is finished: 0; a cancel or the deadline while waiting: the stop's code)."""
+        """Holds the relay run's lease before anything else: True, or (exit code, error) when there is nothing to
+        run (the run is finished: 0; a cancel or the deadline while waiting: the stop's code; a refusal: 1)."""
         from ..relay.client import RelayError
         from ..relay.worker import RelaySession
 
@@ -261,14 +262,14 @@ class Agent:
 
         try:
             held = session.acquire(give_up)
-        except RelayError as exc:
-            sys.stderr.write(f"[launcher] error: relay: {exc}\n")
+        except RelayError as exc:  # a wrong secret, an unknown run: waiting will not help
+            say(f"error: {exc}")
             self.reason = "setup_failed"
-            return (1,)
+            return 1, f"relay: {exc}"
         if not held:
             if self.reason is None and (self.state_dir / CANCEL_MARKER).exists():
                 self.reason = "cancelled"
-            return (0,) if self.reason is None else (130 if self.reason == "cancelled" else 1,)
+            return (0, None) if self.reason is None else (130 if self.reason == "cancelled" else 1, None)
         self.relay = session
         if self.grace > session.ttl / 3:
             # The commander's lease is shorter than the one this job was planned with: the script's grace shrinks

@@ -92,6 +92,9 @@ def upload_checkpoint(folder: Path, repo: str, *, path_in_repo: str, dry_run: bo
         say(f"hub (dry run): would upload {folder.name} ({step}) to {repo} at {path_in_repo}/: {what}: {names}")
         return
 
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise RuntimeError(f"Hub upload of {folder.name} to {repo}: HF_HUB_OFFLINE is set in the worker's "
+                           "environment; set HF_HUB_OFFLINE=0 there (worker.env) to upload")
     token = os.environ.get("HF_TOKEN") or None
     endpoint = (os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
     where = f"{repo}/{path_in_repo}" + (f" at {endpoint}" if endpoint else "")
@@ -104,11 +107,13 @@ def upload_checkpoint(folder: Path, repo: str, *, path_in_repo: str, dry_run: bo
 
     say(f"hub: uploading {folder.name} ({step}, {what}) to {where}")
     with _LOCK:
-        saved = {k: getattr(constants, k) for k in ("HF_HUB_DISABLE_XET", "HF_HUB_DISABLE_TELEMETRY")}
+        saved = {k: getattr(constants, k) for k in ("HF_HUB_DISABLE_XET", "HF_HUB_DISABLE_TELEMETRY", "HF_HUB_OFFLINE")}
         bars_were_off = are_progress_bars_disabled()
         try:
             constants.HF_HUB_DISABLE_XET = True  # is_xet_available() reads it at call time
             constants.HF_HUB_DISABLE_TELEMETRY = True
+            # Read at import from HF_HUB_OFFLINE *or* TRANSFORMERS_OFFLINE; HF_HUB_OFFLINE (checked above) decides.
+            constants.HF_HUB_OFFLINE = False
             if not bars_were_off:
                 disable_progress_bars()
             # token=False, not None: no look-up of a saved token / OIDC exchange; no Authorization header.

@@ -188,23 +188,23 @@ class Stack(_Strict):
                 "max_launches_per_hour": self.max_launches_per_hour, "backoff_s": self.backoff_s,
                 "backoff_cap_s": self.backoff_cap_s}
 
-    def check_backends(self) -> list[str]:
-        """Every entry plans (offline): its backend exists, takes these fields and reaches the datapool's store.
-        Returns the plan notes; the first refusal is a UserError naming the entry."""
+    def plan_backends(self) -> list:
+        """Every entry planned (offline): its backend exists, takes these fields and reaches the datapool's store.
+        The first refusal is a UserError naming the entry; nothing has started yet."""
         from ..job import build_job
         from ..planner import make_plan
         from .keeper import merged_job
 
-        notes = []
+        plans = []
         for i, entry in enumerate(self.backends):
             where = f"backends[{i}] ({entry.get('backend')})"
             try:
-                job = build_job(f"stack: {where}", **{**merged_job(self.job_template(), entry), "workdir": self.workdir})
-                plan = make_plan(job)
+                job = build_job(f"stack {where}", **{**merged_job(self.job_template(), entry), "workdir": self.workdir})
+                plans.append(make_plan(job))
             except UserError as exc:
-                raise UserError(f"{exc.args[0]}".replace("stack: ", "stack ", 1)) from None
-            notes += [f"{where}: {n}" for n in plan.notes]
-        return notes
+                msg = str(exc.args[0])
+                raise UserError(msg if msg.startswith("stack ") else f"stack {where}: {msg}") from None
+        return plans
 
 
 def load_stack(path: str | Path) -> Stack:

@@ -79,6 +79,7 @@ class RelaySession:
         self.pointer: dict | None = None
         self.last_ack = 0.0
         self.lost: str | None = None  # why this worker no longer holds the run
+        self.refused = False  # the commander said so (a stale epoch): nothing more is sent
         self.committed_step: int | None = None
         self.committed: list[str] = []
         self._stop = threading.Event()
@@ -109,7 +110,9 @@ class RelaySession:
                 if time.time() - said > 60:
                     self.say(f"{exc.message}; lease ends in {exc.data.get('expires_in', '?')} s; waiting")
                     said = time.time()
-                time.sleep(max(0.2, min(5.0, renew_every(self.ttl))))
+                # A cheap question, asked often, and again right when the holder's lease is due to end.
+                expires_in = float(exc.data.get("expires_in") or 2.0)
+                time.sleep(max(0.05, min(2.0, renew_every(self.ttl), expires_in + 0.05)))
                 continue
             except RelayUnreachable as exc:
                 if time.time() - said > 60:
@@ -185,7 +188,7 @@ class RelaySession:
                     self.last_ack = sent
                     next_at = sent + renew_every(self.ttl)
                 except RelayRefused as exc:
-                    self._lose(stop, f"renewal refused: {exc.message}")
+                    self._lose(stop, f"renewal refused: {exc.message}", refused=True)
                     return
                 except RelayUnreachable as exc:
                     self.say(f"renewal failed ({exc}); the script is stopped in "
@@ -193,8 +196,8 @@ class RelaySession:
                     next_at = time.time() + min(1.0, renew_every(self.ttl))
             self._stop.wait(max(0.05, min(next_at, stop_at) - time.time()))
 
-    def _lose(self, stop, why: str) -> None:
-        self.lost = why
+    def _lose(self, stop, why: str, refused: bool = False) -> None:
+        self.lost, self.refused = why, refused
         self.say(why)
         stop("relay_lease_lost")
 
@@ -205,7 +208,7 @@ class RelaySession:
             try:
                 self.commit_newest(push_now)
             except RelayRefused as exc:
-                self._lose(stop, f"commit refused: {exc.message}")
+                self._lose(stop, f"commit refused: {exc.message}", refused=True)
                 return
             except Exception as exc:  # noqa: BLE001 - a failed push or an unreachable commander: next round
                 self.say(f"commit postponed: {exc}")
@@ -215,7 +218,7 @@ class RelaySession:
         at the commander). False when there is nothing newer than the last commit."""
         with self._commit_lock:
             found = complete_checkpoints(self.checkpoint_dir)
-            if not found or self.lost:
+            if not found or self.refused:
                 return False
             step, path = found[-1]
             if self.committed_step is not None and step <= self.committed_step:
@@ -258,7 +261,20 @@ class RelaySession:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=30)
+        if self.refused:
+            return f"relay: {self.lost}"
         if self.lost:
+            # Stopped by its own clock, the commander out of reach: the script's last checkpoint may still be
+            # committed if nobody took the run meanwhile (the epoch is still current), which saves the successor
+            # that work; if someone did, the commit is refused (fencing) and nothing moves.
+            try:
+                self.commit_newest(push_now)
+                self.client.release(self.run_id, self.worker, self.epoch)
+                self.say(f"committed the last checkpoint and released run {self.run_id} after all")
+            except Exception as exc:  # noqa: BLE001 - refused (a successor holds it) or still out of reach
+                self.say(f"last checkpoint not committed: {exc}")
+            finally:
+                self._wait_for_uploads()
             return f"relay: {self.lost}"
         try:
             self.commit_newest(push_now)

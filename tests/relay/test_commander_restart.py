@@ -29,3 +29,27 @@ def test_worker_rides_out_a_commander_restart(tmp_path, project, relay_env, comm
     log = w.log(job)
     assert "stopping the script" not in log and "mock: done at step 60" in log
     assert client.run("restart")["epoch"] == 1  # never handed over
+
+
+def test_a_worker_cut_off_too_long_stops_its_script_before_its_lease_ends(tmp_path, project, relay_env, commander):
+    import json
+    import sqlite3
+
+    client = commander.client()
+    client.register("cutoff", {}, ttl=6)  # grace cut to 2 s, margin 0.6 s: SIGTERM 3.4 s after the last renewal
+    w = Workers(mock_project(project), relay_env, commander.url, "cutoff",
+                ("--datapool", (tmp_path / "pool").as_uri()), steps=1000, every=5, step_seconds=0.1)
+    job = w.launch()
+    assert wait_for(lambda: (client.run("cutoff")["checkpoint"] or {}).get("step", 0) >= 5, timeout=60), w.log(job)
+    commander.kill()  # and it stays down
+    assert wait_for(lambda: w.status(job) == "preempted", timeout=60), w.log(job)
+    log = w.log(job)
+    assert "no renewal acknowledged" in log and "mock: SIGTERM: checkpoint" in log, log
+    with sqlite3.connect(commander.state_path) as db:  # when the commander would have let the lease go
+        lease_until = db.execute("SELECT lease_until FROM runs WHERE run_id = 'cutoff'").fetchone()[0]
+    metrics = tmp_path / "pool" / "experiments" / "default" / "reports" / "cutoff" / "metrics.jsonl"
+    last_step_at = json.loads(metrics.read_text().splitlines()[-1])["time"]
+    assert last_step_at < lease_until - 0.6  # the script was done before the lease could pass to anyone
+    result = json.loads((tmp_path / "pool" / "experiments" / "default" / "reports" / "jobs" / job / "result.json")
+                        .read_text())
+    assert result["reason"] == "relay_lease_lost" and "relay:" in result["error"]

@@ -153,3 +153,18 @@ def test_a_refusing_hub_is_one_runtime_error_line(case, checkpoint, monkeypatch)
         assert hub.repos == {"org/myrun": {}}  # created, then the commit was refused
     else:
         assert hub.requests == []
+
+
+def test_offline_mode_is_respected_with_one_line(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1 in the worker's env means no Hub traffic: one clear line, not a stack of retries."""
+    from launcher.relay.hub import upload_checkpoint
+
+    folder = tmp_path / "checkpoint-3"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text("{}")
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE is set") as err:
+            upload_checkpoint(folder, "org/x", path_in_repo="final", dry_run=False, say=lambda m: None)
+        assert "\n" not in str(err.value) and hub.requests == []

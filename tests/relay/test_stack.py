@@ -113,3 +113,34 @@ def test_shell_run_runs_its_command_with_the_agents_python(tmp_path, project, la
     out = launch("runners/shell_run.sh", 'python -c "import sys; print(sys.executable)"; echo "$UNSET_VAR done"')
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [sys.executable, " done"]
+
+
+def test_up_refuses_a_store_that_a_listed_backend_cannot_reach(tmp_path, project, relay_env):
+    mock_project(project)
+    ssh_entry = {"backend": "ssh", "ssh": {"host": "box.example"}}
+    path, _ = write_stack(tmp_path, project, backends=[{"backend": "local"}, ssh_entry])  # a file:// datapool
+    cli = Workers(project, relay_env, "", "relay-demo")
+    out = cli.cli("relay", "up", str(path))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("error: stack backends[1] (ssh)") and "cannot be reached" in out.stderr
+    assert not (Path(relay_env["LAUNCHER_HOME"]) / "relay").exists()  # no commander, no record
+    assert "no jobs yet" in cli.cli("jobs").stdout
+
+
+def test_up_shows_what_standbys_cost(tmp_path, project, relay_env, relay_secret):
+    mock_project(project)
+    path, stack = write_stack(tmp_path, project, worker={"count": 2, "push_interval": "1s"},
+                              mock={"steps": 1000, "checkpoint_every": 5, "step_seconds": 0.2})
+    cli = Workers(project, relay_env, "", stack["run"])
+    up = cli.cli("relay", "up", str(path), timeout=120)
+    try:
+        assert up.returncode == 0, up.stderr
+        summary = json.loads(up.stdout)
+        assert summary["standbys"] == 1 and len(summary["workers"]) == 2
+        assert summary["standby_usd_per_hour"] == 0.0  # priced as the first entry: the local backend costs nothing
+        client = RelayClient(summary["commander_url"], relay_secret)
+        assert wait_for(lambda: client.run("relay-demo")["holder"] is not None, timeout=60)
+        held = client.run("relay-demo")
+        assert held["holder"] in [w["job_id"] for w in summary["workers"]]  # one holds it, the other waits
+    finally:
+        assert cli.cli("relay", "down", str(path)).returncode == 0
