@@ -241,9 +241,14 @@ class Agent:
 
         binding = self.spec.relay
         log_path = self.report_dir / self.log_name
-        for name in ("HF_ENDPOINT", "HF_HUB_OFFLINE"):  # the Hub uploads run here, in the agent, as the script would
+        # The agent talks to the commander and the Hub itself: it takes these from the job's env as the script does
+        # (a relative CA file is one of the project's files, which travel with the job).
+        for name in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "RELAY_CA_FILE"):
             if name in self.spec.env:
-                os.environ[name] = self.spec.env[name]
+                value = self.spec.env[name]
+                if name == "RELAY_CA_FILE":
+                    value = str(Path(self.spec.workdir).resolve() / value)  # an absolute one stays as it is
+                os.environ[name] = value
 
         def say(message: str) -> None:  # the job's log (what `launch logs` shows) and the agent's stderr
             line = f"[launcher] relay: {message}\n"

@@ -23,6 +23,10 @@ class RelayUnreachable(RelayError):
     pass
 
 
+class RelayCertificateError(RelayError):
+    """The commander's TLS certificate is not trusted: final, like a wrong secret (RELAY_CA_FILE names the CA)."""
+
+
 class RelayRefused(RelayError):
     def __init__(self, status: int, message: str, data: dict):
         super().__init__(message)
@@ -60,6 +64,9 @@ class RelayClient:
             conn.request(method, path, body=body or None, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
+        except ssl.SSLCertVerificationError as exc:
+            raise RelayCertificateError(f"commander {self.url}: its certificate is not trusted ({exc.verify_message}); "
+                                        "set RELAY_CA_FILE to its CA certificate") from None
         except (OSError, http.client.HTTPException) as exc:
             raise RelayUnreachable(f"commander {self.url} did not answer: {exc}") from None
         finally:

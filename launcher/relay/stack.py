@@ -273,12 +273,14 @@ def client_for(url: str, secret: str, timeout: float = 10.0):
 
 def check_answers(client, what: str = "the commander") -> dict:
     """One signed call; a commander that does not answer or refuses the secret is one UserError line."""
-    from .client import RelayAuthError, RelayUnreachable
+    from .client import RelayAuthError, RelayCertificateError, RelayUnreachable
 
     try:
         return client.health()
     except RelayAuthError as exc:
         raise UserError(f"{exc}; use the same shared secret as the commander") from None
+    except RelayCertificateError as exc:
+        raise UserError(str(exc)) from None
     except RelayUnreachable as exc:
         raise UserError(f"{exc}; check {what}'s URL (launch relay serve prints it) and that it runs") from None
 

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from .client import RelayAuthError, RelayClient, RelayRefused, RelayUnreachable
+from .client import RelayAuthError, RelayClient, RelayError, RelayRefused, RelayUnreachable
 from .config import RelayBinding, renew_every, stop_margin
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -190,7 +190,7 @@ class RelaySession:
                 except RelayRefused as exc:
                     self._lose(stop, f"renewal refused: {exc.message}", refused=True)
                     return
-                except RelayUnreachable as exc:
+                except RelayError as exc:  # out of reach (or anything but a refusal): the clock above decides
                     self.say(f"renewal failed ({exc}); the script is stopped in "
                              f"{max(0.0, stop_at - time.time()):.1f} s unless a renewal lands")
                     next_at = time.time() + min(1.0, renew_every(self.ttl))
@@ -288,8 +288,9 @@ class RelaySession:
                 self.say(f"released run {self.run_id} (epoch {self.epoch}) for the next worker")
         except RelayRefused as exc:
             return f"relay: {exc.message}"
-        except RelayUnreachable as exc:
-            # The lease runs out on its own; the last pushed checkpoint stays committed or not, never half.
+        except Exception as exc:  # noqa: BLE001 - out of reach, or the last push failed: never the agent's end
+            # The lease runs out on its own and the run is not finished: the next worker resumes from the last
+            # commit (a checkpoint is committed or not, never half).
             return f"relay: {exc}"
         finally:
             self._wait_for_uploads()

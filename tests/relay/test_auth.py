@@ -11,7 +11,7 @@ import time
 import pytest
 
 from launcher.relay.auth import sign
-from launcher.relay.client import RelayAuthError, RelayUnreachable
+from launcher.relay.client import RelayAuthError, RelayCertificateError, RelayUnreachable
 
 from .commander import Commander
 
@@ -254,12 +254,44 @@ def test_tls_commander_verifies_against_its_ca(tmp_path, relay_env, relay_secret
         assert good.health()["ok"] is True
         good.register("tls-run", {}, 60)
         assert good.acquire("tls-run", "w1")["epoch"] == 1
-        with pytest.raises(RelayUnreachable, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
-            c.client(ca_file=None).health()
+        with pytest.raises(RelayCertificateError, match="not trusted .*self.signed.*RELAY_CA_FILE"):
+            c.client(ca_file=None).health()  # final: a worker stops asking instead of waiting for it to answer
         # Plain HTTP to the TLS port does not get an answer either.
         with pytest.raises(RelayUnreachable):
             from launcher.relay.client import RelayClient
             RelayClient(f"http://127.0.0.1:{c.port}", relay_secret, timeout=5).health()
         assert good.run("tls-run")["holder"] == "w1"
+    finally:
+        c.stop()
+
+
+def test_a_worker_trusts_a_tls_commander_through_relay_ca_file_in_its_env(tmp_path, relay_env, relay_secret, project,
+                                                                          monkeypatch, launch):
+    """RELAY_CA_FILE set in the job's env, relative to the project (which travels with the job), reaches the
+    agent's client: the worker holds and finishes a run on an HTTPS commander."""
+    import shutil
+
+    from .workers import mock_project
+
+    cert, key = _self_signed(tmp_path)
+    mock_project(project)
+    (project / "certs").mkdir()
+    shutil.copy(cert, project / "certs" / "relay.pem")
+    (tmp_path / "tls").mkdir()
+    c = Commander(state_path=tmp_path / "tls" / "state.db", log_path=tmp_path / "tls.log", secret=relay_secret,
+                  env=relay_env, cwd=project, extra=("--tls-cert", cert, "--tls-key", key), ca_file=cert)
+    monkeypatch.delenv("RELAY_CA_FILE", raising=False)
+    c.start()
+    try:
+        c.client().register("tls-worker", {}, 30)
+        untrusting = launch("--relay", c.url, "--run-id", "tls-worker", "--datapool", (tmp_path / "pool").as_uri(),
+                            "runners/mock_run.py", "--steps", "3", env={"RELAY_SHARED_SECRET": relay_secret})
+        assert untrusting.returncode == 1, untrusting.stderr  # at once, with the reason, not a wait for an answer
+        assert "certificate is not trusted" in untrusting.stdout + untrusting.stderr
+        out = launch("--relay", c.url, "--run-id", "tls-worker", "--env", "RELAY_CA_FILE=certs/relay.pem",
+                     "--datapool", (tmp_path / "pool").as_uri(), "runners/mock_run.py", "--steps", "3",
+                     "--checkpoint-every", "3", "--step-seconds", "0.05", env={"RELAY_SHARED_SECRET": relay_secret})
+        assert out.returncode == 0, out.stderr
+        assert c.client().run("tls-worker")["finished"]
     finally:
         c.stop()

@@ -43,8 +43,8 @@ def test_grpo_run_handed_over_twice(tmp_path, relay_env, commander):
         floor = pointers[-1]["step"] if pointers else 0
         assert wait_for(lambda: (client.run("grpo")["checkpoint"] or {}).get("epoch") == epoch
                         and client.run("grpo")["checkpoint"]["step"] > floor, timeout=150), w.log(job)
-        pointers.append(client.run("grpo")["checkpoint"])
         w.kill9(job)
+        pointers.append(client.run("grpo")["checkpoint"])  # read after the kill: a commit may have landed between
     last = launch_grpo(w)
     assert wait_for(lambda: client.run("grpo")["finished"], timeout=180), w.log(last)
     assert wait_for(lambda: w.status(last) == "succeeded", timeout=30), w.log(last)

@@ -45,15 +45,16 @@ def kill_after_next_commit(w: Workers, client, job_id: str, after_step: int) -> 
     is then the steps since that commit: less than one checkpoint interval)."""
     assert wait_for(lambda: (committed(client, w.run) or {}).get("step", 0) > after_step, timeout=90), \
         w.log(job_id)
-    pointer = committed(client, w.run)
     w.kill9(job_id)
-    return pointer
+    return committed(client, w.run)  # read after the kill: a commit may have landed in between
 
 
 def test_mock_run_handed_over_twice_local_then_ssh(tmp_path, project, relay_env, commander, moto, sshd):
     client = commander.client()
     client.register("handoff", {}, ttl=4)
-    w = workers_on_s3(tmp_path, project, relay_env, commander, moto, "handoff", step_seconds=0.4)
+    # A checkpoint every 10 steps of 0.4 s: the interval (4 s) is longer than a commit takes to land under load
+    # (a second to notice it, then the push), so a worker killed right after a commit is inside the interval.
+    w = workers_on_s3(tmp_path, project, relay_env, commander, moto, "handoff", steps=40, every=10, step_seconds=0.4)
     a = w.launch()
     first = kill_after_next_commit(w, client, a, 0)
 
