@@ -15,9 +15,13 @@ def relay():
     """Relay training: a commander hands one run across preemptible workers under leases.
 
     \b
+      export RELAY_SHARED_SECRET=$(python -c 'import secrets; print(secrets.token_hex(32))')
       launch relay up configs/relay/mock-local.yaml
       launch relay status --commander-url http://127.0.0.1:8765
       launch relay down configs/relay/mock-local.yaml
+
+    configs/relay/mock-local.yaml runs on this CPU; docs/relay.md lists every stack field, the lease timing and
+    where the commander can live. One worker by hand: launch --relay URL --run-id RUN SCRIPT ...
     """
 
 

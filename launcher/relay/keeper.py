@@ -7,9 +7,9 @@ Each look, per run:
   relaunched over (a status read that timed out says nothing about the job);
 - when fewer workers are alive than the run asks for (`workers`, default 1), it launches one (while a live lease
   is held by a job that ended, it waits for the lease to expire first) through `launcher.api.launch`, walking the run's
-  backend list from the top and skipping entries in capacity backoff. A CapacityError backs that entry off
-  (doubling from `backoff_s` up to `backoff_cap_s`) and falls to the next; a UserError is recorded and the next
-  entry tried. Launches per run and hour are capped (`max_launches_per_hour`).
+  backend list from the top and skipping entries in backoff. A CapacityError (or a start that failed on the way,
+  e.g. a dropped connection) backs that entry off (doubling from `backoff_s` up to `backoff_cap_s`) and falls to
+  the next; a UserError is recorded and the next entry tried. Launches per run and hour are capped (`max_launches_per_hour`).
 
 A finished run is never relaunched.
 """
@@ -114,6 +114,13 @@ class Keeper:
                 self.state.event(run_id, "launch_refused", now, entry=index, backend=fields.get("backend"),
                                  error=str(exc))
                 log.warning("run %s: entry %d (%s) refused: %s", run_id, index, fields.get("backend"), exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a start that failed (upload, connection): back off, go on
+                wait = self.state.back_off(run_id, index, float(cfg.get("backoff_s", 60)),
+                                           float(cfg.get("backoff_cap_s", 1800)), now)
+                self.state.event(run_id, "launch_failed", now, entry=index, backend=fields.get("backend"),
+                                 error=f"{type(exc).__name__}: {exc}", backoff_s=wait)
+                log.warning("run %s: entry %d (%s) failed to start: %s", run_id, index, fields.get("backend"), exc)
                 continue
             self.state.clear_backoff(run_id, index)
             self.state.add_worker(run_id, job_id, str(fields.get("backend", "local")), index, record, now)

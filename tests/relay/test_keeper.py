@@ -90,6 +90,15 @@ def test_capacity_error_falls_to_the_next_backend_and_backs_off(state):
     assert state.backoff("r", 201) == {}
 
 
+def test_a_start_that_fails_on_the_way_backs_off_like_capacity(state):
+    fleet = Fleet({"ssh": [ConnectionResetError("connection to box lost during upload")]})
+    keeper = Keeper(state, launch=fleet.launch, look=fleet.look)
+    state.register("r", config("ssh", "local"), ttl=10, now=0)
+    assert keeper.look_after("r", 1) == ["local-0"]
+    failed = [e for e in state.events("r") if e["kind"] == "launch_failed"]
+    assert failed and "connection to box lost" in failed[0]["error"] and state.backoff("r", 2) == {0: 61.0}
+
+
 def test_a_finished_run_is_never_relaunched(state):
     fleet = Fleet({})
     keeper = Keeper(state, launch=fleet.launch, look=fleet.look)
