@@ -104,10 +104,11 @@ class Node:
         return dest
 
     def start(self, *, python: str = sys.executable, teardown: str = "poweroff",
-              keep_on_failure: bool = False) -> subprocess.Popen:
+              keep_on_failure: bool = False, url: str = "") -> subprocess.Popen:
+        """`url`: the node fetches the snapshot from there (as EC2 and k8s nodes do) instead of finding it uploaded."""
         script = bootstrap.render(self.spec, base=shlex.quote(str(self.base)), snapshot_sha=self.snap.sha256,
-                                  snapshot_tar=f"code/{self.snap.sha256}.tar.gz", python=python,
-                                  teardown=teardown, keep_on_failure=keep_on_failure)
+                                  snapshot_tar="" if url else f"code/{self.snap.sha256}.tar.gz", snapshot_url=url,
+                                  python=python, teardown=teardown, keep_on_failure=keep_on_failure)
         path = self.tmp / "bootstrap.sh"
         path.write_text(script)
         env = {k: v for k, v in os.environ.items()
@@ -191,10 +192,7 @@ def test_corrupt_snapshot_is_refused_reported_to_the_store_and_torn_down(node, t
     ran = tmp_path / "ran.txt"
     n = node("hello.py", HELLO, env={"RAN": str(ran)})
     tar = n.place_snapshot()
-    data = bytearray(tar.read_bytes())
-    for i in range(len(data) // 2, len(data) // 2 + 16):
-        data[i] ^= 0xFF
-    tar.write_bytes(bytes(data))
+    _corrupt_same_size(tar)
     n.start()
     rc, out = n.finish()
     assert rc == 1, out
@@ -205,8 +203,57 @@ def test_corrupt_snapshot_is_refused_reported_to_the_store_and_torn_down(node, t
     assert f"is not the expected {n.snap.sha256}" in result["error"], result["error"]
     assert json.loads((n.state / "result.json").read_text())["reason"] == "setup_failed"
     assert not (n.base / "code" / n.snap.sha256).exists()  # nothing unpacked from bad bytes
+    assert "launching again uploads it anew" in result["error"] and not tar.exists()  # never used again
     assert not ran.exists() and not (n.state / "agent.pid").exists()
     assert n.teardown_calls() == ["shutdown -h now"]
+
+
+def _corrupt_same_size(tar: Path) -> None:
+    data = bytearray(tar.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 16):
+        data[i] ^= 0xFF
+    tar.write_bytes(bytes(data))
+
+
+def test_a_corrupt_cached_snapshot_is_fetched_again_and_the_job_runs(node, tmp_path):
+    import http.server
+    import threading
+
+    ran = tmp_path / "ran.txt"
+    n = node("hello.py", HELLO, env={"RAN": str(ran)})
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copyfile(n.snap.path, served / "snap.tar.gz")
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(served), **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _corrupt_same_size(n.place_snapshot())  # a cached copy of the right size and the wrong bytes
+        n.start(url=f"http://127.0.0.1:{server.server_address[1]}/snap.tar.gz")
+        rc, out = n.finish()
+    finally:
+        server.shutdown()
+    assert rc == 0, out + n.setup_log()
+    assert ran.read_text() == "ran"
+    assert "cached snapshot did not match its sha256: deleted, fetched again" in n.setup_log()
+    tar = n.base / "code" / f"{n.snap.sha256}.tar.gz"
+    assert tar.read_bytes() == n.snap.path.read_bytes()
+
+
+def test_an_unpacked_folder_without_its_stamp_is_unpacked_again(node, tmp_path):
+    ran = tmp_path / "ran.txt"
+    n = node("hello.py", HELLO, env={"RAN": str(ran)})
+    n.place_snapshot()
+    cut_short = n.base / "code" / n.snap.sha256
+    cut_short.mkdir(parents=True)
+    (cut_short / "leftover.txt").write_text("from an unpack that never finished")  # and no hello.py, no stamp
+    n.start()
+    rc, out = n.finish()
+    assert rc == 0, out + n.setup_log()
+    assert ran.read_text() == "ran"
+    assert (cut_short / "hello.py").is_file() and not (cut_short / "leftover.txt").exists()
+    assert (cut_short / ".launcher-unpacked").read_text().strip() == n.snap.sha256
+    assert not list((n.base / "code").glob(".*stale*"))  # the set-aside folder is gone
 
 
 def test_missing_interpreter_leaves_the_result_on_the_node_and_tears_down(node, tmp_path):

@@ -124,22 +124,21 @@ elif command -v python3 > /dev/null && deps_ok python3; then
   PY=$(command -v python3)
 fi
 
-# 3. the code snapshot, verified before it is unpacked
+# 3. the code snapshot, verified before it is unpacked. Caches heal: a cached tarball whose sha256 is wrong is
+# deleted and fetched again (where the node fetches it: a URL), and an unpacked code/<sha>/ counts only with the
+# stamp written after a whole unpack (a folder without it, cut short or from elsewhere, is unpacked again).
 log "snapshot $SNAPSHOT_SHA"
-if [ ! -d "$CODE" ]; then
-  # Any python3 unpacks (stdlib only); launcher's dependencies are not needed yet.
-  UNPACK_PY=${PY:-$(command -v python3)}
-  [ -n "$UNPACK_PY" ] || { echo "no python3 on this node" > "$STATE/step.err"; fail snapshot; }
-  if [ -z "$SNAPSHOT_TAR" ] && [ -n "$SNAPSHOT_URL" ]; then
-    # A presigned GET: the node needs no credentials and no AWS tools for its code.
-    SNAPSHOT_TAR="code/$SNAPSHOT_SHA.tar.gz"
-    PYTHONPATH= "$UNPACK_PY" -c 'import shutil, sys, urllib.request
+UNPACKED_STAMP="$CODE/.launcher-unpacked"
+fetch_snapshot() {
+  # A presigned GET: the node needs no credentials and no AWS tools for its code.
+  PYTHONPATH= "$UNPACK_PY" -c 'import shutil, sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=120) as r, open(sys.argv[2], "wb") as f:
     shutil.copyfileobj(r, f, 1 << 20)' "$SNAPSHOT_URL" "$SNAPSHOT_TAR.part" 2> "$STATE/step.err" \
-      && mv "$SNAPSHOT_TAR.part" "$SNAPSHOT_TAR" || fail snapshot
-  fi
-  if [ -n "$SNAPSHOT_TAR" ]; then
-    PYTHONPATH= "$UNPACK_PY" - "$SNAPSHOT_TAR" "$SNAPSHOT_SHA" code 2> "$STATE/step.err" > /dev/null <<'LAUNCHER_UNPACK_EOF' || fail snapshot
+    && mv "$SNAPSHOT_TAR.part" "$SNAPSHOT_TAR"
+}
+unpack_snapshot() {
+  # exit 3: the tarball is not the snapshot (its sha256 differs); anything else non-zero: it cannot be unpacked
+  PYTHONPATH= "$UNPACK_PY" - "$SNAPSHOT_TAR" "$SNAPSHOT_SHA" code 2> "$STATE/step.err" > /dev/null <<'LAUNCHER_UNPACK_EOF'
 import hashlib, os, shutil, sys, tarfile, tempfile
 tar, sha, dest = sys.argv[1:4]
 h = hashlib.sha256()
@@ -147,7 +146,8 @@ with open(tar, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
         h.update(block)
 if h.hexdigest() != sha:
-    sys.exit(f"snapshot {tar}: sha256 {h.hexdigest()} is not the expected {sha}; nothing unpacked")
+    sys.stderr.write(f"snapshot {tar}: sha256 {h.hexdigest()} is not the expected {sha}; nothing unpacked\n")
+    sys.exit(3)
 with tarfile.open(tar) as t:
     members = t.getmembers()
     for m in members:  # our own guard: Pythons before 3.11.4 have no tarfile data filter
@@ -160,16 +160,43 @@ with tarfile.open(tar) as t:
         t.extractall(tmp, members=members, filter="data")
     else:
         t.extractall(tmp, members=members)
+with open(os.path.join(tmp, ".launcher-unpacked"), "w") as f:  # last: the folder is whole
+    f.write(sha + "\n")
+final = os.path.join(dest, sha)
+if os.path.isdir(final) and not os.path.isfile(os.path.join(final, ".launcher-unpacked")):
+    os.rename(final, tempfile.mkdtemp(dir=dest, prefix=f".{sha}.stale."))  # set aside, then replaced
 try:
-    os.rename(tmp, os.path.join(dest, sha))
+    os.rename(tmp, final)
 except OSError:  # another job unpacked the same snapshot first: theirs is the same content
-    if not os.path.isdir(os.path.join(dest, sha)):
+    if not os.path.isfile(os.path.join(final, ".launcher-unpacked")):
         raise
     shutil.rmtree(tmp)
 LAUNCHER_UNPACK_EOF
-  else
-    echo "no snapshot source" > "$STATE/step.err"; fail snapshot
+}
+if [ ! -f "$UNPACKED_STAMP" ]; then
+  # Any python3 unpacks (stdlib only); launcher's dependencies are not needed yet.
+  UNPACK_PY=${PY:-$(command -v python3)}
+  [ -n "$UNPACK_PY" ] || { echo "no python3 on this node" > "$STATE/step.err"; fail snapshot; }
+  if [ -z "$SNAPSHOT_TAR" ] && [ -n "$SNAPSHOT_URL" ]; then
+    SNAPSHOT_TAR="code/$SNAPSHOT_SHA.tar.gz"
+    [ -f "$SNAPSHOT_TAR" ] || fetch_snapshot || fail snapshot
   fi
+  [ -n "$SNAPSHOT_TAR" ] || { echo "no snapshot source" > "$STATE/step.err"; fail snapshot; }
+  unpack_snapshot
+  RC=$?
+  if [ "$RC" = 3 ]; then
+    rm -f "$SNAPSHOT_TAR"  # never used again; the next upload or fetch brings the right bytes
+    if [ -n "$SNAPSHOT_URL" ]; then
+      log "cached snapshot did not match its sha256: deleted, fetched again"
+      fetch_snapshot && unpack_snapshot || fail snapshot
+    else
+      echo "$(cat "$STATE/step.err"); the corrupt copy is deleted: launching again uploads it anew" > "$STATE/step.err"
+      fail snapshot
+    fi
+  elif [ "$RC" != 0 ]; then
+    fail snapshot
+  fi
+  rm -rf code/."$SNAPSHOT_SHA".stale.* 2> /dev/null
 fi
 
 # 2b. no usable interpreter yet: a venv from the node's lock (images/README.md), cached by the lock's hash: the
@@ -247,6 +274,23 @@ log "agent exited $RC"
 teardown "$RC"
 exit "$RC"
 """
+
+
+# The bootstrap writes it into code/<sha>/ after a whole unpack; a client that finds it uploads nothing.
+UNPACKED_STAMP = ".launcher-unpacked"
+# What a client that places the snapshot itself (ssh, slurm) checks before it uploads; the plan shows it.
+UPLOAD_WHEN = "no verified copy there (code/<sha>/ unpacked whole, or this tarball with this sha256)"
+
+
+def snapshot_present(size_of, sha256_of, sha: str, size: int) -> bool:
+    """Whether the node needs no upload of snapshot `sha`: the bootstrap stamped its unpacked folder (one stat), or
+    the tarball is there with the right size and sha256 (a same-size corrupt copy is uploaded again: the bootstrap
+    would refuse it). `size_of(rel)` is a file's size or None; `sha256_of(rel)` its hex digest or None (paths
+    relative to the node's base dir)."""
+    if size_of(f"code/{sha}/{UNPACKED_STAMP}") is not None:
+        return True
+    tar = f"code/{sha}.tar.gz"
+    return size_of(tar) == size and sha256_of(tar) == sha
 
 
 def render(spec: AgentSpec, *, base: str, snapshot_sha: str, snapshot_tar: str = "", snapshot_url: str = "",

@@ -157,3 +157,26 @@ def test_an_unchanged_tree_is_uploaded_once(tmp_path, sshd, moto):
     (t.project / "ticks.py").write_text(TICKS + "\n# changed\n")
     assert t.launch("ticks.py").returncode == 0
     assert len(list((tmp_path / "node" / "code").glob("*.tar.gz"))) == 2
+
+
+def test_a_same_size_corrupt_tarball_on_the_box_is_uploaded_again(tmp_path, sshd, moto):
+    import shutil
+
+    t = ssh_target(tmp_path, sshd, moto)
+    (t.project / "hi.py").write_text('print("hi from the box", flush=True)\n')
+    first = t.launch("hi.py")
+    assert first.returncode == 0, first.stderr
+    code = tmp_path / "node" / "code"
+    tar = next(code.glob("*.tar.gz"))
+    sha = tar.name.removesuffix(".tar.gz")
+    assert (code / sha / ".launcher-unpacked").is_file()  # stamped whole by the bootstrap
+    good = tar.read_bytes()
+    bad = bytearray(good)
+    for i in range(len(bad) // 2, len(bad) // 2 + 16):
+        bad[i] ^= 0xFF
+    tar.write_bytes(bytes(bad))  # the same size: a size check alone would keep it
+    shutil.rmtree(code / sha)  # and no unpacked copy to fall back on
+    again = t.launch("hi.py")
+    assert again.returncode == 0, again.stderr
+    assert "hi from the box" in again.stdout
+    assert tar.read_bytes() == good  # uploaded anew, never unpacked from the bad bytes

@@ -29,6 +29,7 @@ from ...plan import Plan
 from ...spec import CANCEL_MARKER, DEADMAN_MARGIN_S, PUSH_RESERVE_S
 from ...units import format_duration
 from ..base import Backend, Capabilities, Handle, HandleData, JobState, NodePaths, Observation, observed
+from ...node import bootstrap
 from . import reasons, script
 from .cli import SlurmCli, Unreachable, last_line
 from .options import SlurmOptions
@@ -160,9 +161,8 @@ class SlurmBackend(Backend):
         cli = SlurmCli(opts.model_dump())
         sha = plan.snapshot.sha256
         jd = script.job_dir(plan.job_id)
-        tar = f"code/{sha}.tar.gz"
-        if cli.size(tar) != plan.snapshot.size:
-            cli.put(plan.snapshot.path, tar)
+        if not bootstrap.snapshot_present(cli.size, lambda rel: _sha256_of(cli, rel), sha, plan.snapshot.size):
+            cli.put(plan.snapshot.path, f"code/{sha}.tar.gz")
         if job.secrets:
             cli.write(f"{jd}/secrets.env", script.secrets_file(job.secrets, os.environ), mode=0o600)
         for rel, (text, mode) in script.files(plan).items():
@@ -363,3 +363,8 @@ class SlurmBackend(Backend):
                 cli.sh(f"scancel {sid}")
             ended.append(f"{found[0]} (Slurm job {sid}, {state.lower()})")
         return ended
+
+
+def _sha256_of(cli: SlurmCli, rel: str) -> str | None:
+    code, out, _ = cli.sh(f"sha256sum {shlex.quote(rel)}", in_base=True, timeout=120)
+    return out.split()[0] if code == 0 and out.split() else None

@@ -263,7 +263,7 @@ def render(plan: Plan) -> dict:
     if opts.slurm_env:
         out["slurm_env"] = opts.slurm_env
     uploads = [{"path": f"{where}/code/{sha}.tar.gz", "bytes": plan.snapshot.size,
-                "when": "missing or a different size"}]
+                "when": bootstrap.UPLOAD_WHEN}]
     uploads += [{"path": f"{where}/{rel}", "bytes": len(text.encode())} for rel, (text, _) in files(plan).items()]
     if plan.job.secrets:
         uploads.append({"path": f"{where}/{jd}/secrets.env", "mode": "0600", "holds": list(plan.job.secrets)})

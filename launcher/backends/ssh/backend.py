@@ -43,6 +43,14 @@ def _base(remote_dir: str) -> str:
     return shlex.quote(remote_dir) if remote_dir.startswith("/") else f'"$HOME"/{shlex.quote(remote_dir)}'
 
 
+def _has_snapshot(client, base: str, sha: str, size: int) -> bool:
+    def sha256_of(rel: str) -> str | None:
+        code, out, _ = client.run(f"cd {_base(base)} && sha256sum {shlex.quote(rel)}", timeout=120, check=False)
+        return out.decode(errors="replace").split()[0] if code == 0 and out.split() else None
+
+    return bootstrap.snapshot_present(lambda rel: client.stat_size(f"{base}/{rel}"), sha256_of, sha, size)
+
+
 def _shown(remote_dir: str) -> str:
     return remote_dir if remote_dir.startswith("/") else f"~/{remote_dir}"
 
@@ -90,7 +98,7 @@ class SshBackend(Backend):
         script = bootstrap.render(plan.spec, base=_base(ssh.remote_dir), snapshot_sha=sha,
                                   snapshot_tar=f"code/{sha}.tar.gz", python=ssh.python, teardown="none")
         uploads = [{"path": f"{_shown(ssh.remote_dir)}/code/{sha}.tar.gz", "bytes": plan.snapshot.size,
-                    "when": "missing or a different size"},
+                    "when": bootstrap.UPLOAD_WHEN},
                    {"path": f"{_shown(ssh.remote_dir)}/{state}/bootstrap.sh", "bytes": len(script.encode())}]
         if plan.job.secrets:
             uploads.append({"path": f"{_shown(ssh.remote_dir)}/{state}/secrets.env", "mode": "0600",
@@ -127,9 +135,8 @@ class SshBackend(Backend):
         client = getattr(self, "_preflighted", None) or self._client(ssh)
         self._preflighted = None
         try:
-            tar = f"{base}/code/{sha}.tar.gz"
-            if client.stat_size(tar) != plan.snapshot.size:
-                client.put(plan.snapshot.path, tar)
+            if not _has_snapshot(client, base, sha, plan.snapshot.size):
+                client.put(plan.snapshot.path, f"{base}/code/{sha}.tar.gz")
             if plan.job.secrets:
                 lines = "".join(f"{name}={shlex.quote(os.environ[name])}\n" for name in plan.job.secrets)
                 client.put_bytes(lines.encode(), f"{base}/{state}/secrets.env", mode=0o600)
