@@ -49,17 +49,18 @@ class RelayClient:
         self.timeout = timeout
         self.ca_file = ca_file or os.environ.get("RELAY_CA_FILE") or None
 
-    def _conn(self) -> http.client.HTTPConnection:
+    def _conn(self, timeout: float) -> http.client.HTTPConnection:
         if self.scheme == "https":
             ctx = ssl.create_default_context(cafile=self.ca_file)
-            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=ctx)
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=ctx)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
-    def request(self, method: str, path: str, data: dict | None = None) -> dict:
+    def request(self, method: str, path: str, data: dict | None = None, *, timeout: float | None = None) -> dict:
+        """`timeout` (seconds, for connect and each read) overrides the client's for this call."""
         path = self.base + path
         body = b"" if data is None else json.dumps(data).encode()
         headers = {"Content-Type": "application/json", **sign(self.secret, method, path, body)}
-        conn = self._conn()
+        conn = self._conn(self.timeout if timeout is None else timeout)
         try:
             conn.request(method, path, body=body or None, headers=headers)
             resp = conn.getresponse()
@@ -100,8 +101,8 @@ class RelayClient:
     def acquire(self, run_id: str, worker: str) -> dict:
         return self.request("POST", f"/v1/runs/{run_id}/acquire", {"worker": worker})
 
-    def renew(self, run_id: str, worker: str, epoch: int) -> dict:
-        return self.request("POST", f"/v1/runs/{run_id}/renew", {"worker": worker, "epoch": epoch})
+    def renew(self, run_id: str, worker: str, epoch: int, *, timeout: float | None = None) -> dict:
+        return self.request("POST", f"/v1/runs/{run_id}/renew", {"worker": worker, "epoch": epoch}, timeout=timeout)
 
     def release(self, run_id: str, worker: str, epoch: int) -> dict:
         return self.request("POST", f"/v1/runs/{run_id}/release", {"worker": worker, "epoch": epoch})

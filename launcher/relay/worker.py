@@ -55,6 +55,11 @@ def complete_checkpoints(folder: Path, depth: int = 3) -> list[tuple[int, Path]]
     return sorted(found)
 
 
+def _request_timeout(ttl: float) -> float:
+    """A commander request may take a sixth of the lease (1 to 10 s): several tries fit before the stop time."""
+    return max(1.0, min(10.0, ttl / 6))
+
+
 def epoch_dir(exp_dir: Path, run_id: str, epoch: int) -> Path:
     return Path(exp_dir) / "model" / "relay" / run_id / f"epoch-{epoch}"
 
@@ -73,7 +78,7 @@ class RelaySession:
         self.say = say or (lambda msg: sys.stderr.write(f"[launcher] relay: {msg}\n"))
         if client is None:
             secret = os.environ.get(binding.secret_env, "")
-            client = RelayClient(binding.url, secret, timeout=max(1.0, min(10.0, binding.ttl / 6)))
+            client = RelayClient(binding.url, secret, timeout=_request_timeout(binding.ttl))
         self.client = client
         self.epoch: int | None = None
         self.pointer: dict | None = None
@@ -123,6 +128,7 @@ class RelaySession:
                 continue
             self.epoch, self.pointer, self.last_ack = int(lease["epoch"]), lease.get("checkpoint"), sent
             self.ttl = float(lease.get("ttl", self.ttl))
+            self.client.timeout = _request_timeout(self.ttl)  # the run's lease, not the one the job was planned with
             self.say(f"holding run {self.run_id} at epoch {self.epoch} (lease {self.ttl:g} s)"
                      + (f"; resuming from step {self.pointer.get('step')} ({self.pointer['path']})"
                         if self.pointer else "; no checkpoint committed yet: starting fresh"))
@@ -184,7 +190,9 @@ class RelaySession:
             if now >= next_at:
                 sent = time.time()
                 try:
-                    self.client.renew(self.run_id, self.worker, self.epoch)
+                    # Never blocked past the stop time: a blackholed request must not hold the clock check up.
+                    self.client.renew(self.run_id, self.worker, self.epoch,
+                                      timeout=max(0.2, min(self.client.timeout, stop_at - sent)))
                     self.last_ack = sent
                     next_at = sent + renew_every(self.ttl)
                 except RelayRefused as exc:
