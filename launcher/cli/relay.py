@@ -210,15 +210,16 @@ def status(run_id, commander_url, shared_secret_file, as_json):
     client = st.client_for(commander_url, _secret(shared_secret_file))
     st.check_answers(client)
     try:
-        # One run at a time: each answer carries its workers' job records, copied here for `launch jobs/logs/down`
-        # (a commander on another box launches replacements that this machine has not seen yet).
-        views = [client.run(r) for r in ([run_id] if run_id else [v["run_id"] for v in client.runs()])]
+        # Each view carries its workers' job records, copied here for `launch jobs/logs/down` (a commander on
+        # another box launches replacements that this machine has not seen yet).
+        views = [client.run(run_id)] if run_id else client.runs()
     except RelayRefused as exc:
         raise UserError(f"{exc.message}") from None
     for view in views:
         _import_workers(view)
         view.pop("worker_records", None)
-        view.pop("events", None) if not as_json else None
+        if not as_json:
+            view.pop("events", None)
     if as_json:
         click.echo(json.dumps({"commander_url": commander_url, "runs": views}, indent=2))
         return

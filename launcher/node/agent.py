@@ -257,8 +257,6 @@ class Agent:
                 log.write(line.encode())
 
         session = RelaySession(binding, binding.worker_id or self.job_id, self.exp_dir, self.grace, say=say)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
 
         def give_up() -> bool:
             if self.reason is None and self.stop_at is not None and time.time() >= self.stop_at:

@@ -102,25 +102,20 @@ class Keeper:
             fields = merged_job(cfg["job"], entry)
             try:
                 job_id, record = self._launch(fields)
-            except CapacityError as exc:
-                wait = self.state.back_off(run_id, index, float(cfg.get("backoff_s", 60)),
-                                           float(cfg.get("backoff_cap_s", 1800)), now)
-                self.state.event(run_id, "capacity", now, entry=index, backend=fields.get("backend"),
-                                 error=str(exc), backoff_s=wait)
-                log.info("run %s: no capacity on entry %d (%s): %s; skipped for %.0f s", run_id, index,
-                         fields.get("backend"), exc, wait)
-                continue
             except UserError as exc:
                 self.state.event(run_id, "launch_refused", now, entry=index, backend=fields.get("backend"),
                                  error=str(exc))
                 log.warning("run %s: entry %d (%s) refused: %s", run_id, index, fields.get("backend"), exc)
                 continue
-            except Exception as exc:  # noqa: BLE001 - a start that failed (upload, connection): back off, go on
+            except Exception as exc:  # noqa: BLE001 - capacity short, or a start that failed (upload, connection)
+                short = isinstance(exc, CapacityError)
                 wait = self.state.back_off(run_id, index, float(cfg.get("backoff_s", 60)),
                                            float(cfg.get("backoff_cap_s", 1800)), now)
-                self.state.event(run_id, "launch_failed", now, entry=index, backend=fields.get("backend"),
-                                 error=f"{type(exc).__name__}: {exc}", backoff_s=wait)
-                log.warning("run %s: entry %d (%s) failed to start: %s", run_id, index, fields.get("backend"), exc)
+                self.state.event(run_id, "capacity" if short else "launch_failed", now, entry=index,
+                                 backend=fields.get("backend"),
+                                 error=str(exc) if short else f"{type(exc).__name__}: {exc}", backoff_s=wait)
+                log.info("run %s: entry %d (%s) %s: %s; skipped for %.0f s", run_id, index, fields.get("backend"),
+                         "has no capacity" if short else "failed to start", exc, wait)
                 continue
             self.state.clear_backoff(run_id, index)
             self.state.add_worker(run_id, job_id, str(fields.get("backend", "local")), index, record, now)

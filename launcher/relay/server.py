@@ -49,8 +49,16 @@ def make_app(state: RelayState, secret: str, *, keeper=None):
     async def health(request):
         return web.json_response({"ok": True, "runs": len(state.runs())})
 
+    def full_view(run: str, events: int) -> dict:
+        view = state.view(run)
+        view["events"] = state.events(run, limit=events)
+        # The workers' job records, so `launch relay up/status/down` can copy them into the caller's registry.
+        view["worker_records"] = {w["job_id"]: w["record"] for w in state.workers(run)}
+        return view
+
     async def list_runs(request):
-        return web.json_response({"runs": [state.view(r) for r in state.runs()]})
+        events = int(request.query.get("events", 50))
+        return web.json_response({"runs": [full_view(r, events) for r in state.runs()]})
 
     async def register(request):
         data = await payload(request)
@@ -58,11 +66,7 @@ def make_app(state: RelayState, secret: str, *, keeper=None):
                                                 float(data.get("ttl", 60))))
 
     async def show(request):
-        view = state.view(run_id(request))
-        view["events"] = state.events(run_id(request), limit=int(request.query.get("events", 50)))
-        # The workers' job records, so `launch relay up/status/down` can copy them into the caller's registry.
-        view["worker_records"] = {w["job_id"]: w["record"] for w in state.workers(run_id(request))}
-        return web.json_response(view)
+        return web.json_response(full_view(run_id(request), int(request.query.get("events", 50))))
 
     async def acquire(request):
         data = await payload(request)

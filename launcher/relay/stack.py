@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import UserError
 from ..registry import launcher_home
-from .auth import SECRET_ENV, load_secret
+from .auth import SECRET_ENV
 from .config import COMMAND_SCRIPT, DEFAULT_TTL, MODE_SCRIPTS, SEED_COMMAND_ENV
 
 

@@ -2,8 +2,10 @@
 pointer are still there, and a worker whose renewals failed for a moment rides the outage out without stopping."""
 from __future__ import annotations
 
+import json
+
 from ..waiting import wait_for
-from .workers import Workers, mock_project
+from .workers import Workers, mock_project, stop_and_lease_end
 
 
 def test_worker_rides_out_a_commander_restart(tmp_path, project, relay_env, commander):
@@ -32,9 +34,6 @@ def test_worker_rides_out_a_commander_restart(tmp_path, project, relay_env, comm
 
 
 def test_a_worker_cut_off_too_long_stops_its_script_before_its_lease_ends(tmp_path, project, relay_env, commander):
-    import json
-    import sqlite3
-
     client = commander.client()
     client.register("cutoff", {}, ttl=6)  # grace cut to 2 s, margin 0.6 s: SIGTERM 3.4 s after the last renewal
     w = Workers(mock_project(project), relay_env, commander.url, "cutoff",
@@ -45,10 +44,8 @@ def test_a_worker_cut_off_too_long_stops_its_script_before_its_lease_ends(tmp_pa
     assert wait_for(lambda: w.status(job) == "preempted", timeout=60), w.log(job)
     log = w.log(job)
     assert "no renewal acknowledged" in log and "mock: SIGTERM: checkpoint" in log, log
-    with sqlite3.connect(commander.state_path) as db:  # when the commander would have let the lease go
-        lease_until = db.execute("SELECT lease_until FROM runs WHERE run_id = 'cutoff'").fetchone()[0]
     metrics = tmp_path / "pool" / "experiments" / "default" / "reports" / "cutoff" / "metrics.jsonl"
-    last_step_at = json.loads(metrics.read_text().splitlines()[-1])["time"]
+    last_step_at, lease_until = stop_and_lease_end(commander, metrics, "cutoff")
     assert last_step_at < lease_until - 0.6  # the script was done before the lease could pass to anyone
     result = json.loads((tmp_path / "pool" / "experiments" / "default" / "reports" / "jobs" / job / "result.json")
                         .read_text())

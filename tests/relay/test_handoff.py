@@ -7,13 +7,12 @@ import json
 import re
 import signal
 import sys
-import time
 
 import yaml
 
 from ..motoserver import MOTO_ENV
 from ..waiting import wait_for
-from .workers import Workers, metrics, mock_project
+from .workers import Workers, mock_project
 
 from .conftest import BUCKET
 

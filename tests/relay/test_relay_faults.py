@@ -3,13 +3,11 @@ connections shorter than the worker's tolerance pass without a stop, and the run
 longer than it stops the script before the lease can pass to anyone else."""
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 
 from ..faults import FaultProxy
 from ..waiting import wait_for
-from .workers import Workers, mock_project
+from .workers import Workers, mock_project, stop_and_lease_end
 
 
 def test_short_drops_blackholes_and_refusals_pass_without_a_stop(tmp_path, project, relay_env, commander):
@@ -44,8 +42,6 @@ def test_a_blackhole_longer_than_the_lease_allows_stops_the_script_in_time(tmp_p
         proxy.blackhole()  # the commander stays up; the worker's packets go nowhere
         assert wait_for(lambda: w.status(job) == "preempted", timeout=60), w.log(job)
     assert "no renewal acknowledged" in w.log(job)
-    with sqlite3.connect(commander.state_path) as db:  # the commander's own end of the lease
-        lease_until = db.execute("SELECT lease_until FROM runs WHERE run_id = 'hole'").fetchone()[0]
     metrics = tmp_path / "pool" / "experiments" / "default" / "reports" / "hole" / "metrics.jsonl"
-    last_step_at = json.loads(metrics.read_text().splitlines()[-1])["time"]
+    last_step_at, lease_until = stop_and_lease_end(commander, metrics, "hole")
     assert last_step_at < lease_until - 0.6  # the script was done before the lease could pass to anyone

@@ -77,3 +77,13 @@ class Workers:
 
 def metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def stop_and_lease_end(commander, metrics_path: Path, run: str) -> tuple[float, float]:
+    """(when the mock trainer ran its last step, when the commander would have let the run's lease go): a worker
+    cut off from the commander must have the first well before the second."""
+    import sqlite3
+
+    with sqlite3.connect(commander.state_path) as db:
+        lease_until = db.execute("SELECT lease_until FROM runs WHERE run_id = ?", (run,)).fetchone()[0]
+    return metrics(metrics_path)[-1]["time"], lease_until
