@@ -19,7 +19,7 @@ from .errors import UserError
 
 # "submitting": recorded before the backend starts anything, so a crash mid-submit still leaves a record to clean up.
 ACTIVE_STATES = ("submitting", "pending", "running")
-FINAL_STATES = ("succeeded", "failed", "cancelled", "timeout", "preempted", "lost")
+FINAL_STATES = ("succeeded", "failed", "cancelled", "timeout", "preempted", "lost", "push_failed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

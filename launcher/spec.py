@@ -31,6 +31,13 @@ DEADMAN_MARGIN_S = 60
 CANCEL_MARKER = "cancel-requested"
 # How often the agent looks for the cancel marker in the store (the bound: 5 s).
 CANCEL_POLL_S = 5.0
+# The agent's exit code when the script ended but its outputs never reached the store within the push timeout
+# (EX_IOERR). Backends that know only the agent's exit code (a pod, a Modal call, an instance) read it as
+# `push_failed`; the foreground client exits with it too.
+PUSH_FAILED_EXIT = 74
+# While the final push waits for the store, the agent keeps this file in its state dir, one line saying why
+# (the ssh backend's status shows `pushing (<why>)`).
+PUSHING_MARKER = "pushing"
 
 
 class AgentSpec(BaseModel):

@@ -30,6 +30,9 @@ class JobState(StrEnum):
     SUBMITTING = "submitting"
     PENDING = "pending"
     RUNNING = "running"
+    # The script ended and the agent is retrying its final push to a store that does not answer (only observed;
+    # the registry keeps `running`).
+    PUSHING = "pushing"
     UNREACHABLE = "unreachable"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -37,9 +40,12 @@ class JobState(StrEnum):
     TIMEOUT = "timeout"
     PREEMPTED = "preempted"
     LOST = "lost"
+    # The store did not come back within --push-timeout: the outputs are wherever the backend keeps them (said in
+    # the message); never `failed`, which would blame the script. The pipeline treats the step as not done.
+    PUSH_FAILED = "push_failed"
 
 
-ACTIVE = (JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING, JobState.UNREACHABLE)
+ACTIVE = (JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING, JobState.PUSHING, JobState.UNREACHABLE)
 
 
 class Observation(NamedTuple):
@@ -54,7 +60,8 @@ class Observation(NamedTuple):
 # relay_lease_lost: a relay worker whose run went to another worker (launcher/relay/worker.py) stopped its script;
 # like a preemption, the work goes on elsewhere.
 _STATE_BY_REASON = {"timeout": JobState.TIMEOUT, "cancelled": JobState.CANCELLED, "preempted": JobState.PREEMPTED,
-                    "setup_failed": JobState.FAILED, "relay_lease_lost": JobState.PREEMPTED}
+                    "setup_failed": JobState.FAILED, "relay_lease_lost": JobState.PREEMPTED,
+                    "push_failed": JobState.PUSH_FAILED}
 
 
 def state_from_result(result: dict) -> JobState:
@@ -251,6 +258,15 @@ class Backend(ABC):
 
         raise UserError(f"--backend {self.name} keeps nothing outside this machine's registry; "
                         "`launch down --expired` alone sweeps it")
+
+    def fetch_outputs(self, handle: Handle, into) -> None:
+        """`launch sync up --from-job JOB` after `push_failed`: copy what the job left on its node (its experiment's
+        model/ and reports/ folders) into the folder `into` (a pathlib.Path standing for the experiment dir); the
+        client then pushes it with its own credentials. Only a backend whose node outlives the job can."""
+        from ..errors import UserError
+
+        raise UserError(f"--backend {self.name} keeps nothing of a job once it ends; its outputs went with the "
+                        "machine (see the job's message for where they are)")
 
     def interrupt(self, handle: Handle) -> None:
         """Ctrl-C in the foreground: ask the agent to stop soon (the cancel marker is already written)."""
