@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .backends import get_backend
 from .backends.base import ACTIVE, Handle, JobState, Observation, observed, relaunch_due, state_from_result
-from .errors import CapacityError, UserError
+from .errors import CapacityError, NotConfirmed, UserError
 from .job import Job
 from .plan import Plan
 from .registry import Registry, launcher_home
@@ -102,7 +102,8 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
     _probe_store(p)
     backend.preflight(p)
     registry = Registry()  # add() below refuses an unusable registry (exit 2, the file named) before start
-    handle_data = {"store": _jobstore_ref(p, backend), "grace_period": p.job.grace_period, **backend.locator(p)}
+    handle_data = {"store": _jobstore_ref(p, backend), "grace_period": p.job.grace_period,
+                   "push_timeout": p.job.push_timeout, **backend.locator(p)}
     if p.job.max_restarts and not backend.capabilities.retries_itself:
         handle_data.update(attempt=1, max_restarts=p.job.max_restarts)
         _save_for_restart(p)
@@ -146,6 +147,8 @@ def watch(job_id: str, every: float | None = None, on_change=None) -> tuple[str,
     `reconcile`, which relaunches a preempted job with restarts left. `on_change(state)` hears each new state. Ten
     failed looks in a row (the cloud unreachable) end the watch with that error; a relaunch short of capacity is
     retried with backoff."""
+    from . import netpolicy
+
     every = every if every is not None else float(os.environ.get("LAUNCHER_WATCH_EVERY", "15"))
     last, failures, short = None, 0, 0
     while True:
@@ -165,7 +168,7 @@ def watch(job_id: str, every: float | None = None, on_change=None) -> tuple[str,
             continue
         except Exception:  # noqa: BLE001 - a network blip is asked again; a dead end is not asked forever
             failures += 1
-            if failures >= 10:
+            if failures >= netpolicy.WATCH_FAILED_LOOKS:
                 raise
             time.sleep(every)
             continue
@@ -260,26 +263,51 @@ def _restart_if_preempted(rec, backend, handle: Handle) -> bool:
 
 
 def wait(job_id: str, backend, handle: Handle) -> int:
-    """Foreground: stream the job until it ends. Ctrl-C cancels it (a second Ctrl-C kills at once)."""
+    """Foreground: stream the job until it ends, through any number of dropped connections (the stream reconnects,
+    a look that cannot reach the backend is asked again), and return the script's exit code once the store or the
+    backend has the result. Ctrl-C cancels it (a second Ctrl-C kills at once)."""
+    from .spec import PUSH_FAILED_EXIT
+
+    warned = []
 
     def final():
-        state, code = reconcile(job_id, relaunch=True)
+        try:
+            state, code = reconcile(job_id, relaunch=True)
+        except (UserError, CapacityError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a look that failed on the network is asked again next second
+            if not warned:
+                sys.stderr.write(f"[launcher] warning: cannot look at {job_id} now ({exc}); still waiting\n")
+                warned.append(exc)
+            return None
         return None if state in ACTIVE else (state, code)
 
     try:
         backend.wait(handle, final, logs(job_id, follow=True))
     except KeyboardInterrupt:
         sys.stderr.write("\n[launcher] cancelling (Ctrl-C again to kill)\n")
-        _request_cancel(handle)
         try:
-            backend.interrupt(handle)
+            _request_cancel(handle, until_landed=True)
+            try:
+                backend.interrupt(handle)
+            except Exception as exc:  # noqa: BLE001 - unreachable: the marker in the store reaches the agent
+                sys.stderr.write(f"[launcher] {exc}; the agent stops the job when it sees the cancel marker\n")
             while final() is None:
                 time.sleep(0.3)
         except KeyboardInterrupt:
             sys.stderr.write("\n[launcher] killing\n")
-            backend.cancel(handle, grace=0.0)
+            try:
+                backend.cancel(handle, grace=0.0)
+            except Exception as exc:  # noqa: BLE001 - nothing more a client cut off from the node can do
+                sys.stderr.write(f"[launcher] cannot reach the job to kill it ({str(exc).splitlines()[0]}); "
+                                 f"`launch down {job_id}` ends it once it can; its deadline ends it in any case\n")
+                return 130
     state, code = final() or ("cancelled", None)
     Registry().finish(job_id, state, code)
+    if state == JobState.PUSH_FAILED:
+        why = reason(job_id)
+        sys.stderr.write(f"[launcher] {job_id}: push_failed" + (f": {why}" if why else "") + "\n")
+        return PUSH_FAILED_EXIT
     return code if code is not None else (130 if state == "cancelled" else 1)
 
 
@@ -319,18 +347,34 @@ def _read_result(handle: Handle, strict: bool = False):
         return None
 
 
-def _request_cancel(handle: Handle) -> None:
+def _request_cancel(handle: Handle, *, until_landed: bool = False, budget: float | None = None) -> bool:
+    """Write the cancel marker into the store (the agent polls it); True once it landed. A store that does not
+    answer is asked again with backoff: `until_landed` for ever (the foreground's Ctrl-C: a second Ctrl-C stops
+    it), else for at most `budget` seconds (default: one try)."""
+    from . import netpolicy
     from .spec import CANCEL_MARKER
 
-    js = _jobstore(handle)
-    if js is None:
-        return
-    try:
-        js.write(CANCEL_MARKER, f"{time.time()}\n".encode())
-    except Exception as exc:  # noqa: BLE001 - the backend's own kill still follows
-        sys.stderr.write(f"[launcher] warning: cancel marker not written to the store: {exc}\n")
-    finally:
-        js.close()
+    end = None if until_landed else time.monotonic() + (budget or 0)
+    tries = 0
+    while True:
+        js = _jobstore(handle)
+        if js is None:
+            return False
+        try:
+            js.write(CANCEL_MARKER, f"{time.time()}\n".encode())
+            return True
+        except Exception as exc:  # noqa: BLE001 - the backend's own kill still follows
+            wait = netpolicy.backoff(tries, netpolicy.CANCEL_MARKER_RETRY)
+            if end is not None and time.monotonic() + wait > end:
+                sys.stderr.write(f"[launcher] warning: cancel marker not written to the store: {exc}\n")
+                return False
+            if tries == 0:
+                sys.stderr.write(f"[launcher] the store does not answer ({exc}); retrying the cancel marker"
+                                 + (" (Ctrl-C again to stop trying)" if until_landed else "") + "\n")
+        finally:
+            js.close()
+        tries += 1
+        time.sleep(wait)
 
 
 def _save_reason(job_id: str, reason: str) -> None:
@@ -384,7 +428,7 @@ def observe(job_id: str) -> Observation:
     if result is not None:
         return observed(result)
     seen = _backend_view(backend, handle)
-    if seen.state in ACTIVE:
+    if seen.state in (*ACTIVE, JobState.PUSH_FAILED):  # push_failed: the node gave up on that store itself
         return seen
     # The node pushes result.json last and then ends: it may have landed between our read and the backend's
     # answer. Only a second look that still finds nothing (and can read the store) is final.
@@ -414,6 +458,7 @@ def reconcile(job_id: str, *, relaunch: bool = False) -> tuple[str, int | None]:
     if rec.state not in ACTIVE:
         return rec.state, rec.exit_code
     seen = observe(job_id)
+    _note_reachability(rec.id, seen)
     if relaunch_due(job_id, seen.state):
         if relaunch and _restart_if_preempted(rec, backend, handle):
             return JobState.PENDING, None
@@ -429,26 +474,116 @@ def reconcile(job_id: str, *, relaunch: bool = False) -> tuple[str, int | None]:
     return final.state, final.exit_code
 
 
+def _unreachable_file(job_id: str) -> Path:
+    return launcher_home() / "jobs" / job_id / "unreachable"
+
+
+def _note_reachability(job_id: str, seen: Observation) -> None:
+    """Kept beside the job's other observations (reason.txt): when a look first failed to reach the backend, and
+    why. Cleared by the next look that gets an answer."""
+    path = _unreachable_file(job_id)
+    if seen.state != JobState.UNREACHABLE:
+        path.unlink(missing_ok=True)
+    elif not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{time.time()}\n{(seen.reason or 'no answer').splitlines()[0]}\n")
+        except OSError:
+            pass
+
+
+def unreachable_since(job_id: str) -> tuple[float, str] | None:
+    """(when a look first failed to reach the job's backend, why), while the looks keep failing; else None."""
+    try:
+        when, _, why = _unreachable_file(Registry().get(job_id).id).read_text().partition("\n")
+        return float(when), why.strip()
+    except (OSError, ValueError):
+        return None
+
+
+def describe(job_id: str, state: str, code: int | None) -> str:
+    """A state as `launch status` and the SDK say it: `succeeded (exit code 0)`, `running (unreachable since
+    14:02:11: <why>)`, `pushing (store unreachable, retrying)`."""
+    if state == JobState.UNREACHABLE:
+        since = unreachable_since(job_id)
+        when, why = since if since else (time.time(), observe(job_id).reason or "no answer")
+        return f"running (unreachable since {time.strftime('%H:%M:%S', time.localtime(when))}: {why})"
+    if state == JobState.PUSHING:
+        return f"pushing ({observe(job_id).reason or 'store unreachable, retrying'})"
+    return state if code is None else f"{state} (exit code {code})"
+
+
 def logs(job_id: str, follow: bool = False):
+    """The job's output. Followed (`follow` while the job is active): the backend's live stream, reconnected
+    after every drop from the byte offset already printed, with the store's copy read meanwhile where it holds
+    the same bytes; it ends once the job has ended and its last bytes are out."""
     rec, backend, handle = _handle(job_id)
-    stream = backend.logs(handle, follow=follow and rec.state in ACTIVE)
+    if follow and rec.state in ACTIVE:
+        yield from _follow(job_id, backend, handle)
+        return
+    try:
+        stream = backend.logs(handle, follow=False)
+    except Exception:  # noqa: BLE001 - the backend is unreachable: the store's copy answers
+        stream = None
     if stream is None:
-        stream = tail_store_log(handle, follow=follow and rec.state in ACTIVE)
+        stream = tail_store_log(handle, follow=False)
     yield from stream
 
 
-def tail_store_log(handle: Handle, follow: bool, poll: float = 1.0):
-    """The store's copy of log.txt from the start; with follow, new bytes as the agent pushes them, until the
+def _follow(job_id: str, backend, handle: Handle):
+    from . import netpolicy
+
+    offset, drops, said = 0, 0, False
+    while True:
+        try:
+            stream = backend.logs(handle, follow=True, offset=offset)
+            if stream is None:  # no live stream here (local, a node without ssh): the store's copy, followed
+                yield from tail_store_log(handle, follow=True, offset=offset)
+                return
+            for chunk in stream:
+                if said:
+                    sys.stderr.write("[launcher] log stream reconnected\n")
+                    said = False
+                offset += len(chunk)
+                drops = 0
+                yield chunk
+            lost = None
+        except Exception as exc:  # noqa: BLE001 - a dropped connection, a timeout: reconnect below
+            lost = exc
+        try:
+            state = status(job_id)[0]
+        except Exception:  # noqa: BLE001 - a look that failed: the job is taken to go on
+            state = JobState.UNREACHABLE
+        if state not in ACTIVE and not relaunch_due(job_id, state):
+            if backend.stream_is_store_log:  # whatever the stream did not get to: the store has all of it now
+                yield from tail_store_log(handle, follow=False, offset=offset)
+            return
+        if lost is not None and not said:
+            why = str(lost).splitlines()[0] if str(lost) else type(lost).__name__
+            sys.stderr.write(f"[launcher] log stream lost ({why}); reconnecting (the job goes on)\n")
+            said = True
+        if backend.stream_is_store_log:  # meanwhile, what the agent pushed (the same bytes)
+            for chunk in tail_store_log(handle, follow=False, offset=offset):
+                offset += len(chunk)
+                yield chunk
+        time.sleep(netpolicy.backoff(drops, netpolicy.LOG_RECONNECT))
+        drops += 1
+
+
+def tail_store_log(handle: Handle, follow: bool, poll: float = 1.0, offset: int = 0):
+    """The store's copy of log.txt from byte `offset`; with follow, new bytes as the agent pushes them, until the
     result is there (then the rest)."""
     js = _jobstore(handle)
     if js is None:
         return
-    offset = 0
     try:
         while True:
             state = status(handle.job_id)[0]  # reads the store's result first; relaunches nothing
             done = not follow or (state not in ACTIVE and not relaunch_due(handle.job_id, state))
-            data = js.read("log.txt", offset)
+            try:
+                data = js.read("log.txt", offset)
+            except Exception:  # noqa: BLE001 - the store does not answer now: later, or (not following) nothing
+                data = None
             if data:
                 offset += len(data)
                 yield data
@@ -459,23 +594,57 @@ def tail_store_log(handle: Handle, follow: bool, poll: float = 1.0):
         js.close()
 
 
-def down(job_id: str) -> str:
-    """Cancel a job and tear down what it holds; returns its final state."""
+def down(job_id: str, *, wait: bool = True) -> str:
+    """Cancel a job and tear down what it holds; returns its final state. When the backend cannot be reached, the
+    cancel marker in the store is what stops it: with `wait`, this waits for the node's result there for at most
+    the job's grace period + push timeout (without, it returns the state it is in now, active). Raises
+    NotConfirmed when the end cannot be confirmed."""
+    from . import netpolicy
+
     rec, backend, handle = _handle(job_id)
+    landed = False
     if rec.state in ACTIVE:
-        _request_cancel(handle)
+        landed = _request_cancel(handle)  # one try: the backend's kill usually follows at once
     try:
         backend.cancel(handle)
     except Exception as exc:  # noqa: BLE001 - e.g. the box is unreachable: the marker in the store still works
         if rec.state not in ACTIVE or not backend.capabilities.remote:
             raise
-        sys.stderr.write(f"[launcher] warning: {exc}; the cancel marker is in the store: the agent stops the job "
-                         "when it next looks (within 5 s)\n")
-        return status(rec.id)[0]
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        landed = landed or _request_cancel(handle, budget=netpolicy.seconds(netpolicy.DOWN_MARKER_BUDGET_S))
+        if not landed:
+            raise NotConfirmed(f"{rec.id}: not cancelled: {why}, and the store did not take the cancel marker "
+                               f"either; try again when either answers (its deadline ends it in any case)") from None
+        sys.stderr.write(f"[launcher] {why}; the cancel marker is in the store: the node stops the job when it next "
+                         "looks (within 5 s)\n")
+        if not wait:
+            return reconcile(rec.id)[0]
+        state = _wait_for_end(rec.id, handle)
+        if state in ACTIVE:
+            raise NotConfirmed(f"{rec.id}: not confirmed ended: no result in the store after "
+                               f"{handle.data.grace_period + handle.data.push_timeout:g} s and the backend still "
+                               f"does not answer ({why}); the marker stays, and the job's deadline ends it in any case")
+        return state
     if rec.state in ACTIVE:
         _record_cancelled(rec.id, backend, handle)
     _release(rec.id, backend, handle)
     return Registry().get(rec.id).state
+
+
+def _wait_for_end(job_id: str, handle: Handle, poll: float = 2.0) -> str:
+    """After a cancel the backend could not carry out: the job's state once its result is in the store (or the
+    backend answers again), waiting at most its grace period + push reserve (what the agent may take to stop)."""
+    from . import netpolicy
+
+    d = handle.data
+    end = time.monotonic() + d.grace_period + d.push_timeout + netpolicy.seconds(10)
+    sys.stderr.write(f"[launcher] waiting for {job_id} to end (at most {d.grace_period + d.push_timeout:g} s; "
+                     "--no-wait returns at once)\n")
+    while True:
+        state = reconcile(job_id)[0]
+        if state not in ACTIVE or time.monotonic() >= end:
+            return state
+        time.sleep(poll)
 
 
 def _record_cancelled(job_id: str, backend, handle: Handle) -> None:
@@ -514,7 +683,14 @@ def down_expired(now: float | None = None, *, backend: str | None = None, option
         _, backend, handle = _handle(rec.id)
         if rec.state in ACTIVE:
             _request_cancel(handle)
-        backend.cancel(handle, grace=0.0)  # the deadline already held the grace period and the push reserve
+        try:
+            backend.cancel(handle, grace=0.0)  # the deadline already held the grace period and the push reserve
+        except Exception as exc:  # noqa: BLE001 - unreachable: the marker is in the store; the next sweep asks again
+            if rec.state not in ACTIVE:
+                raise
+            sys.stderr.write(f"[launcher] warning: {rec.id}: not ended now ({str(exc).splitlines()[0]}); the cancel "
+                             "marker is in the store and the next sweep tries again\n")
+            continue
         if Registry().get(rec.id).state in ACTIVE:
             _record_cancelled(rec.id, backend, handle)
         _release(rec.id, backend, handle)

@@ -20,6 +20,13 @@ class CapacityError(Exception):
         self.quota = quota
 
 
+class NotConfirmed(Exception):
+    """What was asked was sent, but its effect could not be confirmed (a cancel while the job's machine and its
+    cloud cannot be reached): the CLI says why in one line and exits 1. Not a UserError: the request was right."""
+
+    exit_code = 1
+
+
 def did_you_mean(word: str, choices) -> str:
     import difflib
 

@@ -13,6 +13,7 @@ from .backends import DEFAULT_BACKEND, entries, entry
 from .datapool.url import StoreUrl
 from .errors import UserError, did_you_mean
 from .gpus import GpuRequest, parse_gpu
+from .netpolicy import PUSH_TIMEOUT_S
 from .relay.config import RelayBinding
 from .units import parse_duration, parse_size
 
@@ -50,6 +51,8 @@ class JobFields(BaseModel):
     max_runtime: int | None = Field(None, description="hard limit, e.g. 2h; the script is stopped after it")
     grace_period: int = Field(30, description="seconds between SIGTERM and SIGKILL when stopping the script")
     push_interval: int = Field(30, description="how often checkpoints and reports are pushed to the store while running")
+    push_timeout: int = Field(PUSH_TIMEOUT_S, description="how long the last push keeps trying a store that does not "
+                              "answer before the job ends push_failed; also the time kept before the deadline for it")
     spot: bool = Field(False, description="use spot/preemptible capacity")
     max_restarts: int = Field(0, ge=0, le=20, description="relaunch a preempted job up to N times; it resumes "
                               "from the newest checkpoint it pushed")
@@ -114,7 +117,7 @@ class JobFields(BaseModel):
             raise ValueError(_err(e)) from None
         return str(v)
 
-    @field_validator("max_runtime", "grace_period", "push_interval", "pending_timeout", mode="before")
+    @field_validator("max_runtime", "grace_period", "push_interval", "push_timeout", "pending_timeout", mode="before")
     @classmethod
     def _duration(cls, v: Any, info) -> int | None:
         if v is None:
@@ -229,6 +232,14 @@ class JobFields(BaseModel):
     @property
     def unused_sections(self) -> tuple[str, ...]:
         return self._unused_sections
+
+    @property
+    def billed_seconds(self) -> int | None:
+        """The longest a machine may run for this job, from submission to the deadline: the max runtime, then the
+        grace period and the push timeout (the worst-case price is this x the hourly price). None: no bound."""
+        if self.max_runtime is None:
+            return None
+        return self.max_runtime + self.grace_period + self.push_timeout
 
     @property
     def memory_bytes(self) -> int | None:

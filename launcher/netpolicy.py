@@ -29,10 +29,14 @@ def seconds(value: float) -> float:
 # -- one call ---------------------------------------------------------------------------------------------------
 SSH_CONNECT_S = 10.0  # TCP connect + banner; auth gets max(this, 30)
 SSH_COMMAND_S = 60.0  # a short remote command (status, cancel marker); long ones pass their own
+SSH_IDLE_PROBE_S = 15.0  # a followed stream quiet this long asks the server for an answer (a dead link is silent)
+SSH_PROBE_TIMEOUT_S = 10.0  # ... and counts the connection lost without one in this long
 S3_REQUEST_S = 120.0  # one S3 request: connect and each read
 K8S_REQUEST_S = (10.0, 60.0)  # (connect, read) for every Kubernetes API call but a followed log
 K8S_LOG_READ_S = 3600.0  # a followed pod log: a quiet script may print nothing for a long while
+K8S_CONNECT_RETRIES = 2  # a refused or reset API connection is tried again this often (at once); a timed-out read never
 EC2_CONNECT_S, EC2_READ_S = 10.0, 60.0  # botocore's own timeouts for EC2/SSM
+EC2_ATTEMPTS = 3  # botocore's standard retry mode: the first try and two more
 MODAL_CALL_S = 30.0  # a Modal control-plane call (status, logs poll, stop)
 RELAY_REQUEST_S = 10.0  # one commander request (a renewal's own bound is the worker's stop time)
 
@@ -43,6 +47,7 @@ PUSH_BACKOFF = (1.0, 30.0)  # the agent's pushes: (first wait, cap) between trie
 PUSH_TIMEOUT_S = 300  # the final push keeps trying this long (the job's --push-timeout default)
 LOG_RECONNECT = (0.5, 10.0)  # the foreground's log stream: (first wait, cap) between reconnects
 CANCEL_MARKER_RETRY = (0.5, 5.0)  # Ctrl-C: the marker write is retried until it lands (or a second Ctrl-C)
+DOWN_MARKER_BUDGET_S = 10.0  # `launch down` of an unreachable job: how long the marker write is retried
 WATCH_FAILED_LOOKS = 10  # `launch watch`: failed looks in a row before it gives up
 
 

@@ -119,8 +119,8 @@ def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: fl
         version=SPEC_VERSION, job_id=job_id, backend=backend.name, run_name=job.run_name, script=job.script,
         args=job.args, env=job.env, secrets=job.secrets, experiment=job.experiment, workdir=paths.workdir,
         datapool_root=paths.datapool_root, store_url=store, endpoint_url=job.endpoint_url, state_dir=paths.state_dir,
-        deadline_at=deadline_for(created, job.max_runtime, job.grace_period), grace_period=job.grace_period,
-        push_interval=job.push_interval, attempt=attempt,
+        deadline_at=deadline_for(created, job.max_runtime, job.grace_period, job.push_timeout),
+        grace_period=job.grace_period, push_interval=job.push_interval, push_timeout=job.push_timeout, attempt=attempt,
         preemptible=job.spot or backend.capabilities.preempts_on_demand,
         relay=job.relay.model_copy(update={"worker_id": job.relay.worker_id or job_id}) if job.relay else None,
     )

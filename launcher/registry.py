@@ -154,6 +154,16 @@ class Registry:
                 (state, exit_code, ended or time.time(), job_id),
             )
 
+    def recover(self, job_id: str, state: str, exit_code: int | None) -> bool:
+        """A push_failed job whose outputs were pushed afterwards (`launch sync up --from-job`) gets the state its
+        script earned. The one final state that may change, and only once: True if this call changed it."""
+        if state not in FINAL_STATES or state == "push_failed":
+            raise ValueError(f"a recovered job ends in a final state other than push_failed, not {state!r}")
+        with self._db() as c:
+            cur = c.execute("UPDATE jobs SET state = ?, exit_code = ? WHERE id = ? AND state = 'push_failed'",
+                            (state, exit_code, job_id))
+            return cur.rowcount == 1
+
     def get(self, job_id: str) -> JobRecord:
         """The job with this id, or the only one whose id starts with it. A prefix must be plain id characters and
         is compared literally: `%` or an empty string must never match a job (and cancel it). An exact id is

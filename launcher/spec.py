@@ -9,9 +9,12 @@ Every field is required: defaults live in one place (the Job), never repeated he
 
 Time: one absolute `deadline_at` (epoch seconds) is computed once, at plan time. Everything else derives from it:
 
-    stop_at     = deadline_at - grace_period - PUSH_RESERVE_S   the agent SIGTERMs the script (reason: timeout)
-    deadline_at                                                  the agent is done pushing; the sweeper ends the job
-    deadman_at  = deadline_at + DEADMAN_MARGIN_S                 the node's own switch kills or powers off
+    stop_at     = deadline_at - grace_period - push_timeout   the agent SIGTERMs the script (reason: timeout)
+    deadline_at                                                the agent is done pushing; the sweeper ends the job
+    deadman_at  = deadline_at + DEADMAN_MARGIN_S               the node's own switch kills or powers off
+
+The push reserve is the job's `push_timeout` (`--push-timeout`, default 5 min): the final push keeps trying a store
+that does not answer that long, so a job stopped at its max runtime still has room to push before its deadline.
 """
 from __future__ import annotations
 
@@ -23,8 +26,6 @@ from pydantic import BaseModel, ConfigDict
 from .relay.config import RelayBinding
 
 SPEC_VERSION = 1
-# Room left between the script's stop and the deadline for the last checkpoint push and result.json.
-PUSH_RESERVE_S = 120
 # The dead-man switch fires this long after the deadline, so it never races a well-behaved agent.
 DEADMAN_MARGIN_S = 60
 # `launch down` writes this marker (in the state dir and in the store); the agent reads it as a cancel.
@@ -62,6 +63,9 @@ class AgentSpec(BaseModel):
     deadline_at: float | None
     grace_period: int
     push_interval: int
+    # The final push (outputs, then result.json) keeps trying a store that does not answer this long after the
+    # script ended; then the job ends push_failed. It is also the deadline's push reserve (stop_at).
+    push_timeout: int
     # A SIGTERM nobody asked for (no cancel marker) means the platform took the machine: preempted, not cancelled.
     preemptible: bool
     # 1 for the first run; a relaunch after a preemption (--max-restarts) counts up and resumes from the store.
@@ -74,7 +78,7 @@ class AgentSpec(BaseModel):
     def stop_at(self) -> float | None:
         if self.deadline_at is None:
             return None
-        return self.deadline_at - self.grace_period - PUSH_RESERVE_S
+        return self.deadline_at - self.grace_period - self.push_timeout
 
     @property
     def deadman_at(self) -> float | None:
@@ -88,9 +92,10 @@ class AgentSpec(BaseModel):
         return cls.model_validate_json(text)
 
 
-def deadline_for(created: float, max_runtime: int | None, grace_period: int) -> float | None:
-    """The job's one absolute deadline: the script may run max_runtime, then gets its grace and the push reserve."""
+def deadline_for(created: float, max_runtime: int | None, grace_period: int, push_timeout: int) -> float | None:
+    """The job's one absolute deadline: the script may run max_runtime, then gets its grace and the push reserve
+    (the job's push timeout)."""
     if max_runtime is None:
         return None
     # Whole seconds: the same width in every rendered request (golden files), and no one needs the fraction.
-    return float(math.ceil(created + max_runtime + grace_period + PUSH_RESERVE_S))
+    return float(math.ceil(created + max_runtime + grace_period + push_timeout))

@@ -196,7 +196,7 @@ class SshClient:
         target: SshTarget | str,
         identity: str | None = None,
         known_hosts: str | None = None,
-        connect_timeout: float = 10,
+        connect_timeout: float | None = None,
     ):
         self.target = parse_target(target) if isinstance(target, str) else target
         self.identity = identity
@@ -206,6 +206,10 @@ class SshClient:
                 "or leave --identity out to use ssh-agent and ~/.ssh/id_*"
             )
         self.known_hosts = known_hosts or DEFAULT_KNOWN_HOSTS
+        if connect_timeout is None:
+            from . import netpolicy
+
+            connect_timeout = netpolicy.seconds(netpolicy.SSH_CONNECT_S)
         self.connect_timeout = connect_timeout
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
@@ -322,6 +326,10 @@ class SshClient:
             raise UserError(
                 f"cannot connect to {t.hostport} ({_one_line(e.strerror or e)}); check the host and port"
             ) from None
+        except EOFError:  # the peer closed the connection mid-handshake (a dropped link, sshd restarting)
+            client.close()
+            raise UserError(f"the connection to {t.hostport} was closed during the ssh handshake; check that sshd "
+                            "runs there, then try again") from None
         transport = client.get_transport()
         # Keepalives stop NAT gateways and firewalls from dropping an idle connection during a long `tail -f`.
         transport.set_keepalive(30)
@@ -383,7 +391,7 @@ class SshClient:
         exit_code is -1 when the command died by a signal. With check, a non-zero exit raises RemoteError.
         On timeout the channel is closed and RemoteTimeout raised; the remote command may go on running.
         """
-        chan = self._transport().open_session()
+        chan = self._open_channel()
         try:
             chan.exec_command(cmd)
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -413,7 +421,7 @@ class SshClient:
         process group on the node is killed with it: don't start background work through stream(). The command's
         stdin is /dev/null. stderr is kept (its tail) for the RemoteError raised, with check, when the command exits non-zero.
         """
-        chan = self._transport().open_session()
+        chan = self._open_channel()
         try:
             chan.exec_command("sh -c " + shlex.quote(_STREAM_WRAPPER.format(cmd=cmd)))
             err: deque[bytes] = deque()
@@ -440,20 +448,30 @@ class SshClient:
         its input would otherwise fill our receive window while we sit blocked sending to it, and an unread stderr
         stalls stdout the same way.
         """
+        from . import netpolicy
+
         pending = memoryview(stdin or b"")
         if stdin is not None and not pending:
             chan.shutdown_write()
+        heard = time.monotonic()
         while True:
             if chan.recv_ready():
                 data = chan.recv(_CHUNK)
+                heard = time.monotonic()
                 if data:
                     yield "out", data
                 continue
             if chan.recv_stderr_ready():
                 data = chan.recv_stderr(_CHUNK)
+                heard = time.monotonic()
                 if data:
                     yield "err", data
                 continue
+            if deadline is None and time.monotonic() - heard > netpolicy.seconds(netpolicy.SSH_IDLE_PROBE_S):
+                # A quiet stream (tail -F of a script that prints nothing) over a dead link would wait for ever:
+                # TCP does not notice a peer that is gone. Opening a channel needs the server's answer.
+                self._probe(chan)
+                heard = time.monotonic()
             if chan.eof_received or chan.closed:
                 return
             if pending and chan.send_ready():
@@ -472,6 +490,32 @@ class SshClient:
                 if wait <= 0:
                     raise _Deadline
             select.select([chan], [], [], wait)
+
+    def _open_channel(self):
+        """A session channel; a server that does not answer the open within the command timeout is gone (without
+        a bound, paramiko waits for ever on a dead link)."""
+        from . import netpolicy
+
+        try:
+            return self._transport().open_session(timeout=netpolicy.seconds(netpolicy.SSH_COMMAND_S))
+        except RemoteError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - paramiko's SSHException, EOFError, socket errors: all mean gone
+            self._client.close()
+            raise RemoteError(f"connection to {self.target.hostport} was lost ({exc or type(exc).__name__})",
+                              cmd="", exit_code=None, stderr=b"") from None
+
+    def _probe(self, chan) -> None:
+        """Raise RemoteError when the server does not answer a channel open within the probe timeout."""
+        from . import netpolicy
+
+        try:
+            self._transport().open_session(timeout=netpolicy.seconds(netpolicy.SSH_PROBE_TIMEOUT_S)).close()
+        except Exception as exc:  # noqa: BLE001 - paramiko's SSHException, EOFError, socket errors: all mean gone
+            chan.close()
+            self._client.close()
+            raise RemoteError(f"connection to {self.target.hostport} was lost (no answer to a keepalive: {exc})",
+                              cmd="", exit_code=None, stderr=b"") from None
 
     def _failed(self, cmd: str, code: int, err: bytes) -> RemoteError:
         how = "was killed by a signal" if code == -1 else f"exited {code}"
@@ -494,7 +538,11 @@ class SshClient:
     def _sftp_client(self) -> paramiko.SFTPClient:
         if self._sftp is None:
             self._transport()
+            from . import netpolicy
+
             self._sftp = self._client.open_sftp()
+            # Every SFTP read waits at most this long: a transfer over a dead link fails instead of hanging.
+            self._sftp.get_channel().settimeout(netpolicy.seconds(netpolicy.SSH_COMMAND_S))
         return self._sftp
 
     def put(self, local: Path | str, remote: str, mode: int = 0o644) -> None:
@@ -586,3 +634,33 @@ class SshClient:
                 return f.read()
         except FileNotFoundError:
             return None
+
+    def get_tree(self, remote: str, local: Path | str) -> int:
+        """Download the folder `remote` into `local` (created), recursively, over SFTP: each file written to a
+        temporary name beside it and renamed, so a partial file is never seen. Symlinks and other non-regular files
+        are skipped. Returns the number of files; 0 when `remote` does not exist."""
+        import stat
+
+        sftp = self._sftp_client()
+        count = 0
+        pending = [(_sftp_path(remote), Path(local))]
+        while pending:
+            src, dst = pending.pop()
+            try:
+                entries = sftp.listdir_attr(src)
+            except FileNotFoundError:
+                continue
+            dst.mkdir(parents=True, exist_ok=True)
+            for e in entries:
+                path = f"{src.rstrip('/')}/{e.filename}"
+                if stat.S_ISDIR(e.st_mode or 0):
+                    pending.append((path, dst / e.filename))
+                elif stat.S_ISREG(e.st_mode or 0):
+                    tmp = dst / f".{e.filename}.part-{secrets.token_hex(4)}"
+                    try:
+                        sftp.get(path, str(tmp))
+                        os.replace(tmp, dst / e.filename)
+                    finally:
+                        tmp.unlink(missing_ok=True)
+                    count += 1
+        return count

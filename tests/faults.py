@@ -52,6 +52,8 @@ class FaultProxy:
         self._set(DROP, for_s)
         with self._lock:
             conns = list(self._conns)
+            if conns:
+                self.events.append((time.time(), f"drop: {len(conns)} open connection(s) cut"))
         for c in conns:
             _reset(c)
 

@@ -91,7 +91,7 @@ class Node:
             env=env or {}, secrets=[], experiment=EXPERIMENT, workdir=f"code/{self.snap.sha256}",
             datapool_root="datapool", store_url=self.store.as_uri(), endpoint_url=None,
             state_dir=f"jobs/{self.job_id}", deadline_at=deadline_at, grace_period=grace_period,
-            push_interval=30, preemptible=False, attempt=1, relay=None,
+            push_interval=30, push_timeout=120, preemptible=False, attempt=1, relay=None,
         )
         self.state = self.base / "jobs" / self.job_id
         self.proc: subprocess.Popen | None = None

@@ -137,6 +137,7 @@ class HandleData(BaseModel):
 
     store: StoreRef = Field(default_factory=StoreRef)
     grace_period: float = 30.0
+    push_timeout: float = 300.0  # the job's --push-timeout: how long its agent may keep trying the final push
     attempt: int = 1  # with --max-restarts where the client relaunches
     max_restarts: int = 0
 
@@ -208,9 +209,16 @@ class Backend(ABC):
         """The backend's own view when the store has no result yet: pending, running, lost, or unreachable when
         the backend could not be asked. Only reads: what to do about it is `api.reconcile`'s."""
 
+    # The backend's log stream is the bytes of the node's log.txt (ssh, ec2 over ssh): a follower that lost it can
+    # go on from the same byte offset in the store's copy. False where the stream is the platform's own (a pod's
+    # or a Modal app's output, with the node's setup lines in it): a follower then waits for the backend.
+    stream_is_store_log: bool = False
+
     @abstractmethod
-    def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
-        """The job's output, or None to let the caller tail the store's copy of log.txt."""
+    def logs(self, handle: Handle, follow: bool = False, offset: int = 0) -> Iterator[bytes] | None:
+        """The job's output, or None to let the caller tail the store's copy of log.txt. `offset`: how many bytes
+        of this stream the caller already has (it reconnects after a drop): resume right after them, so no line
+        is printed twice. A dropped connection raises (or ends the stream); the caller reconnects with backoff."""
 
     # -- cancel: the policy is here, once; a backend answers three questions --------------------------------------
 

@@ -86,7 +86,7 @@ for _command in (run, jobs, status, watch, logs, down):
 
 
 def main(argv=None) -> None:
-    from ..errors import CapacityError, UserError
+    from ..errors import CapacityError, NotConfirmed, UserError
 
     try:
         from ..backends import check_plugins
@@ -94,6 +94,9 @@ def main(argv=None) -> None:
         check_plugins()
         cli.main(args=argv, prog_name="launch", standalone_mode=False)
     except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except NotConfirmed as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except CapacityError as exc:  # the request is right; the capacity is short now: exit 75, try later/elsewhere

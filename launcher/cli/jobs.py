@@ -31,7 +31,10 @@ def jobs(limit):
     for r in records:
         end = r.ended or (now if r.state in ("pending", "running") else None)
         created = iso(r.created)
-        rows.append({"ID": r.id, "NAME": r.name, "BACKEND": r.backend, "STATE": r.state,
+        state = r.state
+        if state in ("submitting", "pending", "running") and (since := api.unreachable_since(r.id)):
+            state = f"unreachable {time.strftime('%H:%M', time.localtime(since[0]))}"  # since then; still running
+        rows.append({"ID": r.id, "NAME": r.name, "BACKEND": r.backend, "STATE": state,
                      "EXIT": "" if r.exit_code is None else str(r.exit_code), "CREATED": created,
                      "CREATED_SHORT": created[5:16].replace("T", " ") + "Z",
                      "DURATION": format_duration(end - r.created if end else None),
@@ -67,13 +70,11 @@ def status(job_id):
     from .. import api
 
     state, code = api.reconcile(job_id)  # records a final state it finds; never relaunches
-    click.echo(state if code is None else f"{state} (exit code {code})")
-    if state == "unreachable":
-        click.echo(f"reason: {api.observe(job_id).reason}; the job is not ended by this: ask again later")
+    click.echo(api.describe(job_id, state, code))
     tries = api.attempts(job_id)
     if tries:
         click.echo(f"attempt: {tries[0]} of at most {tries[1]} (--max-restarts {tries[1] - 1})")
-    if state in ("failed", "lost", "timeout", "cancelled", "preempted"):
+    if state in ("failed", "lost", "timeout", "cancelled", "preempted", "push_failed"):
         why = api.reason(job_id)
         if not why and state == "preempted":  # the agent saw it coming (a SIGTERM nobody asked for) and said so
             why = "the machine was taken away (spot reclaim, drain or eviction); the agent pushed what it had" + (
@@ -126,12 +127,19 @@ def logs(job_id, follow):
 @click.option("--backend", "-b", default=None,
               help="with --expired: also end what this backend holds past a deadline that no registry here knows")
 @click.option("--dry-run", is_flag=True, help="with --expired: list what would be ended; end nothing")
+@click.option("--no-wait", is_flag=True,
+              help="when the backend cannot be reached: return once the cancel marker is in the store")
 @backend_flags
-def down(job_id, expired, backend, dry_run, **options):
+def down(job_id, expired, backend, dry_run, no_wait, **options):
     """Stop a job and tear down everything it holds.
 
-    With --expired (the sweeper): end every job past its deadline. With --expired --backend NAME, also ask that
-    backend for what it holds past a deadline that no registry here knows (its flags say where to look)."""
+    When the job's machine or cloud cannot be reached, the cancel marker written into the store is what stops it:
+    `down` then waits for the job's result there (at most its grace period + push timeout; --no-wait returns at
+    once). Exit code: 0 when the job is confirmed ended, 1 (with the reason) when it could not be confirmed.
+
+    With --expired (the sweeper): end every job past its deadline (it never waits for an unreachable one: the
+    next sweep asks again). With --expired --backend NAME, also ask that backend for what it holds past a
+    deadline that no registry here knows (its flags say where to look)."""
     from .. import api
     from ..errors import UserError
 
@@ -153,4 +161,8 @@ def down(job_id, expired, backend, dry_run, **options):
     if backend or given or dry_run:
         raise UserError("--backend, its flags and --dry-run go with --expired, e.g. `launch down --expired "
                         "--backend NAME`")
-    click.echo(f"{job_id}: {api.down(job_id)}")
+    state = api.down(job_id, wait=not no_wait)  # NotConfirmed (exit 1) when the end could not be confirmed
+    if state in ("submitting", "pending", "running", "pushing", "unreachable"):  # --no-wait, the marker in place
+        click.echo(f"{job_id}: cancel requested (--no-wait); `launch status {job_id}` says when it has ended")
+        return
+    click.echo(f"{job_id}: {state}")

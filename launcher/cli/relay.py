@@ -164,7 +164,7 @@ def _run_and_client(target: str, commander_url: str | None, secret_file: str | N
 def down(target, commander_url, shared_secret_file):
     """End the run's workers, then the commander if `relay up` started it and it serves no other run."""
     from .. import api
-    from ..errors import UserError
+    from ..errors import NotConfirmed, UserError
     from ..relay import stack as st
     from ..relay.client import RelayRefused
 
@@ -178,7 +178,7 @@ def down(target, commander_url, shared_secret_file):
     for w in view["workers"]:
         try:
             state = api.down(w["job_id"])
-        except UserError as exc:
+        except (UserError, NotConfirmed) as exc:
             state = f"not ended here: {exc}"
         click.echo(f"[launcher] worker {w['job_id']} ({w['backend']}): {state}", err=True)
     others = [r["run_id"] for r in client.runs() if not r["finished"] and r["run_id"] != run_id]

@@ -43,6 +43,9 @@ from .flags import DEFAULT_BACKEND, backend_flags, entries, given_backend_flags,
 @click.option("--grace-period", default=None, metavar="DURATION", help="SIGTERM-to-SIGKILL grace (default 30s)")
 @click.option("--push-interval", default=None, metavar="DURATION",
               help="push checkpoints and reports to the --datapool store this often while running (default 30s)")
+@click.option("--push-timeout", default=None, metavar="DURATION",
+              help="keep trying the last push this long when the store does not answer, then end the job "
+                   "push_failed (exit 74); also kept free before the deadline (default 5m)")
 @click.option("--spot", is_flag=True, default=None, help="use spot/preemptible capacity")
 @click.option("--max-restarts", type=int, default=None, metavar="N",
               help="relaunch a preempted job up to N times (same id); it resumes from its newest pushed checkpoint")

@@ -1,4 +1,5 @@
-"""`launch sync up|down`: mirror the local datapool root with its store (file://, s3:// or modal-volume://)."""
+"""`launch sync up|down`: mirror the local datapool root with its store (file://, s3:// or modal-volume://);
+`launch sync up --from-job JOB` finishes a job that ended push_failed, from the outputs its node kept."""
 from __future__ import annotations
 
 import os
@@ -46,13 +47,20 @@ def sync() -> None:
       launch sync up   --datapool s3://bucket/pool --experiment demo
       launch sync down --datapool s3://bucket/pool --experiment demo --include 'model/base'
       launch sync up   --datapool file:///mnt/pool --delete --dry-run
+      launch sync up   --from-job JOB      # a push_failed job: its outputs from its node, pushed from here
     """
 
 
 @sync.command("up")
 @_common
-def up(**kw) -> None:
-    """Local root -> store."""
+@click.option("--from-job", metavar="JOB",
+              help="Finish a job that ended push_failed (its store did not answer in time): fetch the outputs its "
+                   "node kept, push them to the job's store with your credentials, then record the job's result.")
+def up(from_job, **kw) -> None:
+    """Local root -> store (or, with --from-job, a push_failed job's node -> its store)."""
+    if from_job:
+        _from_job(from_job, **kw)
+        return
     _run("up", **kw)
 
 
@@ -112,6 +120,99 @@ def _run(direction: str, experiment, include, exclude, delete, dry_run, datapool
         for store in (local, remote):
             if store is not None:
                 store.close()
+
+
+def _from_job(job_id, experiment, include, exclude, delete, dry_run, datapool, root, endpoint_url, region,
+              aws_profile, launch_profile, workers) -> None:
+    """push_failed -> the state the script earned: the backend fetches what the node kept into a temporary
+    experiment folder, the sync engine pushes it (verified: a second look finds nothing left to copy), then
+    result.json (reason `exited`, `recovered_by`) goes last, as the agent would have, and the registry follows."""
+    from ..datapool import DatapoolUserError, SyncError
+    from ..errors import UserError
+
+    given = [flag for flag, v in (("--experiment", experiment), ("--include", include), ("--exclude", exclude),
+                                  ("--delete", delete), ("--dry-run", dry_run), ("--datapool", datapool),
+                                  ("--root", root), ("--profile", launch_profile)) if v]
+    try:
+        if given:
+            raise UserError(f"--from-job takes the job's own store and experiment: drop {', '.join(given)}")
+        _recover(job_id, endpoint_url, region, aws_profile, workers)
+    except (DatapoolUserError, UserError) as exc:
+        _fail(str(exc), 2)
+    except SyncError as exc:
+        _fail(f"{exc}; the job stays push_failed", 1)
+    except KeyboardInterrupt:
+        _fail("interrupted; the job stays push_failed, re-run to finish", 130)
+
+
+def _recover(job_id, endpoint_url, region, aws_profile, workers) -> None:
+    import json
+    import tempfile
+    import time
+
+    from .. import api
+    from ..backends import get_backend
+    from ..backends.base import ACTIVE, state_from_result
+    from ..datapool import SyncError, open_store, sync as run_sync
+    from ..datapool.local import LocalStore
+    from ..datapool.node import IN_PROGRESS, OUTPUTS, RESULT_GLOB
+    from ..datapool.report import PlainReporter
+    from ..errors import UserError
+    from ..registry import Registry, launcher_home
+
+    registry = Registry()
+    rec = registry.get(job_id)
+    job_id = rec.id
+    backend = get_backend(rec.backend)
+    handle = backend.handle(rec.id, rec.handle)
+    state = api.reconcile(job_id)[0]  # records an end it finds
+    if state in ACTIVE:
+        raise UserError(f"job {job_id} is {state}: --from-job finishes a job that ended push_failed; wait for "
+                        f"its end (`launch status {job_id}`)")
+    if state != "push_failed":
+        raise UserError(f"job {job_id} ended {state}, not push_failed: its outputs went to the store as it ended; "
+                        "nothing to recover")
+    ref = handle.data.store
+    if not ref.store_url:
+        raise UserError(f"job {job_id} has no store to push to (its datapool was this machine's folder)")
+    sub = f"experiments/{ref.experiment}"
+    with tempfile.TemporaryDirectory(prefix="launch-recover-") as tmp:
+        exp_dir = Path(tmp) / sub
+        exp_dir.mkdir(parents=True)
+        backend.fetch_outputs(handle, into=exp_dir)  # UserError where the backend keeps nothing of a job
+        report = exp_dir / "reports" / "jobs" / job_id / "result.json"
+        try:
+            kept = json.loads(report.read_text())
+        except (OSError, ValueError):
+            kept = {"job_id": job_id, "exit_code": rec.exit_code}
+        local = LocalStore(Path(tmp), sub)
+        remote = open_store(ref.store_url, sub, endpoint_url=endpoint_url or ref.endpoint_url, region=region,
+                            profile=aws_profile, workers=workers)
+        try:
+            filters = dict(include=list(OUTPUTS), exclude=[RESULT_GLOB, *IN_PROGRESS])
+            pushed = run_sync(local, remote, workers=workers, reporter=PlainReporter(), **filters)
+            left = run_sync(local, remote, workers=workers, dry_run=True, **filters).plan.copy
+            if left:
+                raise SyncError(f"{len(left)} file(s) still differ in the store after the push (e.g. {left[0][0]})")
+            result = {**kept, "reason": "exited", "recovered_by": "sync up --from-job", "recovered_at": time.time()}
+            if "error" in result:
+                result["push_error"] = result.pop("error")  # what the agent said when it gave up
+            result.pop("stopped_by", None)
+            if kept.get("stopped_by"):
+                result["reason"] = kept["stopped_by"]  # a timeout or cancel before the push stays what it was
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(result, indent=2) + "\n")
+            rel = report.relative_to(exp_dir).as_posix()
+            run_sync(local, remote, include=[rel], workers=1)  # last, alone: a result means complete outputs
+        finally:
+            local.close()
+            remote.close()
+    final = state_from_result(result)
+    registry.recover(job_id, final, result.get("exit_code"))
+    (launcher_home() / "jobs" / job_id / "reason.txt").unlink(missing_ok=True)  # it said push_failed
+    code = result.get("exit_code")
+    click.echo(f"{job_id}: {final}" + ("" if code is None else f" (exit code {code})")
+               + f"; {pushed.copied} file(s) pushed to {ref.store_url}, then result.json")
 
 
 if __name__ == "__main__":

@@ -139,7 +139,9 @@ class VolumeStore(Store):
 
 
 class VolumeFiles:
-    """One job's folder in a volume (launcher/jobstore.py's small objects)."""
+    """One job's folder in a volume (launcher/jobstore.py's small objects). Each call is bounded like every Modal
+    control-plane call (launcher/backends/modal/app.py `bounded`, netpolicy.MODAL_CALL_S): a status or a cancel
+    marker while Modal does not answer fails in seconds instead of hanging."""
 
     def __init__(self, store_url: str, rel: str):
         name, prefix = parse(store_url)
@@ -155,24 +157,39 @@ class VolumeFiles:
     def read(self, name: str, start: int = 0) -> bytes | None:
         import modal.exception as mx
 
-        try:
-            data = b"".join(self.vol.read_file(_join(self.base, name)))
-        except (FileNotFoundError, mx.NotFoundError):
-            return None
-        return data[start:]
+        from ..backends.modal.app import bounded
+
+        def read():
+            try:
+                return b"".join(self.vol.read_file(_join(self.base, name)))
+            except (FileNotFoundError, mx.NotFoundError):
+                return None
+
+        data = bounded(read, f"reading {name} from volume {self.name}")
+        return None if data is None else data[start:]
 
     def write(self, name: str, data: bytes) -> None:
-        self._vol = _volume(self.name, True)  # `launch down` before the job's first commit: the volume may be new
-        with self.vol.batch_upload(force=True) as batch:
-            batch.put_file(io.BytesIO(data), _join(self.base, name))
+        from ..backends.modal.app import bounded
+
+        def write():
+            self._vol = _volume(self.name, True)  # `launch down` before the job's first commit: it may be new
+            with self.vol.batch_upload(force=True) as batch:
+                batch.put_file(io.BytesIO(data), _join(self.base, name))
+
+        bounded(write, f"writing {name} to volume {self.name}")
 
     def remove(self, name: str) -> None:
         import modal.exception as mx
 
-        try:
-            self.vol.remove_file(_join(self.base, name))
-        except (FileNotFoundError, mx.NotFoundError):
-            pass
+        from ..backends.modal.app import bounded
+
+        def remove():
+            try:
+                self.vol.remove_file(_join(self.base, name))
+            except (FileNotFoundError, mx.NotFoundError):
+                pass
+
+        bounded(remove, f"removing {name} from volume {self.name}")
 
     def exists(self, name: str) -> bool:
         return self.read(name) is not None

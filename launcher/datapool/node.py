@@ -3,14 +3,20 @@
 Ordering is the contract: checkpoints and reports go up while the script runs (without blocking it),
 everything under model/ and reports/ goes up after it exits, and result.json goes up last, alone, so a
 result in the store means the outputs it describes are complete.
+
+A store that does not answer costs time, not the job: a failed periodic push is tried again with backoff
+(netpolicy.PUSH_BACKOFF), saying so once per outage; the agent retries the final push until its deadline
+(`set_deadline`: no request starts, or waits, past it).
 """
 from __future__ import annotations
 
 import re
 import sys
 import threading
+import time
 from pathlib import Path
 
+from .. import netpolicy
 from ..node.layout import PULLED, PUSHED
 from .local import LocalStore
 from .stores import open_store
@@ -38,22 +44,53 @@ class NodeDatapool:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one sync at a time: the pusher and the final push never overlap
         self.push_errors: list[str] = []
+        self.deadline: float | None = None  # set_deadline: the final push's (absolute, time.time())
+        self._remote = None  # the store of the push in flight, so a deadline set meanwhile reaches it
 
     @property
     def exp_dir(self) -> Path:
         return self.root / self.sub
 
     def _stores(self):
-        return LocalStore(self.root, self.sub), open_store(self.store_url, self.sub)
+        local, remote = LocalStore(self.root, self.sub), open_store(self.store_url, self.sub)
+        try:
+            self._bound(remote)
+        except BaseException:
+            local.close()
+            remote.close()
+            raise
+        return local, remote
+
+    def _bound(self, remote) -> None:
+        """An S3 store's requests stop at the deadline (one that swallows requests cannot hold the agent past it)."""
+        if self.deadline is not None and hasattr(type(remote), "http"):
+            remote.http.deadline = self.deadline
+
+    def set_deadline(self, deadline: float) -> None:
+        """No push starts, and no request of one waits, past `deadline` (time.time()): the final push's end."""
+        self.deadline = deadline
+        remote = self._remote
+        if remote is not None:
+            try:
+                self._bound(remote)
+            except Exception:  # noqa: BLE001 - a push in flight that could not even open its client ends by itself
+                pass
 
     def _push(self, include: list[str], exclude: list[str] = (), settle: float = 0.0) -> None:
-        with self._lock:
+        timeout = -1 if self.deadline is None else max(0.0, self.deadline - time.time())
+        if not self._lock.acquire(timeout=timeout):
+            raise TimeoutError("a periodic push to the store is still hanging")
+        try:
             local, remote = self._stores()
+            self._remote = remote
             try:
                 sync(local, remote, include=include, exclude=list(exclude), settle_seconds=settle)
             finally:
+                self._remote = None
                 local.close()
                 remote.close()
+        finally:
+            self._lock.release()
 
     def pull_inputs(self, resume: list[Path] = ()) -> None:
         """Before the script: bring the experiment's data/ and model/base from the store, plus `resume` (a
@@ -117,15 +154,27 @@ class NodeDatapool:
             return
 
         def loop() -> None:
-            while not self._stop.wait(self.push_interval):
+            failures, wait = 0, self.push_interval
+            while not self._stop.wait(wait):
                 try:
                     if settled:
                         self._push(settled, exclude=[RESULT_GLOB, *IN_PROGRESS], settle=SETTLE_SECONDS)
                     if live:
                         self._push(live, exclude=[RESULT_GLOB, *IN_PROGRESS])
-                except Exception as exc:  # noqa: BLE001 - a failed periodic push is retried next round
+                except Exception as exc:  # noqa: BLE001 - a failed periodic push is tried again, with backoff
                     self.push_errors.append(str(exc))
-                    sys.stderr.write(f"[launcher] warning: periodic datapool push failed: {exc}\n")
+                    if not failures:  # once per outage, not once per try
+                        sys.stderr.write(f"[launcher] warning: periodic datapool push failed ({_one_line(exc)}); "
+                                         "retrying quietly until the store answers\n")
+                    # Sooner than the push interval, backing off: what the script saved reaches the store soon
+                    # after it comes back.
+                    wait = min(self.push_interval, netpolicy.backoff(failures, netpolicy.PUSH_BACKOFF))
+                    failures += 1
+                    continue
+                if failures:
+                    sys.stderr.write(f"[launcher] the store answers again: periodic pushes resumed after {failures} "
+                                     "failed tries\n")
+                failures, wait = 0, self.push_interval
 
         self._thread = threading.Thread(target=loop, name="datapool-pusher", daemon=True)
         self._thread.start()
@@ -133,8 +182,11 @@ class NodeDatapool:
     def stop_pushing(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+            # A push hanging on a store that does not answer is left to end by itself (its requests stop at the
+            # deadline); the final push waits for the lock it holds at most until then.
+            self._thread.join(None if self.deadline is None else max(0.0, self.deadline - time.time()))
+            if not self._thread.is_alive():
+                self._thread = None
 
     def final_push(self) -> None:
         """After the script exits (any reason): stop the pusher and push the outputs (not result.json, not work in
@@ -152,3 +204,7 @@ class NodeDatapool:
         if rel is None:
             raise ValueError(f"{path} is outside the experiment dir {self.exp_dir}")
         self._push([rel])
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__

@@ -11,18 +11,17 @@ import base64
 import hashlib
 import http.client
 import os
-import random
 import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
 from urllib.parse import quote, unquote, urlsplit
 
+from .. import netpolicy
 from .errors import DatapoolUserError
 from .sigv4 import EMPTY_SHA256, sign
 
 _RETRY_STATUS = {500, 502, 503, 504}
-_ATTEMPTS = 5
 
 
 class S3Error(Exception):
@@ -42,7 +41,7 @@ def _local(tag: str) -> str:
 
 class S3Http:
     def __init__(self, *, endpoint_url: str | None = None, region: str | None = None, profile: str | None = None,
-                 timeout: float = 120.0):
+                 timeout: float | None = None):
         env = os.environ
         self._static = None
         self._creds = None
@@ -55,7 +54,10 @@ class S3Http:
         self.region = region or "us-east-1"
         endpoint_url = (endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None)
         self.custom_endpoint = endpoint_url
-        self.timeout = timeout
+        self.timeout = netpolicy.seconds(netpolicy.S3_REQUEST_S) if timeout is None else timeout
+        # An absolute time (time.time()) after which no request starts and none waits longer: the agent's final
+        # push sets it to its push deadline, so a store that swallows requests cannot hold it past the deadline.
+        self.deadline: float | None = None
         self._tls = threading.local()
 
     def _from_botocore(self, profile: str | None, region: str | None) -> str | None:
@@ -106,10 +108,32 @@ class S3Http:
         if conns is None:
             conns = self._tls.conns = {}
         conn = conns.get((scheme, host))
+        timeout = self._timeout()
         if conn is None:
             cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-            conn = conns[(scheme, host)] = cls(host, timeout=self.timeout)
+            conn = conns[(scheme, host)] = cls(host, timeout=timeout)
+        elif conn.timeout != timeout:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
         return conn
+
+    def _timeout(self) -> float:
+        """One request's timeout: the policy's, or what is left before the deadline if that is less."""
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.time()
+        if left <= 0:
+            raise TimeoutError("the push deadline passed")
+        return min(self.timeout, max(left, 0.5))
+
+    def _sleep(self, attempt: int) -> bool:
+        """Wait before the next try (the policy's backoff); False when no try is left before the deadline."""
+        wait = netpolicy.backoff(attempt, netpolicy.S3_BACKOFF)
+        if self.deadline is not None and time.time() + wait >= self.deadline:
+            return False
+        time.sleep(wait)
+        return True
 
     def _drop(self, scheme: str, host: str) -> None:
         conn = getattr(self._tls, "conns", {}).pop((scheme, host), None)
@@ -120,8 +144,10 @@ class S3Http:
     def request(self, method: str, bucket: str, key: str = "", query: dict | None = None, headers: dict | None = None,
                 body: bytes = b"", payload_sha256: str | None = None):
         """Returns (status, headers, body bytes); bodies are bounded (ranged GETs for big objects).
-        Retries connection errors and 5xx with backoff; raises S3Error for S3's own errors."""
-        for attempt in range(_ATTEMPTS):
+        Retries connection errors and 5xx with backoff (netpolicy: S3_ATTEMPTS tries, S3_BACKOFF between them);
+        raises S3Error for S3's own errors."""
+        attempts = netpolicy.S3_ATTEMPTS
+        for attempt in range(attempts):
             scheme, host, base = self._base(bucket)
             path = base + ("/" + _q(key, safe="/-_.~") if key else "/")
             if payload_sha256 is None:
@@ -138,8 +164,7 @@ class S3Http:
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(scheme, host)  # a stale keep-alive socket or a real failure: new connection
-                if attempt < _ATTEMPTS - 1:
-                    time.sleep(0.05 * 2 ** attempt * (1 + random.random()))
+                if attempt < attempts - 1 and self._sleep(attempt):
                     continue
                 if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
                     raise DatapoolUserError(f"cannot reach the S3 endpoint {self.custom_endpoint or host}: "
@@ -150,19 +175,18 @@ class S3Http:
                 data = resp.read()
             except (OSError, http.client.HTTPException):
                 self._drop(scheme, host)
-                if attempt < _ATTEMPTS - 1:
+                if attempt < attempts - 1 and self._sleep(attempt):
                     continue
                 raise
             if status < 300:
                 return status, resp.headers, data
             err = _parse_error(status, data, resp.headers)
             moved = resp.headers.get("x-amz-bucket-region")
-            if moved and moved != self.region and status in (301, 400, 403) and attempt < _ATTEMPTS - 1:
+            if moved and moved != self.region and status in (301, 400, 403) and attempt < attempts - 1:
                 self.region = moved  # the bucket lives elsewhere: follow it once, sign for its region
                 continue
             if (status in _RETRY_STATUS or err.code in ("SlowDown", "InternalError", "RequestTimeout")) \
-                    and attempt < _ATTEMPTS - 1:
-                time.sleep(0.1 * 2 ** attempt * (1 + random.random()))
+                    and attempt < attempts - 1 and self._sleep(attempt):
                 continue
             raise err
         raise RuntimeError("unreachable")

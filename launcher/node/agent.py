@@ -6,9 +6,14 @@
 The spec is a launcher.spec.AgentSpec. The agent lays out the experiment's datapool, pulls inputs, runs the script
 under the env contract with its output teed into reports/jobs/<job_id>/log.txt, pushes checkpoints while it runs,
 forwards SIGTERM/SIGINT (grace period, then SIGKILL), stops the script at the spec's stop time (deadline_at less
-grace and push reserve), polls the store for the cancel marker, pushes outputs, and writes result.json last. Its
+grace and push timeout), polls the store for the cancel marker, pushes outputs, and writes result.json last. Its
 exit code is the script's. If the agent itself dies (SIGKILL, OOM), a watchdog process kills the script's whole
 process group, grandchildren included.
+
+A store that does not answer costs time, not the job: the final push (outputs, then result.json) is tried again
+with backoff for the spec's push_timeout after the script ended, the state dir holding a `pushing` file meanwhile.
+If the store never answers, result.json (kept on the node) says `push_failed` and where the outputs are, and the
+agent exits PUSH_FAILED_EXIT (74), which backends that see only the agent's exit code read as push_failed.
 
 Secrets never pass through the spec file: they arrive in the agent's environment and are inherited by the script.
 """
@@ -31,7 +36,7 @@ from ..pipeline import onnode as pipeline_step
 from ..proc import ProcRef, write_ref
 
 with without_plugins():
-    from ..spec import CANCEL_MARKER, CANCEL_POLL_S, AgentSpec
+    from ..spec import CANCEL_MARKER, CANCEL_POLL_S, PUSH_FAILED_EXIT, PUSHING_MARKER, AgentSpec
 
 # Runs beside the agent in its own session: blocks on a pipe whose write end only the agent holds. EOF without the
 # agent's all-clear byte means the agent died, so the script's group goes too (PR_SET_PDEATHSIG reaches only the
@@ -220,18 +225,71 @@ class Agent:
                 log.write(f"[launcher] not started: {error or self.reason}\n".encode())
                 sys.stderr.write(f"[launcher] error: script not started: {error or self.reason}\n")
         self._done.set()
-        try:
-            pool.final_push()
-        except Exception as exc:  # noqa: BLE001
-            error = error or f"datapool push failed: {exc}"
-            sys.stderr.write(f"[launcher] error: {error}\n")
-            exit_code = exit_code or 1
+        # The script has ended: the final push (outputs, then result.json) may take push_timeout, retried with
+        # backoff while the store does not answer (the deadline kept that much room after the stop time).
+        push_deadline = time.time() + self.spec.push_timeout
+        if hasattr(pool, "set_deadline"):
+            pool.set_deadline(push_deadline)
+        push_error = self._push_until(pool.final_push, push_deadline, "the outputs")
         if self.relay is not None:
             # After the final push: the last checkpoint is in the store, so it can be committed, then the run is
             # finished or released. A relay error is recorded; it never changes the script's exit code.
             relay_error = self.relay.end(exit_code, self.reason, pool.push_path)
             error = error or relay_error
-        return self._finish(pool, exit_code, started, error, self.reason or "exited")
+        return self._finish(pool, exit_code, started, error, self.reason or "exited", push_deadline=push_deadline,
+                            push_error=push_error)
+
+    def _push_until(self, push, deadline: float, what: str) -> str | None:
+        """`push()` until it works or `deadline` (time.time()) passes, with backoff (netpolicy.PUSH_BACKOFF) between
+        tries: None once it worked, else the last error. While it waits the state dir holds the `pushing` marker
+        (one line: why), which the ssh backend's status shows."""
+        from .. import netpolicy
+
+        attempt, last = 0, None
+        until = time.strftime("%H:%M:%S UTC", time.gmtime(deadline))
+        while True:
+            try:
+                push()
+                if attempt:
+                    self._say(f"the store answers again: {what} pushed after {attempt} failed tries")
+                return None
+            except Exception as exc:  # noqa: BLE001 - any failure to reach the store is tried again until the deadline
+                if not (isinstance(exc, TimeoutError) and last and time.time() >= deadline):
+                    last = _one_line(exc)  # a request cut by the deadline says less than the error before it
+            wait = netpolicy.backoff(attempt, netpolicy.PUSH_BACKOFF)
+            if time.time() + wait >= deadline:
+                return last
+            if not attempt:
+                self._say(f"warning: the store does not answer ({last}); pushing {what} is retried until {until} "
+                          "(--push-timeout)")
+            self._mark_pushing(f"store unreachable, retrying until {until}: {last}")
+            attempt += 1
+            time.sleep(wait)
+
+    def _say(self, message: str) -> None:
+        """A line for the agent's stderr and the job's log (the node's copy: `launch logs` over ssh shows it)."""
+        line = f"[launcher] {message}\n"
+        sys.stderr.write(line)
+        try:
+            with open(self.report_dir / self.log_name, "ab") as log:
+                log.write(line.encode())
+        except OSError:
+            pass
+
+    def _mark_pushing(self, why: str) -> None:
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_dir / f".{PUSHING_MARKER}.tmp"
+            tmp.write_text(why.replace("\n", " ") + "\n")
+            os.replace(tmp, self.state_dir / PUSHING_MARKER)
+        except OSError:
+            pass
+
+    def _unmark_pushing(self) -> None:
+        try:
+            (self.state_dir / PUSHING_MARKER).unlink()
+        except OSError:
+            pass
 
     def _acquire_relay(self):
         """Holds the relay run's lease before anything else: True, or (exit code, error) when there is nothing to
@@ -282,8 +340,13 @@ class Agent:
             say(f"grace period cut to {self.grace:g} s to fit the run's {session.ttl:g} s lease")
         return True
 
-    def _finish(self, pool, exit_code: int, started: float, error: str | None, reason: str) -> int:
-        """result.json, written atomically: in the report dir, pushed last, and a copy in the state dir."""
+    def _finish(self, pool, exit_code: int, started: float, error: str | None, reason: str, *,
+                push_deadline: float | None = None, push_error: str | None = None) -> int:
+        """result.json, written atomically: in the report dir, pushed last (retried until `push_deadline`), and a
+        copy in the state dir. `push_error`: the outputs could not be pushed by then (so result.json is not sent:
+        a result in the store means complete outputs). A script that ran and whose outputs or result never reached
+        the store ends `push_failed` (its exit code kept, where the outputs are in `error`) and the agent exits
+        PUSH_FAILED_EXIT."""
         ended = time.time()
         result = {
             "job_id": self.job_id,
@@ -308,12 +371,28 @@ class Agent:
         if pool is not None:
             result_path = self.report_dir / name
             atomic_write_json(result_path, result)
-            try:
-                pool.push_file(result_path)
-            except Exception as exc:  # noqa: BLE001 - the local result stands; say why the store lacks it
-                sys.stderr.write(f"[launcher] error: result.json not pushed to the store: {exc}\n")
-                exit_code = exit_code or 1
+            if push_error is None:
+                deadline = push_deadline if push_deadline is not None else time.time() + self.spec.push_timeout
+                if hasattr(pool, "set_deadline"):
+                    pool.set_deadline(deadline)
+                push_error = self._push_until(lambda: pool.push_file(result_path), deadline, "result.json")
+            if push_error is not None:
+                if reason == "setup_failed":  # the script never ran: nothing of it to keep, the setup failure stands
+                    result["error"] = f"{error or reason}; result.json not pushed to the store: {push_error}"
+                    exit_code = exit_code or 1
+                else:
+                    if reason != "exited":
+                        result["stopped_by"] = reason  # a timeout, cancel or preemption before the push failed
+                    result["reason"] = "push_failed"
+                    result["error"] = push_failed_message(self.spec, self.root, self.exp_dir, push_error) + (
+                        f"; before that: {error}" if error else "")
+                    name = "result.json"
+                    result_path = self.report_dir / name
+                    exit_code = PUSH_FAILED_EXIT
+                sys.stderr.write(f"[launcher] error: {result['error']}\n")
+                atomic_write_json(result_path, result)
         atomic_write_json(self.state_dir / name, result)
+        self._unmark_pushing()
         return exit_code
 
     def _set_aside_result(self) -> None:
@@ -447,6 +526,31 @@ class Agent:
         return out
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def push_failed_message(spec: AgentSpec, root: Path, exp_dir: Path, last_error: str) -> str:
+    """What a push_failed job tells its user: what happened, and where the outputs are on this backend."""
+    from ..units import format_duration
+
+    head = (f"the store did not answer for --push-timeout {format_duration(spec.push_timeout)} ({last_error}): the "
+            "script ended (exit code kept) but its outputs are not in the store")
+    exp = spec.experiment
+    where = {
+        "ssh": f"they are kept on the box in {exp_dir}; from your machine, `launch sync up --from-job {spec.job_id}` "
+               "pulls them over SFTP and pushes them with your credentials",
+        "slurm": f"they are kept in the node's datapool folder on the cluster's shared filesystem: {exp_dir}",
+        "ec2": f"they were on the instance in {exp_dir}: it is kept to the job's deadline only with "
+               "--keep-on-failure (copy them from there before it ends); otherwise they went with it",
+        "k8s": f"they were in the pod's emptyDir ({exp_dir}) and went with the pod",
+        "modal": "they went with the Modal container",
+        "local": f"they are in {exp_dir} on this machine; `launch sync up --root {root} --experiment {exp} "
+                 f"--datapool {spec.store_url}` pushes them",
+    }.get(spec.backend, f"they are on the node in {exp_dir}")
+    return f"{head}; {where}"
+
+
 def _exit_waiter(proc):
     """`exited(timeout)`: True once the script has ended, waiting at most `timeout`. A pidfd wakes us the moment it
     ends; without one (not Linux 5.3+), Popen.wait polls with sleeps of up to 50 ms."""
@@ -560,4 +664,11 @@ def run(spec: AgentSpec) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == PUSH_FAILED_EXIT:
+        # The result is written; a request still hanging on the silent store (a sync worker thread, which the
+        # interpreter would wait for) must not hold the node past the deadline.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

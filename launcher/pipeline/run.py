@@ -104,8 +104,8 @@ def dry_run(checked: Checked, selected: set[str]) -> str:
         worst = price.get("worst_case_usd")
         hourly = price.get("usd_per_hour")
         if worst is None and hourly is not None:  # free (local) or priced by the hour and bounded by max runtime
-            worst = 0.0 if hourly == 0 else round(hourly * plan.job.max_runtime / 3600, 2) if plan.job.max_runtime \
-                else None
+            worst = 0.0 if hourly == 0 else round(hourly * plan.job.billed_seconds / 3600, 2) \
+                if plan.job.max_runtime else None
         if worst is None:
             unknown.append(sj.step.id)
         else:
@@ -173,7 +173,7 @@ def run(path: str, *, project: str | Path = ".", datapool: str | None = None, pr
         return 0
     store = PipelineStore(bind)
     try:
-        records = {s.id: store.record(s.id) for s in pipe.steps}
+        records = {s.id: _refreshed(store, s.id, store.record(s.id)) for s in pipe.steps}
         rows: list[dict] = []
         done_ids: list[str] = []
         code, failed = 0, None
@@ -217,6 +217,23 @@ def run(path: str, *, project: str | Path = ".", datapool: str | None = None, pr
         return code
     finally:
         store.close()
+
+
+def _refreshed(store, step_id: str, rec: dict | None) -> dict | None:
+    """A step that ended push_failed is done once `launch sync up --from-job` has pushed its outputs: its job's
+    state (this machine's registry) says so, and the step's record follows."""
+    if not rec or rec.get("state") != "push_failed" or not rec.get("job_id"):
+        return rec
+    from .. import api
+
+    try:
+        state, code = api.status(rec["job_id"])
+    except Exception:  # noqa: BLE001 - a job this machine does not know: the record stands
+        return rec
+    if state != rec["state"]:
+        rec.update(state=str(state), exit_code=code)
+        store.save(step_id, rec)
+    return rec
 
 
 def _run_step(sj: StepJob, job, bind, store, inputs: dict) -> tuple[dict, int]:
@@ -275,7 +292,7 @@ def status(path: str, *, project: str | Path = ".", datapool: str | None = None,
             if not step.enabled:
                 rows.append(_row(step, rec, "disabled"))
                 continue
-            if rec and rec.get("state") in ("submitting", "running") and rec.get("job_id"):
+            if rec and rec.get("state") in ("submitting", "running", "push_failed") and rec.get("job_id"):
                 try:
                     rec["state"] = api.status(rec["job_id"])[0]
                 except Exception:  # noqa: BLE001 - a job this machine does not know: the record stands

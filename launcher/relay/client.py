@@ -38,7 +38,12 @@ class RelayAuthError(RelayRefused):
 
 
 class RelayClient:
-    def __init__(self, url: str, secret: str, *, timeout: float = 10.0, ca_file: str | None = None):
+    def __init__(self, url: str, secret: str, *, timeout: float | None = None, ca_file: str | None = None):
+        """`timeout`: seconds for connect and each read of a request; default netpolicy.RELAY_REQUEST_S."""
+        if timeout is None:
+            from .. import netpolicy
+
+            timeout = netpolicy.seconds(netpolicy.RELAY_REQUEST_S)
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"bad commander URL {url!r}: use http(s)://host:port")

@@ -262,11 +262,12 @@ def all_records() -> list[dict]:
     return out
 
 
-def client_for(url: str, secret: str, timeout: float = 10.0):
+def client_for(url: str, secret: str, timeout: float | None = None):
+    from .. import netpolicy
     from .client import RelayClient
 
     try:
-        return RelayClient(url, secret, timeout=timeout)
+        return RelayClient(url, secret, timeout=netpolicy.RELAY_REQUEST_S if timeout is None else timeout)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

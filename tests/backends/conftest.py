@@ -30,6 +30,8 @@ from ..slurm.target import slurm_target
 from ..sshd import start_sshd
 
 REPO = Path(__file__).resolve().parents[2]
+AUDIT_HOOK = REPO / "tests" / "audit"  # its sitecustomize.py records sockets connected without a timeout
+SOCKET_AUDIT = "socket-audit"
 # slurm's cases share the session's one real cluster, so they run in one xdist worker (scripts/test.sh: loadgroup).
 BACKENDS = ["local", "ssh", "ec2", "modal", "k8s", "toy", pytest.param("slurm", marks=pytest.mark.xdist_group("slurm"))]
 BUCKET = "contract"
@@ -63,9 +65,24 @@ def base_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATAPOOL_ROOT", "EXPERIMENT", "CHECKPOINT_DIR", "LAUNCH_DATAPOOL", "AWS_PROFILE",
                         "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")}
-    env.update(LAUNCHER_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p))
+    audit = tmp_path / SOCKET_AUDIT
+    audit.mkdir(exist_ok=True)
+    env.update(LAUNCHER_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1", LAUNCHER_SOCKET_AUDIT=str(audit),
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), str(AUDIT_HOOK), env.get("PYTHONPATH")) if p))
     return env
+
+
+def no_socket_without_timeout(tmp_path: Path) -> None:
+    """Fails when a process started with `base_env(tmp_path)` connected a socket with no timeout (the audit hook in
+    tests/audit/sitecustomize.py wrote down where)."""
+    found = sorted((tmp_path / SOCKET_AUDIT).glob("*.txt")) if (tmp_path / SOCKET_AUDIT).is_dir() else []
+    assert not found, "a socket was connected without a timeout:\n" + found[0].read_text()[-3000:]
+
+
+@pytest.fixture(autouse=True)
+def _sockets_have_timeouts(tmp_path):
+    yield
+    no_socket_without_timeout(tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ JOBS = {
 
 
 # A slot's value in the golden files: SLOT-<NAME>, or a value of the type it has where that is no string.
-FIXED = {"timeout": 21810}  # modal: seconds, from submit to the node's dead-man time
+FIXED = {"timeout": 21990}  # modal: seconds, from submit to the node's dead-man time (6 h + 30 s + 300 s + 60 s)
 
 
 def fixed_values(request) -> dict:

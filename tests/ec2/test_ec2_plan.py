@@ -80,7 +80,9 @@ def test_run_instances_is_valid_for_botocore_and_holds_the_guarantees(dry):
     # The node's dead-man switch and the agent derive from the same deadline as the tags.
     assert f"DEADMAN_AT={int(plan['deadline_at']) + 60}" in req["UserData"]
     assert '"deadline_at": ' + str(plan["deadline_at"]) in req["UserData"]
-    assert plan["price"]["worst_case_usd"] == round(1.006 * 6, 2) and plan["price"]["market"] == "spot"
+    # To the deadline: 6 h, the 30 s grace period and the 300 s push timeout.
+    assert plan["price"]["worst_case_usd"] == round(1.006 * (6 * 3600 + 30 + 300) / 3600, 2)
+    assert plan["price"]["market"] == "spot"
 
 
 def test_bad_ec2_fields_are_refused(dry):

@@ -80,7 +80,7 @@ def test_single_node_cpu_job_and_pvc_datapool(tmp_path):
     assert "completionMode" not in job["spec"] and "subdomain" not in job["spec"]["template"]["spec"]
     pod = job["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 60
-    assert job["spec"]["activeDeadlineSeconds"] == 3600 + 50 + 120 + 60  # the dead-man switch's time
+    assert job["spec"]["activeDeadlineSeconds"] == 3600 + 50 + 300 + 60  # the dead-man switch's time
     assert {"name": "datapool", "persistentVolumeClaim": {"claimName": "team-pool"}} in pod["volumes"]
     assert {"name": "datapool", "mountPath": "/datapool", "subPath": "pools/a"} in pod["containers"][0]["volumeMounts"]
     assert "snapshot.tar.gz" in docs[1]["binaryData"]  # no store for the code: it travels in the ConfigMap

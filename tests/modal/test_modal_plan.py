@@ -91,9 +91,10 @@ def test_resources_timeout_retries_and_secret_names(tmp_path, monkeypatch):
 def test_short_job_timeout_is_its_deadline(tmp_path):
     plan = _plan(tmp_path, max_runtime="1h", grace_period="10s")
     # Modal's timeout is the node's dead-man time: the deadline (runtime + grace + push reserve) plus its margin.
-    assert timeout_s(plan, plan.created) in (3600 + 10 + 120 + 60, 3600 + 10 + 120 + 61)
+    # (the push reserve is the job's --push-timeout, 300 s by default)
+    assert timeout_s(plan, plan.created) in (3600 + 10 + 300 + 60, 3600 + 10 + 300 + 61)
     # Counted from submit (it fills the request's slot then): submitted ten minutes on, ten minutes less.
-    assert timeout_s(plan, plan.created + 600) in (3600 + 10 + 120 + 60 - 600, 3600 + 10 + 120 + 61 - 600)
+    assert timeout_s(plan, plan.created + 600) in (3600 + 10 + 300 + 60 - 600, 3600 + 10 + 300 + 61 - 600)
 
 
 def test_real_client_objects_match_the_plan(tmp_path, monkeypatch):

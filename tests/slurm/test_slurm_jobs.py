@@ -155,7 +155,7 @@ def test_dry_run_prints_the_batch_script_and_sbatch_argv_offline(target, slurm_c
         "sbatch", "--parsable", f"--job-name={job_id}",
         f"--comment=launcher:job={job_id},deadline={int(plan['deadline_at'])}",
         f"--output=jobs/{job_id}/slurm-%j.out", "--open-mode=append", "--export=NONE", "--nodes=2",
-        "--ntasks-per-node=1", "--time=64", "--cpus-per-task=2", "--mem=1024M", "--gres=gpu:a100:2",
+        "--ntasks-per-node=1", "--time=67", "--cpus-per-task=2", "--mem=1024M", "--gres=gpu:a100:2",
         "--partition=debug", "--requeue", f"jobs/{job_id}/batch.sh"]
     batch = request["batch_script"]
     assert "srun --export=ALL --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=2" in batch

@@ -98,8 +98,8 @@ def test_the_sbatch_argv(plan_of):
                    slurm={"partition": "gpu", "account": "ml", "qos": "high", "constraint": "a100&ib"})
     argv = plan.request["sbatch"]
     assert argv[:2] == ["sbatch", "--parsable"] and argv[-1] == f"jobs/{plan.job_id}/batch.sh"
-    # 2 h + 30 s grace + 120 s push reserve + 60 s dead-man margin, in whole minutes
-    for arg in ("--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=4", "--mem=1500M", "--time=124",
+    # 2 h + 30 s grace + 300 s push reserve (--push-timeout) + 60 s dead-man margin, in whole minutes
+    for arg in ("--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=4", "--mem=1500M", "--time=127",
                 "--partition=gpu", "--account=ml", "--qos=high", "--constraint=a100&ib", "--no-requeue",
                 "--export=NONE"):
         assert arg in argv, (arg, argv)

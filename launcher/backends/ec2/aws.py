@@ -2,6 +2,11 @@
 
 RunInstances goes out with botocore's retries off (`total_max_attempts=1`): botocore would otherwise repeat a
 500 (InsufficientInstanceCapacity is one) five times in the same zone; we handle it ourselves by moving on.
+
+Every call is bounded (launcher/netpolicy.py): EC2_CONNECT_S / EC2_READ_S per attempt, at most EC2_ATTEMPTS attempts
+(botocore's standard mode: a connection error, a timeout, a 5xx or throttling is tried again after a short backoff).
+`unreachable(exc)` says whether an error means "AWS could not be asked" (then `status` reports the job
+`unreachable`, never `lost`).
 """
 from __future__ import annotations
 
@@ -25,6 +30,10 @@ SPOT_QUOTA_CODES = {
     "std": ("L-34B43A08", "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests"),
 }
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
+# Answers that say nothing about the job: AWS could not (or would not now) answer the question.
+UNANSWERED_CODES = ("RequestLimitExceeded", "Throttling", "ThrottlingException", "Unavailable", "ServiceUnavailable",
+                    "InternalError", "InternalFailure", "RequestTimeout", "RequestExpired", "ExpiredToken",
+                    "AuthFailure", "UnrecognizedClientException")
 SG_NAME = "launcher-no-ingress"
 
 
@@ -49,8 +58,12 @@ def client(service: str, region: str, *, retries: bool = True):
     import botocore.config
     import botocore.exceptions
 
-    cfg = botocore.config.Config(retries={"total_max_attempts": 1} if not retries else {"mode": "standard"},
-                                 connect_timeout=10, read_timeout=60)
+    from ... import netpolicy
+
+    attempts = netpolicy.EC2_ATTEMPTS if retries else 1
+    cfg = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": attempts},
+                                 connect_timeout=netpolicy.seconds(netpolicy.EC2_CONNECT_S),
+                                 read_timeout=netpolicy.seconds(netpolicy.EC2_READ_S))
     try:
         return boto3.session.Session().client(service, region_name=region, config=cfg)
     except botocore.exceptions.NoRegionError:
@@ -59,6 +72,27 @@ def client(service: str, region: str, *, retries: bool = True):
 
 def error_code(exc) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """Why AWS could not be asked, in one line, when `exc` means that (no connection, a timeout, a 5xx, throttling,
+    credentials that ran out); None for a real answer (InvalidInstanceID.NotFound, say) or a bug."""
+    import botocore.exceptions as bx
+
+    if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError)):  # refused, reset, connect/read timeouts
+        return f"cannot reach EC2: {_one_line(exc)}"
+    if isinstance(exc, (bx.NoCredentialsError, bx.TokenRetrievalError)):
+        return f"no usable AWS credentials to ask EC2: {_one_line(exc)}"
+    if isinstance(exc, bx.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if status >= 500 or error_code(exc) in UNANSWERED_CODES:
+            return f"EC2 did not answer: {error_code(exc) or status}: {_one_line(exc)}"
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def check_credentials(region: str) -> None:

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict
 from ...errors import UserError
 from ...job import Job
 from ...plan import Plan
-from ..base import Backend, Capabilities, Handle, HandleData, NodePaths
+from ...units import format_duration
+from ..base import Backend, Capabilities, Handle, HandleData, JobState, NodePaths, Observation
 from . import aws, catalog, request, sshaccess
 
 
@@ -70,6 +71,10 @@ class Ec2Backend(Backend):
                          "logs come through S3 (add --key-path for live logs over SSH)")
         elif ec2 and ec2.key_path:
             raise UserError("--key-path needs --key-name (the EC2 key pair whose private key it is)")
+        if job.keep_on_failure:  # where to look if the store never takes the outputs (docs/backends/ec2.md)
+            notes.append(f"a store outage longer than --push-timeout ({format_duration(job.push_timeout)}) leaves "
+                         f"the outputs on the instance, kept to the deadline: copy them from "
+                         f"{request.NODE_BASE}/datapool/experiments/{job.experiment}")
         return notes
 
     def node_paths(self, job: Job, job_id: str, snapshot_sha: str | None) -> NodePaths:
@@ -158,7 +163,19 @@ class Ec2Backend(Backend):
         found = aws.tagged(ec2, handle.job_id)
         return found[-1] if found else None
 
-    def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
+    def status(self, handle: Handle) -> Observation:
+        """EC2's view of the instance; `unreachable` (with why) when DescribeInstances could not be asked (no
+        connection, a timeout, a 5xx, throttling): the job goes on, and only a real answer makes it lost."""
+        try:
+            state, code, why = self._look(handle)
+        except Exception as exc:  # noqa: BLE001 - sorted by aws.unreachable; anything else is a real error
+            reason = aws.unreachable(exc)
+            if reason is None:
+                raise
+            return Observation(JobState.UNREACHABLE, None, reason)
+        return Observation(JobState(state), code, why)
+
+    def _look(self, handle: Handle) -> tuple[str, int | None, str | None]:
         d = handle.data
         ec2 = aws.client("ec2", d.region)
         iid = self._instance_id(ec2, handle)
@@ -178,13 +195,23 @@ class Ec2Backend(Backend):
         # shutting-down / terminated with no result.json: the node ended before the agent could report.
         return "lost", None, f"instance {iid} {state} without a result ({reason or 'no reason given'})"
 
-    def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
+    # Over SSH the stream is the node's log.txt itself: a follower that lost it goes on in the store's copy.
+    stream_is_store_log = True
+
+    def logs(self, handle: Handle, follow: bool = False, offset: int = 0) -> Iterator[bytes] | None:
         """Live over SSH when the job has a key pair and the node answers with the host key made for it; else None:
-        the caller tails the store's copy of log.txt (no inbound port, or the node is still booting)."""
+        the caller tails the store's copy of log.txt (no inbound port, or the node is still booting). `offset`: the
+        bytes of log.txt the caller has; the stream starts right after them (`tail -c +N`). A dropped or silent
+        connection raises (sshclient's idle probe notices a dead link); the caller reconnects."""
         d = handle.data
         if not d.ssh or not d.instance:
             return None
-        inst = aws.describe(aws.client("ec2", d.region), d.instance)
+        try:
+            inst = aws.describe(aws.client("ec2", d.region), d.instance)
+        except Exception as exc:  # noqa: BLE001 - EC2 cannot be asked where the node is: the store has the log too
+            if aws.unreachable(exc) is None:
+                raise
+            return None
         addr = sshaccess.address(inst) if inst and inst["State"]["Name"] == "running" else None
         if not addr:
             return None
@@ -198,15 +225,20 @@ class Ec2Backend(Backend):
             return None
         log = shlex.quote(f"datapool/experiments/{ssh.experiment}/reports/jobs/{handle.job_id}/log.txt")
         state = shlex.quote(f"jobs/{handle.job_id}")
+        start = f"+{max(0, int(offset)) + 1}"  # tail -c +N: from byte N (1-based), so right after `offset` bytes
+        # setup.log stands in for a log.txt the agent never opened (a setup failure), only on a first read: its
+        # bytes are not log.txt's, so a follower resuming at an offset gets nothing from it.
+        setup = "cat $S/setup.log 2>/dev/null; " if not offset else ""
         if follow:
             # Wait (bounded) for the agent to open the log, then follow it until the agent is gone.
             body = (f"for i in $(seq 3000); do [ -f {log} ] || [ -f $S/result.json ] && break; sleep 0.2; done; "
-                    f"[ -f {log} ] || {{ cat $S/setup.log 2>/dev/null; exit 0; }}; "
+                    f"[ -f {log} ] || {{ {setup}exit 0; }}; "
                     f"read -r p s < $S/agent.pid 2>/dev/null; "
-                    f"if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then exec tail -c +1 -F -s 0.2 --pid=\"$p\" {log}; "
-                    f"else cat {log}; fi")
+                    f"if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then "
+                    f"exec tail -c {start} -F -s 0.2 --pid=\"$p\" {log}; "
+                    f"else tail -c {start} {log}; fi")
         else:
-            body = f"cat {log} 2>/dev/null || cat $S/setup.log 2>/dev/null; true"
+            body = f"if [ -f {log} ]; then tail -c {start} {log}; else {setup}true; fi"
         return self._stream(client, f'cd "${{LAUNCHER_NODE_BASE:-{request.NODE_BASE}}}" && S={state} && {body}')
 
     @staticmethod

@@ -99,7 +99,7 @@ def price(job: Job, itype: str) -> dict:
     if hourly is None:
         out["note"] = f"{itype} is not in the shipped price table; see the EC2 pricing page"
     elif job.max_runtime:
-        out["worst_case_usd"] = round(hourly * job.max_runtime / 3600, 2)
-        out["worst_case_note"] = "on-demand price x max runtime" + (
+        out["worst_case_usd"] = round(hourly * job.billed_seconds / 3600, 2)
+        out["worst_case_note"] = "on-demand price x (max runtime + grace period + push timeout)" + (
             "; spot usually costs less, its price varies by zone and hour" if job.spot else "")
     return out

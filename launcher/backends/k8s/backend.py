@@ -11,7 +11,8 @@ from typing import Iterator
 from ...errors import UserError
 from ...job import Job
 from ...plan import Plan
-from ..base import ACTIVE, Backend, Capabilities, Handle, HandleData, NodePaths, relaunch_due
+from ...spec import PUSH_FAILED_EXIT
+from ..base import ACTIVE, Backend, Capabilities, Handle, HandleData, JobState, NodePaths, Observation, relaunch_due
 from ..slots import fill, slot, slots_in
 from . import request, stuck
 from .options import MAX_NODES, K8sOptions
@@ -47,6 +48,37 @@ def _recorded(job_id: str) -> str:
 def _finished(job: dict) -> bool:
     return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
                for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def _asked(status):
+    """`status` as an Observation, and `unreachable` (with the reason) when the API server could not be asked: a
+    refused, hanging or failing server says nothing about the job, which goes on, and neither do credentials that
+    stopped working mid-job (a UserError: its line is the reason). Only a real answer that the Job is gone makes it
+    lost."""
+    import functools
+
+    @functools.wraps(status)
+    def look(self, handle: Handle) -> Observation:
+        from .kube import Unreachable
+
+        try:
+            state, code, why = status(self, handle)
+        except (Unreachable, UserError) as exc:
+            return Observation(JobState.UNREACHABLE, None, str(exc))
+        return Observation(JobState(state), code, why)
+
+    return look
+
+
+def _skip(stream: Iterator[bytes], offset: int) -> Iterator[bytes]:
+    """`stream` less its first `offset` bytes: a follower that reconnects after a drop asks for the same stream again
+    (the pod's log from its start) and gets only what it has not printed yet."""
+    for chunk in stream:
+        if offset >= len(chunk):
+            offset -= len(chunk)
+            continue
+        yield chunk[offset:] if offset else chunk
+        offset = 0
 
 
 def _job_uid(pod: dict) -> str | None:
@@ -215,6 +247,7 @@ class K8sBackend(Backend):
         d: K8sHandle = handle.data
         return Kube(d.context), d.namespace, d.job or handle.job_id
 
+    @_asked
     def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
         kube, ns, name = self._kube(handle)
         job = kube.job(ns, name)
@@ -233,7 +266,11 @@ class K8sBackend(Backend):
             disruption = stuck.disrupted(pods) or stuck.disrupted_job(name, failed, lambda: kube.events(ns))
             if disruption:
                 return "preempted", None, disruption
-            return "failed", stuck.exit_code(pods), why
+            code = stuck.exit_code(pods)
+            if code == PUSH_FAILED_EXIT:  # the agent's own: the store never answered its last push
+                return "push_failed", code, (f"{why}; the store did not answer the last push within --push-timeout: "
+                                             "the outputs went with the pod")
+            return "failed", code, why
         phases = {(p.get("status") or {}).get("phase", "Pending") for p in pods}
         if phases - {"Pending"}:
             return "running", None, None
@@ -262,7 +299,12 @@ class K8sBackend(Backend):
         if all((p.get("status") or {}).get("phase", "Pending") == "Pending" for p in kube.pods(ns, name)):
             kube.delete_job(ns, name)
 
-    def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
+    def logs(self, handle: Handle, follow: bool = False, offset: int = 0) -> Iterator[bytes] | None:
+        """Rank 0's pod log (followed: each attempt's rank 0 in turn), or None for the store's copy. `offset`: the
+        same stream is read again from its start and its first `offset` bytes skipped (a pod log has no byte
+        position to ask for, and sinceTime only whole lines at a second's grain), so a follower that reconnects
+        prints nothing twice. A dropped or silent connection raises kube.Unreachable (a followed log notices within
+        K8S_LOG_READ_S); the caller reconnects."""
         if not follow and handle.data.store.store_url:
             return None  # the store's copy, pushed every --push-interval: no cluster call for a look
         kube, ns, name = self._kube(handle)
@@ -270,13 +312,16 @@ class K8sBackend(Backend):
             return None  # the TTL took the Job and its pods: the store's copy of log.txt
         pods = kube.pods(ns, name)
         if not follow and pods and (pods[0].get("status") or {}).get("phase") != "Pending":
-            return self._pod_log(kube, ns, pods[0]["metadata"]["name"], follow=False)
+            return _skip(self._pod_log(kube, ns, pods[0]["metadata"]["name"], follow=False), offset)
         if not follow:
             return iter([b""]) if pods or kube.job(ns, name) else None
-        return self._follow(handle, kube, ns, name)
+        return _skip(self._follow(handle, kube, ns, name), offset)
 
     def _pod_log(self, kube, ns: str, pod: str, follow: bool) -> Iterator[bytes]:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        from .kube import Unreachable
 
         try:
             resp = kube.log_stream(ns, pod, request.CONTAINER, follow)
@@ -284,6 +329,8 @@ class K8sBackend(Backend):
             return
         try:
             yield from resp.stream(65536)
+        except (HTTPError, OSError) as exc:  # reset mid-stream, or silent past the read timeout
+            raise Unreachable(f"the log stream of pod {pod} broke off: {exc}") from None
         finally:
             resp.release_conn()
 

@@ -4,6 +4,11 @@ Requests go through the client's `ApiClient` (kubeconfig, contexts, auth plugins
 come back as the API serves them: camelCase dicts, which is what stuck.py reads. The typed `CoreV1Api`/`BatchV1Api`
 classes are not used: importing them builds some 300 pydantic models, seconds of every `launch status` on a busy
 machine. Label selectors are sent, and the results are filtered here too: a Job's pods are found by our own label.
+
+Every call is bounded (launcher/netpolicy.py): K8S_REQUEST_S (connect, read) per request, a followed log its own
+read timeout (K8S_LOG_READ_S); a connection error is retried twice, a read that timed out never (a hung API
+server costs one read timeout, not three). An API server that cannot be asked (refused, reset, timed out, 5xx,
+429) raises `Unreachable`: `status` turns it into the `unreachable` state, never `lost`.
 """
 from __future__ import annotations
 
@@ -14,6 +19,44 @@ from ...errors import UserError
 from .request import JOB_LABEL
 
 RBAC_HINT = "see docs/backends/k8s.md for the Role the launcher needs"
+
+
+class Unreachable(Exception):
+    """The API server could not be asked (down, refused, hanging, 5xx): a state to wait out, not an answer."""
+
+
+def _retries():
+    """urllib3's retry policy for every call: connection errors twice, no status retries, and a read that timed
+    out is not repeated (a blackholed server would otherwise hold a call for three read timeouts)."""
+    from urllib3.exceptions import ReadTimeoutError
+    from urllib3.util.retry import Retry
+
+    class _Retry(Retry):
+        def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+            if isinstance(error, ReadTimeoutError):
+                raise error
+            return super().increment(method, url, response, error, _pool, _stacktrace)
+
+    from ... import netpolicy
+
+    tries = netpolicy.K8S_CONNECT_RETRIES
+    return _Retry(total=tries, connect=tries, read=tries, status=0, redirect=2,
+                  backoff_factor=0, raise_on_status=False)
+
+
+def request_timeout() -> tuple[float, float]:
+    from ... import netpolicy
+
+    connect, read = netpolicy.K8S_REQUEST_S
+    return netpolicy.seconds(connect), netpolicy.seconds(read)
+
+
+def log_timeout() -> tuple[float, float]:
+    from ... import netpolicy
+
+    return request_timeout()[0], netpolicy.seconds(netpolicy.K8S_LOG_READ_S)
+
+
 PATHS = {"Job": "/apis/batch/v1/namespaces/{ns}/jobs", "Pod": "/api/v1/namespaces/{ns}/pods",
          "ConfigMap": "/api/v1/namespaces/{ns}/configmaps", "Secret": "/api/v1/namespaces/{ns}/secrets",
          "Service": "/api/v1/namespaces/{ns}/services", "Event": "/api/v1/namespaces/{ns}/events",
@@ -53,7 +96,7 @@ class Kube:
                 where = f"context {context!r}" if context else "kubeconfig"
                 raise UserError(f"no usable {where} ({exc}): set KUBECONFIG or pass --context NAME "
                                 "(`kubectl config get-contexts` lists them)") from None
-        cfg.retries = 2
+        cfg.retries = _retries()
         self.api = client.ApiClient(cfg)
 
     @staticmethod
@@ -83,23 +126,39 @@ class Kube:
 
     def call(self, method: str, path: str, *, query: dict | None = None, body=None,
              content_type: str = "application/json", stream: bool = False):
-        """One request; the decoded JSON object (or, with `stream`, the open urllib3 response). Raises the client's
-        ApiException for a non-2xx answer."""
+        """One request, bounded (K8S_REQUEST_S; a followed log: K8S_LOG_READ_S between chunks); the decoded JSON
+        object (or, with `stream`, the open urllib3 response). Raises the client's ApiException for a 4xx answer,
+        Unreachable when the server could not be asked (no connection, a timeout, a 5xx or 429)."""
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         headers = {"Accept": "application/json, */*", "Content-Type": content_type}
         method, url, headers, body, _ = self.api.param_serialize(
             method, path, query_params=list((query or {}).items()), header_params=headers, body=body,
             auth_settings=["BearerToken"])
-        resp = self.api.call_api(method, url, header_params=headers, body=body)
-        if not 200 <= resp.status < 300:
+        follow = stream and (query or {}).get("follow") == "true"
+        try:
+            resp = self.api.call_api(method, url, header_params=headers, body=body,
+                                     _request_timeout=log_timeout() if follow else request_timeout())
+            if not 200 <= resp.status < 300:
+                resp.read()
+                raise ApiException(status=resp.status, reason=resp.reason,
+                                   body=(resp.data or b"").decode(errors="replace"))
+            if stream:
+                return resp.response
             resp.read()
-            raise ApiException(status=resp.status, reason=resp.reason,
-                               body=(resp.data or b"").decode(errors="replace"))
-        if stream:
-            return resp.response
-        resp.read()
+        except ApiException as exc:
+            if exc.status == 0 or exc.status >= 500 or exc.status == 429:  # 0: the client's own (a TLS failure)
+                raise Unreachable(f"the API server at {self.host} answered {exc.status} {exc.reason}".rstrip()) \
+                    from None
+            raise
+        except (HTTPError, OSError) as exc:
+            raise Unreachable(f"cannot reach the API server at {self.host}: {_cause(exc)}") from None
         return json.loads(resp.data) if resp.data else {}
+
+    @property
+    def host(self) -> str:
+        return self.api.configuration.host
 
     def _get(self, kind: str, ns: str, name: str) -> dict | None:
         from kubernetes.client.exceptions import ApiException
@@ -127,15 +186,13 @@ class Kube:
 
     def check_access(self, namespace: str) -> None:
         from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
 
         try:
             self.call("GET", _path("Job", namespace), query={"limit": 1})
         except ApiException as exc:
             raise self._refused(exc, f"list Jobs in namespace {namespace}") from None
-        except HTTPError as exc:
-            raise UserError(f"cannot reach the cluster at {self.api.configuration.host}: {exc}; check --context "
-                            "and your network") from None
+        except Unreachable as exc:
+            raise UserError(f"{exc}; check --context and your network") from None
 
     def secret_keys(self, namespace: str, name: str) -> set[str] | None:
         obj = self._get("Secret", namespace, name)
@@ -208,6 +265,15 @@ class Kube:
                 return True
             time.sleep(1)
         return False
+
+
+def _cause(exc: BaseException) -> str:
+    """urllib3's error in one line: the innermost reason (MaxRetryError wraps it), without the pool's repr."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, BaseException):
+        exc = reason
+    text = str(exc).split(": ", 1)[-1] if "Pool(" in str(exc) else str(exc)
+    return (text.strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _message(exc) -> str:

@@ -26,7 +26,7 @@ import yaml
 from ...node import bootstrap
 from ...errors import UserError
 from ...plan import Plan
-from ...spec import DEADMAN_MARGIN_S, PUSH_RESERVE_S
+from ...spec import DEADMAN_MARGIN_S
 from ..slots import slot
 from .options import GFD_LABEL, K8sOptions
 
@@ -95,7 +95,7 @@ def gpu_label(job) -> tuple[str, str] | None:
 def active_deadline_seconds(plan: Plan) -> int:
     """The cluster's own limit, at the dead-man switch's time: after the agent's stop and last push."""
     job = plan.job
-    return int(job.max_runtime + job.grace_period + PUSH_RESERVE_S + DEADMAN_MARGIN_S)
+    return int(job.max_runtime + job.grace_period + job.push_timeout + DEADMAN_MARGIN_S)
 
 
 def labels(plan: Plan) -> dict:

@@ -100,7 +100,7 @@ class LocalBackend(Backend):
             return Observation(JobState.RUNNING)
         return Observation(JobState.LOST, None, st["agent_log"] or "the agent ended without a result (killed?)")
 
-    def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
+    def logs(self, handle: Handle, follow: bool = False, offset: int = 0) -> Iterator[bytes] | None:
         return None  # the store's copy *is* the local file (api.tail_store_log reads it)
 
     def cancel(self, handle: Handle, grace: float | None = None) -> None:

@@ -3,9 +3,15 @@ cancel it, stop apps, find expired ones. Each function does one thing the backen
 
 The client validates nothing offline (a GPU string, a secret name): request.py checks what can be checked before
 any call, and every error Modal answers with that the user can fix becomes one UserError line here.
+
+Every control-plane call after submit is bounded by netpolicy.MODAL_CALL_S (the client has no per-call timeout of
+its own and retries a dead connection at length): the blocking ones run in a thread that is waited on that long,
+the log stream waits that long (past its own poll) for each batch. A control plane that cannot be asked raises
+`Unreachable`; the backend's `status` makes that the `unreachable` state, never `lost`.
 """
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -16,6 +22,99 @@ from ..slots import fill
 from . import request
 
 TOKEN_HELP = "run `modal token new` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)"
+
+
+class Unreachable(Exception):
+    """Modal's control plane could not be asked (no connection, no answer in time, a transient gRPC status)."""
+
+
+def call_limit() -> float:
+    from ... import netpolicy
+
+    return netpolicy.seconds(netpolicy.MODAL_CALL_S)
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """Why Modal could not be asked, in one line, when `exc` means that; None for a real answer (not found, a
+    function that failed) or a bug."""
+    import grpclib
+    import grpclib.exceptions
+    import modal.exception as mx
+    from grpclib.const import Status
+
+    if isinstance(exc, Unreachable):
+        return str(exc)
+    if isinstance(exc, (mx.ConnectionError, mx.InternalFailure, OSError, grpclib.exceptions.StreamTerminatedError,
+                        grpclib.exceptions.ProtocolError)):
+        return f"cannot reach Modal: {_first_line(exc)}"
+    # The client's own types for UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN, CANCELLED (ServiceError) and INTERNAL; a
+    # bare grpclib error by its status (read as set: the client warns on the property).
+    status = getattr(exc, "_grpc_status", None) or (getattr(exc, "status", None) if type(exc) is grpclib.GRPCError
+                                                    else None)
+    if isinstance(exc, (mx.ServiceError, mx.InternalError)) or status in (
+            Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.INTERNAL, Status.UNKNOWN, Status.CANCELLED):
+        return f"Modal did not answer: {status.name + ': ' if status else ''}{_first_line(exc)}"
+    if isinstance(exc, mx.TimeoutError) and not isinstance(exc, (mx.FunctionTimeoutError, mx.OutputExpiredError)):
+        return f"Modal did not answer in time: {_first_line(exc)}"  # the client's own retries ran out
+    if _raised_in_transport(exc):
+        # The gRPC/HTTP2 layer tripping over a connection that went away under it (grpclib's "'Connection' object
+        # has no attribute '_transport'", say): no answer about the call, which a remote error would be.
+        return f"cannot reach Modal: {type(exc).__name__}: {_first_line(exc)}"
+    return None
+
+
+_TRANSPORT_CODE = ("/grpclib/", "/h2/", "/hpack/", "/asyncio/", "/ssl.py", "/socket.py")
+
+
+def _raised_in_transport(exc: BaseException) -> bool:
+    """Whether `exc` was raised inside the network stack (its innermost frame is grpclib's, h2's, asyncio's...),
+    not by the client reporting what the function call did."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return any(part in tb.tb_frame.f_code.co_filename.replace("\\", "/") for part in _TRANSPORT_CODE)
+
+
+def _forget_client() -> None:
+    """After a call that hung or found the connection broken: the next call makes a new client (a new connection)
+    instead of waiting on the old one, which a blackholed link leaves half-dead (a real Modal client notices only
+    after its keepalive timeout; one that lost bytes in the outage never recovers)."""
+    try:
+        from modal.client import _Client
+
+        _Client._client_from_env = None
+    except Exception:  # noqa: BLE001 - a client version without it: the old connection is kept
+        pass
+
+
+def bounded(fn, what: str):
+    """`fn()` (a blocking Modal call), waited on for at most MODAL_CALL_S in a thread of its own: a control plane
+    that hangs (a blackholed connection) raises Unreachable in bounded time, and so does one that cannot be reached.
+    A call left hanging ends with the process (its thread is a daemon)."""
+    limit = call_limit()
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"modal: {what}", daemon=True)
+    worker.start()
+    worker.join(limit)
+    if worker.is_alive():
+        _forget_client()
+        raise Unreachable(f"Modal did not answer in {limit:g} s (while {what})")
+    if "error" in box:
+        why = unreachable(box["error"])
+        if why is not None:
+            _forget_client()
+            raise Unreachable(why if "(while" in why else f"{why} (while {what})") from None
+        raise box["error"]
+    return box.get("value")
 
 
 @contextmanager
@@ -48,7 +147,9 @@ def check_token() -> None:
     import modal.exception as mx
 
     try:
-        modal.Client.from_env().hello()
+        bounded(lambda: modal.Client.from_env().hello(), "saying hello")
+    except Unreachable as exc:
+        raise UserError(f"cannot reach Modal ({exc}): check your network or MODAL_SERVER_URL") from None
     except mx.AuthError as exc:
         raise UserError(f"no usable Modal token ({_first_line(exc)}): {TOKEN_HELP}") from None
     except mx.ConnectionError as exc:
@@ -125,20 +226,27 @@ def submit(plan: Plan) -> dict:
 
 
 def call_result(call_id: str) -> tuple[str, int | None, str | None]:
-    """The function call's own view: ('running', None, None) until it returns, then how it ended."""
+    """The function call's own view: ('running', None, None) until it returns, then how it ended. Raises
+    Unreachable when Modal could not be asked (bounded by MODAL_CALL_S): that says nothing about the call."""
+    return bounded(lambda: _call_result(call_id), f"looking at function call {call_id}")
+
+
+def _call_result(call_id: str) -> tuple[str, int | None, str | None]:
     import modal
     import modal.exception as mx
 
     call = modal.FunctionCall.from_id(call_id)
     try:
         rc = call.get(timeout=0)
-    except (TimeoutError, mx.OutputExpiredError) as exc:
-        if isinstance(exc, mx.OutputExpiredError):
-            return "lost", None, f"function call {call_id} has no output any more (expired)"
-        return "running", None, None
+    except mx.OutputExpiredError:
+        return "lost", None, f"function call {call_id} has no output any more (expired)"
     except mx.FunctionTimeoutError:
         return "timeout", None, f"function call {call_id} reached Modal's timeout (the dead-man switch)"
-    except Exception as exc:  # noqa: BLE001 - the container died or the call was terminated
+    except TimeoutError:
+        return "running", None, None
+    except Exception as exc:  # noqa: BLE001 - the container died or the call was terminated, or no answer
+        if unreachable(exc) is not None:
+            raise
         return "lost", None, f"function call {call_id} ended without a result: {_first_line(exc)}"
     return "exited", int(rc) if rc is not None else None, None
 
@@ -149,44 +257,85 @@ def _blocking(fn):
     return synchronize_api(fn)
 
 
-async def _app_logs(app_id: str, follow: bool, poll_s: float):
-    """The job's output as Modal streams the app's logs (AppGetLogs), from the start; with follow, until the app
-    is done."""
+# Where a follower can pick the app's log stream up again without reading it from the start: per app, the stream's
+# length (bytes) after each batch -> the entry id that batch ended with. This process only (a reconnect after a
+# drop happens in the process that was following).
+_RESUME: dict[str, dict[int, str]] = {}
+
+
+async def _app_logs(app_id: str, follow: bool, poll_s: float, offset: int = 0):
+    """The job's output as Modal streams the app's logs (AppGetLogs): from the start, or right after `offset`
+    bytes of it (from the last entry id this process saw at or before that point, the rest skipped); with follow,
+    until the app is done. Each batch is waited on for at most the poll plus MODAL_CALL_S: a silent connection
+    raises Unreachable."""
+    import asyncio
+
     from modal.client import _Client
     from modal_proto import api_pb2
 
-    client = await _Client.from_env()
-    last = ""
+    limit = call_limit()
+    try:
+        client = await asyncio.wait_for(_Client.from_env(), limit)
+    except asyncio.TimeoutError:
+        _forget_client()
+        raise Unreachable(f"Modal did not answer in {limit:g} s (while opening the client)") from None
+    marks = _RESUME.setdefault(app_id, {})
+    at = max((pos for pos in marks if pos <= offset), default=0)
+    last = marks.get(at, "")
+    skip = offset - at
     while True:
         req = api_pb2.AppGetLogsRequest(app_id=app_id, timeout=poll_s if follow else 0, last_entry_id=last)
         done = False
-        async for batch in client._stub.AppGetLogs.unary_stream(req):
-            if batch.entry_id:
-                last = batch.entry_id
+        batches = client._stub.AppGetLogs.unary_stream(req).__aiter__()
+        while True:
+            try:
+                batch = await asyncio.wait_for(batches.__anext__(), poll_s + limit)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                _forget_client()
+                raise Unreachable(f"the log stream of app {app_id} went silent for {poll_s + limit:g} s") from None
+            except Exception as exc:  # noqa: BLE001 - sorted: a dropped connection is Unreachable
+                why = unreachable(exc)
+                if why is None:
+                    raise
+                _forget_client()
+                raise Unreachable(f"{why} (while streaming the logs of app {app_id})") from None
             if batch.app_done:
                 done = True
                 break
-            for item in batch.items:
-                # stdout is the agent's output (the job's); stderr carries the bootstrap's steps, for Modal's
-                # dashboard (a setup failure reaches `launch status` through result.json).
-                if item.data and item.file_descriptor == api_pb2.FILE_DESCRIPTOR_STDOUT:
-                    yield item.data.encode()
+            # stdout is the agent's output (the job's); stderr carries the bootstrap's steps, for Modal's
+            # dashboard (a setup failure reaches `launch status` through result.json).
+            data = b"".join(item.data.encode() for item in batch.items
+                            if item.data and item.file_descriptor == api_pb2.FILE_DESCRIPTOR_STDOUT)
+            at += len(data)
+            if batch.entry_id:
+                last = batch.entry_id
+                marks[at] = last
+            if skip:
+                cut = min(skip, len(data))
+                data, skip = data[cut:], skip - cut
+            if data:
+                yield data
         if done or not follow:
             return
 
 
-def app_logs(app_id: str, follow: bool, poll_s: float = 10.0) -> Iterator[bytes]:
-    yield from _blocking(_app_logs)(app_id, follow, poll_s)
+def app_logs(app_id: str, follow: bool, poll_s: float = 10.0, offset: int = 0) -> Iterator[bytes]:
+    yield from _blocking(_app_logs)(app_id, follow, poll_s, offset)
 
 
 def cancel_call(call_id: str) -> None:
     import modal
     import modal.exception as mx
 
-    try:
-        modal.FunctionCall.from_id(call_id).cancel(terminate_containers=True)
-    except mx.NotFoundError:
-        pass  # gone already
+    def cancel():
+        try:
+            modal.FunctionCall.from_id(call_id).cancel(terminate_containers=True)
+        except mx.NotFoundError:
+            pass  # gone already
+
+    bounded(cancel, f"cancelling function call {call_id}")
 
 
 async def _stop_app(app_id: str) -> None:
@@ -203,7 +352,7 @@ async def _stop_app(app_id: str) -> None:
 
 
 def stop_app(app_id: str) -> None:
-    _blocking(_stop_app)(app_id)
+    bounded(lambda: _blocking(_stop_app)(app_id), f"stopping app {app_id}")
 
 
 async def _expired(now: float) -> list[dict]:
@@ -211,15 +360,20 @@ async def _expired(now: float) -> list[dict]:
     from modal.config import config
     from modal_proto import api_pb2
 
-    client = await _Client.from_env()
-    listed = await client._stub.AppList(api_pb2.AppListRequest(environment_name=config.get("environment") or ""))
+    import asyncio
+
+    limit = call_limit()
+    client = await asyncio.wait_for(_Client.from_env(), limit)
+    listed = await asyncio.wait_for(
+        client._stub.AppList(api_pb2.AppListRequest(environment_name=config.get("environment") or "")), limit)
     live = (api_pb2.APP_STATE_DETACHED, api_pb2.APP_STATE_DETACHED_DISCONNECTED, api_pb2.APP_STATE_EPHEMERAL,
             api_pb2.APP_STATE_DEPLOYED, api_pb2.APP_STATE_INITIALIZING)
     found = []
     for item in listed.apps:
         if item.state not in live:
             continue
-        tags = dict((await client._stub.AppGetTags(api_pb2.AppGetTagsRequest(app_id=item.app_id))).tags)
+        tags = dict((await asyncio.wait_for(client._stub.AppGetTags(api_pb2.AppGetTagsRequest(app_id=item.app_id)),
+                                            limit)).tags)
         deadline = tags.get(request.TAG_DEADLINE, "")
         if request.TAG_JOB in tags and deadline.isdigit() and int(deadline) < now:
             found.append({"app_id": item.app_id, "job": tags[request.TAG_JOB],

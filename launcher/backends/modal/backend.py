@@ -12,8 +12,22 @@ from typing import Iterator
 from ...errors import UserError
 from ...job import Job
 from ...plan import Plan
-from ..base import Backend, Capabilities, Handle, HandleData, NodePaths
+from ...spec import PUSH_FAILED_EXIT
+from ...units import format_duration
+from ..base import Backend, Capabilities, Handle, HandleData, JobState, NodePaths, Observation
 from . import request
+
+
+def _observation(status):
+    """`status`'s answer as an Observation, whichever shape a branch returns it in."""
+    import functools
+
+    @functools.wraps(status)
+    def look(self, handle: Handle) -> Observation:
+        state, code, why = status(self, handle)
+        return Observation(JobState(state), code, why)
+
+    return look
 
 
 class ModalHandle(HandleData):
@@ -47,6 +61,8 @@ class ModalBackend(Backend):
         if job.keep_on_failure:
             notes.append("--keep-on-failure: a Modal container ends with its function; the job's files stay in "
                          "the datapool, its output in `launch logs`")
+        notes.append(f"a store outage longer than --push-timeout ({format_duration(job.push_timeout)}) loses the "
+                     "outputs not pushed by then: the container ends with its function")
         return notes
 
     def node_paths(self, job: Job, job_id: str, snapshot_sha: str | None) -> NodePaths:
@@ -72,28 +88,41 @@ class ModalBackend(Backend):
             raise UserError("no code snapshot to send: launch builds one from the project (run from its root)")
         return app.submit(plan)
 
+    @_observation
     def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
         from . import app
 
         d: ModalHandle = handle.data
-        state, code, why = app.call_result(d.call_id)
+        try:
+            state, code, why = app.call_result(d.call_id)
+        except app.Unreachable as exc:  # the control plane could not be asked: the job goes on, never `lost`
+            return Observation(JobState.UNREACHABLE, None, str(exc))
         if state == "running":
             return "running", None, None
+        if state == "exited" and code == PUSH_FAILED_EXIT:  # the agent's own: the volume never took the last commit
+            return "push_failed", code, (f"function call {d.call_id}: the store did not take the last push within "
+                                         "--push-timeout; the outputs went with the container")
         if state == "exited":
             # Returned, yet no result.json in the store (status looked there first).
             return "lost", code, (f"function call {d.call_id} returned {code} but left no result in the store; "
                                   f"see `launch logs {handle.job_id}`")
         return state, code, why
 
-    def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
+    def logs(self, handle: Handle, follow: bool = False, offset: int = 0) -> Iterator[bytes] | None:
+        """The app's output (its stdout: the agent's and the script's). `offset`: the bytes of this stream the
+        caller has; it goes on right after them (from the app's last log entry id seen at or before that point,
+        the rest skipped). A dropped or silent connection raises app.Unreachable; the caller reconnects."""
         from . import app
 
-        return app.app_logs(handle.data.app_id, follow)
+        return app.app_logs(handle.data.app_id, follow, offset=offset)
 
     def still_running(self, handle: Handle) -> bool:
         from . import app
 
-        return app.call_result(handle.data.call_id)[0] == "running"
+        try:
+            return app.call_result(handle.data.call_id)[0] == "running"
+        except app.Unreachable:
+            return True  # cannot tell: the cancel waits out its grace, then kills
 
     def kill_now(self, handle: Handle) -> None:
         from . import app

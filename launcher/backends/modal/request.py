@@ -21,6 +21,7 @@ from ...errors import UserError
 from ...gpus import GpuRequest
 from ...job import Job
 from ...plan import Plan
+from ...spec import DEADMAN_MARGIN_S
 from ...units import format_duration
 from ..slots import slot
 from .options import MODAL_NAME
@@ -124,9 +125,10 @@ def check_runtime(job: Job) -> list[str]:
     if needed > 1:
         notes.append(f"--max-runtime {format_duration(runtime)}: Modal stops each attempt after 24 h; "
                      f"the job runs as up to {needed} attempts (--max-restarts), each resuming from its checkpoints")
-    elif runtime + job.grace_period + 180 > MAX_TIMEOUT_S:
+    elif runtime + job.grace_period + job.push_timeout + DEADMAN_MARGIN_S > MAX_TIMEOUT_S:
+        room = MAX_TIMEOUT_S - job.grace_period - job.push_timeout - DEADMAN_MARGIN_S
         notes.append("the Modal timeout is capped at 24 h: the last grace period and push may be cut; "
-                     "--max-runtime 23h55m leaves them room")
+                     f"--max-runtime {format_duration(room // 60 * 60)} leaves them room")
     return notes
 
 
@@ -233,8 +235,8 @@ def price(job: Job) -> dict:
     hourly = round(gpu_hour + rest, 4)
     out = {"usd_per_hour": hourly, "gpu_usd_per_hour": round(gpu_hour, 4), "price_table_date": PRICE_TABLE_DATE,
            "basis": "Modal list prices: GPU + CPU cores + memory, billed per second while the container runs"}
-    if job.max_runtime:
-        out["worst_case_usd"] = round(hourly * job.max_runtime / 3600, 2)
+    if job.max_runtime:  # the container may run to the deadline: max runtime + grace period + push timeout
+        out["worst_case_usd"] = round(hourly * job.billed_seconds / 3600, 2)
     return out
 
 

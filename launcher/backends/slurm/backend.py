@@ -26,7 +26,7 @@ from pydantic import ConfigDict, Field
 from ...errors import CapacityError, UserError
 from ...job import Job
 from ...plan import Plan
-from ...spec import CANCEL_MARKER, DEADMAN_MARGIN_S, PUSH_RESERVE_S
+from ...spec import CANCEL_MARKER, DEADMAN_MARGIN_S, PUSH_FAILED_EXIT
 from ...units import format_duration
 from ..base import Backend, Capabilities, Handle, HandleData, JobState, NodePaths, Observation, observed
 from ...node import bootstrap
@@ -147,12 +147,12 @@ class SlurmBackend(Backend):
         limit = script.time_limit_minutes(plan)
         max_time = reasons.minutes(part.get("MaxTime"))
         if max_time is not None and limit > max_time:
-            overhead = job.grace_period + PUSH_RESERVE_S + DEADMAN_MARGIN_S
+            overhead = job.grace_period + job.push_timeout + DEADMAN_MARGIN_S
             fits = max_time * 60 - overhead
             hint = (f"ask for --max-runtime {format_duration(fits)} or less, or another --partition" if fits > 0
                     else "use another --partition")
             raise UserError(f"--max-runtime {format_duration(job.max_runtime)} needs a Slurm time limit of {limit} min "
-                            f"(max runtime + grace period + {PUSH_RESERVE_S}s last push + {DEADMAN_MARGIN_S}s "
+                            f"(max runtime + grace period + {job.push_timeout}s push timeout + {DEADMAN_MARGIN_S}s "
                             f"dead-man margin), above partition {part['PartitionName']}'s MaxTime of {max_time} min; "
                             f"{hint}")
 
@@ -231,6 +231,8 @@ class SlurmBackend(Backend):
             return observed(result)
         state = reasons.ENDED_STATES.get(slurm_state, "lost")
         code = rec.get("ExitCode", "")
+        if code.split(":")[0] == str(PUSH_FAILED_EXIT):  # the agent's own: the store never answered its last push
+            state = JobState.PUSH_FAILED
         why = f"Slurm job {slurm_id} ended {slurm_state} (exit code {code}) and left no result in the store"
         tail = self._tail(cli, job_id, slurm_id)
         return Observation(JobState(state), None, why + (f"; {tail}" if tail else ""))
@@ -281,8 +283,10 @@ class SlurmBackend(Backend):
                                   "partition" if reasons.is_quota(reason) else "try later or elsewhere"))
         return Observation(JobState.PENDING, None, None if name == "None" else f"Slurm: {reason}")
 
-    def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
-        return None  # the store's copy of log.txt, pushed every --push-interval (a file:// store: as it is written)
+    def logs(self, handle: Handle, follow: bool = False, offset: int = 0) -> Iterator[bytes] | None:
+        # The store's copy of log.txt, pushed every --push-interval (a file:// store: as it is written): the caller
+        # reads it from `offset` itself; Slurm is never asked, so an outage of the login node costs no output.
+        return None
 
     # -- cancel: the base class's policy; Slurm's answers ---------------------------------------------------------
 

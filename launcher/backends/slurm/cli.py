@@ -7,7 +7,9 @@ commands through the login shell (paramiko, the host key checked against known_h
 SFTP. Either way `slurm_env` is exported first (SLURM_CONF of a second cluster, say).
 
 A connection is kept per login node for the life of the process: `launch logs -f` and a foreground wait look at the
-job every second, and each new SSH handshake costs ~0.4 s.
+job every second, and each new SSH handshake costs ~0.4 s. Every wait is bounded (launcher/netpolicy.py): the
+connect by SSH_CONNECT_S, a command by SSH_COMMAND_S unless it names its own, a file read likewise (a command, not
+SFTP, which has no timeout). A connection that timed out is dropped, so the next look opens a fresh one.
 """
 from __future__ import annotations
 
@@ -74,9 +76,13 @@ class SlurmCli:
     def _env_prefix(self) -> str:
         return "".join(f"export {k}={shlex.quote(v)}; " for k, v in (self.opts.get("slurm_env") or {}).items())
 
-    def sh(self, body: str, *, timeout: float = 60, in_base: bool = False) -> tuple[int, str, str]:
+    def sh(self, body: str, *, timeout: float | None = None, in_base: bool = False) -> tuple[int, str, str]:
         """Run a bash snippet in your home (or the base dir): (exit code, stdout, stderr). Raises Unreachable when
-        the login node or the Slurm controller did not answer."""
+        the login node or the Slurm controller did not answer (within `timeout`, default netpolicy.SSH_COMMAND_S)."""
+        if timeout is None:
+            from ... import netpolicy
+
+            timeout = netpolicy.seconds(netpolicy.SSH_COMMAND_S)
         if in_base:
             body = f"mkdir -p {base_word(self.remote_dir)} && cd {base_word(self.remote_dir)} || exit 97; {body}"
         if self.host:
@@ -95,6 +101,9 @@ class SlurmCli:
         return code, out_s, err_s
 
     def _ssh(self, cmd: str, timeout: float) -> tuple[int, bytes, bytes]:
+        import threading
+
+        from ... import netpolicy
         from ...sshclient import RemoteTimeout
 
         for tries in (1, 2):
@@ -102,14 +111,27 @@ class SlurmCli:
                 client = self._client()
             except UserError as e:
                 raise Unreachable(str(e.args[0])) from None
+            # The command's timeout starts once its channel is open, and paramiko waits for the server to open one
+            # without a limit: over a silent link that is for ever. The watchdog closes the connection once the
+            # command's time and a connect's are up, which ends the wait.
+            fired = []
+            watchdog = threading.Timer(timeout + netpolicy.seconds(netpolicy.SSH_CONNECT_S),
+                                       lambda: fired.append(True) or client.close())
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 return client.run(cmd, timeout=timeout, check=False)
             except RemoteTimeout as e:
+                self._drop()  # a connection that went silent is not asked again: the next look opens a fresh one
                 raise Unreachable(str(e)) from None
             except Exception as e:  # noqa: BLE001 - the kept connection went away: one fresh one, then give up
                 self._drop()
+                if fired:
+                    raise Unreachable(f"{self.where} did not answer in {timeout:g} s") from None
                 if tries == 2:
                     raise Unreachable(f"{self.where}: {e}") from None
+            finally:
+                watchdog.cancel()
         raise AssertionError("not reached")
 
     # -- files under the base dir ------------------------------------------------------------------------------
@@ -158,10 +180,17 @@ class SlurmCli:
 
     def read(self, rel: str) -> bytes | None:
         if self.host:
-            try:
-                return self._client().read(self._remote(rel))
-            except Exception as e:  # noqa: BLE001
-                raise Unreachable(f"{self.where}: {e}") from None
+            # A command rather than SFTP: it is bounded (SFTP reads have no timeout) and shares the kept connection.
+            from ... import netpolicy
+
+            path = f"{base_word(self.remote_dir)}/{shlex.quote(rel)}"
+            code, out, _ = self._ssh(f"if [ -f {path} ]; then cat {path}; else exit 66; fi",
+                                     netpolicy.seconds(netpolicy.SSH_COMMAND_S))
+            if code == 66:
+                return None
+            if code != 0:
+                raise Unreachable(f"{self.where}: reading {rel} failed (exit {code})")
+            return out
         try:
             return (self.local_base() / rel).read_bytes()
         except (FileNotFoundError, NotADirectoryError):

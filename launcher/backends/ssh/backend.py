@@ -25,6 +25,7 @@ from pydantic import ConfigDict
 from ...node import bootstrap
 from ...job import Job
 from ...plan import Plan
+from ...spec import PUSHING_MARKER
 from ..base import Backend, Capabilities, Handle, HandleData, JobState, NodePaths, Observation, observed
 from .options import SshOptions
 
@@ -148,7 +149,10 @@ class SshBackend(Backend):
         return {"ssh": ssh.model_dump(), "base": base, "state": state, "sha": sha, "boot": [int(pid), int(start)],
                 "experiment": plan.job.experiment}
 
-    def _sh(self, handle: Handle, body: str, timeout: float = 60) -> tuple[int, bytes]:
+    def _sh(self, handle: Handle, body: str, timeout: float | None = None) -> tuple[int, bytes]:
+        from ... import netpolicy
+
+        timeout = netpolicy.SSH_COMMAND_S if timeout is None else timeout
         d = handle.data
         client = self._client(d.ssh)
         try:
@@ -166,38 +170,47 @@ class SshBackend(Backend):
 
         boot_pid, boot_start = handle.data.boot
         body = (f'if [ -f "$S/result.json" ]; then echo result; cat "$S/result.json"; '
-                f'elif read -r p s < "$S/agent.pid" 2>/dev/null && same "$p" "$s"; then echo running; '
+                f'elif read -r p s < "$S/agent.pid" 2>/dev/null && same "$p" "$s"; then '
+                f'if [ -f "$S/{PUSHING_MARKER}" ]; then echo pushing; head -n 1 "$S/{PUSHING_MARKER}"; '
+                f'else echo running; fi; '
                 f'elif same {boot_pid} {boot_start}; then echo pending; '
                 f'else echo lost; tail -n 5 "$S/setup.log" "$S/agent.log" 2>/dev/null; fi')
         try:
             _, out = self._sh(handle, body)
         except (RemoteError, UserError) as exc:  # a failed connect is a UserError (it names the host and the fix)
             return Observation(JobState.UNREACHABLE, None, str(exc))  # for now: not an ending
+        except Exception as exc:  # noqa: BLE001 - whatever else a broken link raises is not an answer either
+            return Observation(JobState.UNREACHABLE, None, f"{type(exc).__name__}: {exc}")
         head, _, rest = out.decode(errors="replace").partition("\n")
         if head == "result":
             return observed(json.loads(rest))
+        if head == "pushing":  # the script ended; the agent retries its last push to a store that does not answer
+            return Observation(JobState.PUSHING, None, rest.strip() or "store unreachable, retrying")
         if head in ("running", "pending"):
             return Observation(JobState(head))
         return Observation(JobState.LOST, None, rest.strip() or "the job's processes are gone and it left no result")
 
-    def logs(self, handle: Handle, follow: bool = False) -> Iterator[bytes] | None:
+    stream_is_store_log = True  # the stream is the node's log.txt itself
+
+    def logs(self, handle: Handle, follow: bool = False, offset: int = 0) -> Iterator[bytes] | None:
         d = handle.data
         log = shlex.quote(f"datapool/experiments/{d.experiment}/reports/jobs/{handle.job_id}/log.txt")
+        start = f"+{int(offset) + 1}"
         if not follow:
-            body = f'cat {log} 2>/dev/null || cat "$S/setup.log" 2>/dev/null; true'
+            body = f'tail -c {start} {log} 2>/dev/null || cat "$S/setup.log" 2>/dev/null; true'
         else:
-            # Wait for the log (the node may still be setting up), then follow it until the agent is gone.
+            # Wait for the log (the node may still be setting up), then follow it until the agent is gone. A
+            # reconnect after a drop starts right after the bytes the caller has.
             boot_pid, boot_start = d.boot
             body = (f'while [ ! -f {log} ] && [ ! -f "$S/result.json" ] && same {boot_pid} {boot_start}; '
                     f'do sleep 0.3; done; '
                     f'[ -f {log} ] || {{ cat "$S/setup.log" 2>/dev/null; exit 0; }}; '
                     f'read -r p s < "$S/agent.pid" 2>/dev/null; '
-                    f'if same "$p" "$s"; then exec tail -c +1 -F -s 0.2 --pid="$p" {log} 2>/dev/null; else cat {log}; fi')
-        try:
-            client = self._client(d.ssh)
-        except Exception:  # noqa: BLE001 - the box is unreachable: the caller tails the store's copy instead
-            return None
-        return self._stream(client, handle, body)
+                    f'if same "$p" "$s"; then exec tail -c {start} -F -s 0.2 --pid="$p" {log} 2>/dev/null; '
+                    f'else tail -c {start} {log}; fi')
+        # A box that cannot be reached raises: the follower (api.logs) reads the store's copy meanwhile and tries
+        # again; a one-off `launch logs` reads the store's copy.
+        return self._stream(self._client(d.ssh), handle, body)
 
     def _stream(self, client, handle: Handle, body: str) -> Iterator[bytes]:
         d = handle.data
@@ -228,3 +241,19 @@ class SshBackend(Backend):
                 f'|| {{ same {boot_pid} {boot_start} && kill -KILL -- -{boot_pid}; '
                 f'read -r p s < "$S/deadman.pid" 2>/dev/null && same "$p" "$s" && kill -KILL -- "-$p"; }}; true')
         self._sh(handle, body, timeout=grace + 60)
+
+    def fetch_outputs(self, handle: Handle, into) -> None:
+        """`launch sync up --from-job JOB`: the outputs a push_failed job kept on the box, over SFTP (outputs.py)."""
+        from ...errors import UserError
+        from . import outputs
+
+        d = handle.data
+        if d.ssh is None or d.base is None:
+            raise UserError(f"job {handle.job_id} never started on a box: it has no outputs to fetch")
+        client = self._client(d.ssh)
+        try:
+            if not outputs.fetch(client, d.base, d.experiment, into):
+                where = outputs.remote_experiment_dir(_shown(d.base), d.experiment)
+                raise UserError(f"job {handle.job_id}: no outputs under {where} on {d.ssh.host} (cleaned up?)")
+        finally:
+            client.close()
