@@ -38,6 +38,8 @@ K8S_CONNECT_RETRIES = 2  # a refused or reset API connection is tried again this
 EC2_CONNECT_S, EC2_READ_S = 10.0, 60.0  # botocore's own timeouts for EC2/SSM
 EC2_ATTEMPTS = 3  # botocore's standard retry mode: the first try and two more
 MODAL_CALL_S = 30.0  # a Modal control-plane call (status, logs poll, stop)
+MODAL_COMMIT_S = 600.0  # a volume commit on a Modal node (it flushes what the job wrote since the last one)
+TRANSFER_FLOOR_BPS = 1 << 20  # a file transfer slower than 1 MiB/s (after one call's time) counts as a dead link
 RELAY_REQUEST_S = 10.0  # one commander request (a renewal's own bound is the worker's stop time)
 
 # -- how long a caller keeps trying ------------------------------------------------------------------------------

@@ -52,6 +52,14 @@ def _user_error(exc: BaseException, name: str) -> Exception:
     return exc
 
 
+def _transfer_limit(size: int) -> float:
+    """How long one file's transfer may take before the link counts as dead: one call's time, plus the size at the
+    slowest rate still called alive (netpolicy.TRANSFER_FLOOR_BPS)."""
+    from .. import netpolicy
+
+    return netpolicy.seconds(netpolicy.MODAL_CALL_S) + size / netpolicy.TRANSFER_FLOOR_BPS
+
+
 class VolumeStore(Store):
     """`modal-volume://NAME/prefix` (+ `sub`) for the sync engine. A missing volume lists as empty; the first
     upload creates it (unless the store was opened read-only)."""
@@ -75,8 +83,10 @@ class VolumeStore(Store):
         """Credentials work (one lookup); a missing volume is fine: a job or an upload creates it."""
         import modal.exception as mx
 
+        from ..backends.modal.app import bounded
+
         try:
-            _volume(self.name, False).hydrate()
+            bounded(lambda: _volume(self.name, False).hydrate(), f"looking up volume {self.name}")
         except mx.NotFoundError:
             return
         except mx.Error as exc:
@@ -86,14 +96,17 @@ class VolumeStore(Store):
         import modal.exception as mx
         from modal.volume import FileEntryType
 
+        from ..backends.modal.app import bounded
+
         try:
-            vol = _volume(self.name, False).hydrate()  # listing never creates the volume
+            # Listing never creates the volume.
+            vol = bounded(lambda: _volume(self.name, False).hydrate(), f"looking up volume {self.name}")
         except mx.NotFoundError:
             return {}
         except mx.Error as exc:
             raise _user_error(exc, self.name) from None
         try:
-            found = vol.listdir(self.prefix or "/", recursive=True)
+            found = bounded(lambda: vol.listdir(self.prefix or "/", recursive=True), f"listing volume {self.name}")
         except (mx.NotFoundError, FileNotFoundError):
             return {}  # no such folder (yet)
         out = {}
@@ -108,19 +121,32 @@ class VolumeStore(Store):
 
     def put_file(self, src: Path, rel: str, entry: Entry) -> Entry:
         # The hashes the local cache learns (the client hashes again for its own upload: Modal stores by sha256).
+        from ..backends.modal.app import bounded
+
         sha, etag = hash_file(src, entry.size, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE)
-        with self.vol.batch_upload(force=True) as batch:
-            batch.put_file(Path(src), self._key(rel))
+
+        def upload():
+            with self.vol.batch_upload(force=True) as batch:
+                batch.put_file(Path(src), self._key(rel))
+
+        bounded(upload, f"uploading {rel} to volume {self.name}", _transfer_limit(entry.size))
         return Entry(rel, entry.size, entry.mtime, sha256=sha, etag=etag)
 
     def fetch(self, rel: str, entry: Entry, dest_tmp: Path, dest_threshold: int, dest_part_size: int):
+        from ..backends.modal.app import bounded
+
         hasher = StreamHasher(entry.size, dest_threshold, dest_part_size)
-        got = 0
-        with open(dest_tmp, "wb") as f:
-            for chunk in self.vol.read_file(self._key(rel)):
-                f.write(chunk)
-                hasher.update(chunk)
-                got += len(chunk)
+
+        def download() -> int:
+            got = 0
+            with open(dest_tmp, "wb") as f:
+                for chunk in self.vol.read_file(self._key(rel)):
+                    f.write(chunk)
+                    hasher.update(chunk)
+                    got += len(chunk)
+            return got
+
+        got = bounded(download, f"downloading {rel} from volume {self.name}", _transfer_limit(entry.size))
         if got != entry.size:
             from .errors import IntegrityError
 
@@ -128,11 +154,16 @@ class VolumeStore(Store):
         return hasher.result()
 
     def delete(self, paths: list[str]) -> None:
-        for rel in paths:
+        from ..backends.modal.app import bounded
+
+        def remove(rel: str) -> None:
             try:
                 self.vol.remove_file(self._key(rel))
             except FileNotFoundError:
                 pass
+
+        for rel in paths:
+            bounded(lambda: remove(rel), f"removing {rel} from volume {self.name}")
 
     def close(self) -> None:
         self._vol = None
@@ -211,8 +242,12 @@ class MountedVolume:
         self.commits = 0
 
     def commit(self) -> None:
+        from .. import netpolicy
+        from ..backends.modal.app import bounded
+
         with self._lock:
-            _volume(self.name, False).commit()
+            bounded(lambda: _volume(self.name, False).commit(), f"committing volume {self.name}",
+                    netpolicy.seconds(netpolicy.MODAL_COMMIT_S))
             self.commits += 1
 
     def pull_inputs(self, resume=()) -> None:

@@ -89,11 +89,11 @@ def _forget_client() -> None:
         pass
 
 
-def bounded(fn, what: str):
-    """`fn()` (a blocking Modal call), waited on for at most MODAL_CALL_S in a thread of its own: a control plane
-    that hangs (a blackholed connection) raises Unreachable in bounded time, and so does one that cannot be reached.
-    A call left hanging ends with the process (its thread is a daemon)."""
-    limit = call_limit()
+def bounded(fn, what: str, limit: float | None = None):
+    """`fn()` (a blocking Modal call), waited on for at most `limit` seconds (default MODAL_CALL_S) in a thread of
+    its own: a control plane that hangs (a blackholed connection) raises Unreachable in bounded time, and so does
+    one that cannot be reached. A call left hanging ends with the process (its thread is a daemon)."""
+    limit = call_limit() if limit is None else limit
     box: dict = {}
 
     def run():
