@@ -59,7 +59,8 @@ def base_env(tmp: Path) -> dict[str, str]:
     # PYTHONDONTWRITEBYTECODE goes too: with it set, every launch would compile launcher's modules afresh
     # (an installed launcher has its bytecode cached; the warm-up round writes it here).
     env = {k: v for k, v in os.environ.items()
-           if k not in ("DATAPOOL_ROOT", "EXPERIMENT", "CHECKPOINT_DIR", "LAUNCH_DATAPOOL", "AWS_PROFILE",
+           if k not in ("DATAPOOL_ROOT", "EXPERIMENT", "CHECKPOINT_DIR", "LAUNCH_DATAPOOL", "LAUNCHER_DATAPOOL",
+                        "AWS_PROFILE",
                         "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "PYTHONDONTWRITEBYTECODE")}
     env.update(LAUNCHER_HOME=str(tmp / "home"),
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p))

@@ -86,6 +86,7 @@ def base_env(tmp: Path) -> dict[str, str]:
     """Like the tests' launcher_env: nothing from this shell that would redirect the datapool or reach real AWS."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATAPOOL_ROOT", "EXPERIMENT", "EXPERIMENT_DIR", "CHECKPOINT_DIR", "LAUNCH_DATAPOOL",
+                        "LAUNCHER_DATAPOOL",
                         "LAUNCHER_WATCH", "LAUNCHER_WATCH_EVERY") and not k.startswith("AWS_")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p))
     return env

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 from .backends import get_backend
 from .backends.base import ACTIVE, Handle, JobState, Observation, observed, relaunch_due, state_from_result
@@ -24,9 +25,49 @@ from .plan import Plan
 from .registry import Registry, launcher_home
 
 
+@dataclass(frozen=True)
+class JobStatus:
+    """A job as `launch status`, `launch jobs --json` and the SDK see it (`launcher.status(id)`, `Run.status()`,
+    `launcher.jobs()`). Times are epoch seconds (UTC); `to_dict()` gives them as ISO 8601 text, as `--json` prints.
+    `summary` is `launch status`'s first line (`succeeded (exit code 0)`, `running (unreachable since ...)`)."""
+
+    job_id: str
+    name: str
+    state: str  # a JobState value: submitting, pending, running, pushing, unreachable, or a final state
+    exit_code: int | None
+    reason: str | None  # why it ended the way it did, when the state alone does not say
+    backend: str
+    where: str | None  # where it runs: a region and instance, a host, a namespace, this machine (pid)
+    submitted: float
+    started: float | None  # when the script started (from the job's result; None until it ended)
+    ended: float | None
+    deadline: float | None
+    duration_s: float | None  # started (else submitted) to ended, or to now while it runs
+    usd_per_hour: float | None  # the plan's price; None where none is known (your own box or cluster)
+    cost_usd: float | None  # price x hours from submission to the end (or now): what it cost so far
+    attempt: int
+    max_attempts: int  # 1 + --max-restarts (where the client relaunches)
+    log: str | None  # where the job's log.txt is kept (a path, or the store's URL)
+    summary: str
+
+    @property
+    def active(self) -> bool:
+        """Not ended yet (submitting, pending, running, pushing, unreachable)."""
+        return self.state in ACTIVE
+
+    def to_dict(self) -> dict[str, Any]:
+        from .plan import iso
+
+        out: dict[str, Any] = dict(self.__dict__)
+        for key in ("submitted", "started", "ended", "deadline"):
+            out[key] = iso(out[key])
+        out["active"] = self.active
+        return out
+
+
 @dataclass
 class Run:
-    """A submitted job. `exit_code` is set when launch waited for the end (not detached)."""
+    """A submitted job. `exit_code` is set when launch waited for the end (not detached), or by `wait()`."""
 
     job_id: str
     plan: Plan
@@ -37,6 +78,33 @@ class Run:
     @property
     def state(self) -> str:
         return status(self.job_id)[0]
+
+    def status(self) -> JobStatus:
+        """The job now (reads the store's result, else asks the backend; records a final state it finds)."""
+        return job_status(self.job_id)
+
+    def wait(self, timeout: float | None = None, poll: float = 1.0) -> JobStatus:
+        """Block until the job ends and return how it ended (a preempted job with --max-restarts left is
+        relaunched meanwhile, as `launch watch` does). Raises TimeoutError after `timeout` seconds."""
+        end = None if timeout is None else time.monotonic() + timeout
+        delay = min(0.2, poll)
+        while True:
+            state, code = reconcile(self.job_id, relaunch=True)
+            if state not in ACTIVE:
+                self.exit_code = code
+                return job_status(self.job_id)
+            if end is not None and time.monotonic() >= end:
+                raise TimeoutError(f"{self.job_id} still {state} after {timeout:g} s")
+            time.sleep(delay if end is None else max(0.0, min(delay, end - time.monotonic())))
+            delay = min(delay * 2, poll)
+
+    def logs(self, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """The job's output as text lines (without their newline); `follow` goes on until the job ends."""
+        return log_lines(self.job_id, follow=follow, tail=tail)
+
+    def down(self, wait: bool = True) -> JobStatus:
+        """Stop the job and tear down what it holds (`launch down JOB`); returns how it ended."""
+        return down_job(self.job_id, wait=wait)
 
 
 def plan(job: Job) -> Plan:
@@ -81,10 +149,12 @@ def _jobstore_ref(p: Plan, backend) -> dict:
     return {"store_url": p.spec.store_url, "experiment": p.job.experiment, "endpoint_url": p.spec.endpoint_url}
 
 
-def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
+def launch(job: Job, *, detach: bool = False, on_start=None, confirm=None) -> Run:
     """Run `job` on its backend. Foreground by default: returns when it ends (Ctrl-C cancels it).
 
     `on_start(run)` is called once the job is submitted, before waiting (the CLI prints the job id there).
+    `confirm(plan, facts)`: asked after preflight, before anything is recorded or created; `facts()` gives the
+    backend's `where(plan, online=True)`. False raises NotLaunched. None (the SDK's default): never asked.
     """
     from .planner import make_plan
 
@@ -101,9 +171,14 @@ def launch(job: Job, *, detach: bool = False, on_start=None) -> Run:
     _check_secrets(p.job, backend)
     _probe_store(p)
     backend.preflight(p)
+    if confirm is not None and not confirm(p, lambda: backend.where(p, online=True)):
+        from .errors import NotLaunched
+
+        raise NotLaunched(f"{p.job_id}: not launched")
     registry = Registry()  # add() below refuses an unusable registry (exit 2, the file named) before start
     handle_data = {"store": _jobstore_ref(p, backend), "grace_period": p.job.grace_period,
-                   "push_timeout": p.job.push_timeout, **backend.locator(p)}
+                   "push_timeout": p.job.push_timeout, "usd_per_hour": (p.price or {}).get("usd_per_hour"),
+                   **backend.locator(p)}
     if p.job.max_restarts and not backend.capabilities.retries_itself:
         handle_data.update(attempt=1, max_restarts=p.job.max_restarts)
         _save_for_restart(p)
@@ -700,11 +775,187 @@ def down_expired(now: float | None = None, *, backend: str | None = None, option
     return ended
 
 
-def jobs(limit: int = 50):
-    """Recent jobs, newest first, with active ones refreshed from the store and their backends."""
+def job_records(limit: int | None = 50, *, state: str | list[str] | None = None,
+                backend: str | None = None):
+    """Registry records, newest first, with active ones refreshed from the store and their backends; `state` (one
+    or several; `active` = submitting, pending or running) and `backend` filter them, `limit` None: all of them."""
+    states = _states(state)
     for rec in Registry().active():
+        if backend is not None and rec.backend != backend:
+            continue
         try:
             reconcile(rec.id)
         except Exception as exc:  # noqa: BLE001 - one unreachable machine must not hide the others
             sys.stderr.write(f"[launcher] warning: {rec.id}: state not refreshed: {exc}\n")
-    return Registry().list(limit)
+    if states is None and backend is None and limit is not None:
+        return Registry().list(limit)
+    found = [r for r in Registry().list(1_000_000_000) if (states is None or r.state in states)
+             and (backend is None or r.backend == backend)]
+    return found if limit is None else found[:limit]
+
+
+def _states(state: str | list[str] | tuple[str, ...] | None) -> set[str] | None:
+    from .registry import ACTIVE_STATES, FINAL_STATES
+
+    if state is None or state == [] or state == ():
+        return None
+    given = [state] if isinstance(state, str) else list(state)
+    out: set[str] = set()
+    for s in (part.strip() for g in given for part in g.split(",")):
+        if s == "active":
+            out.update(ACTIVE_STATES)
+        elif s in ACTIVE_STATES + FINAL_STATES:
+            out.add(s)
+        else:
+            raise UserError(f"unknown job state {s!r}; one of: active, {', '.join(ACTIVE_STATES + FINAL_STATES)}")
+    return out
+
+
+def jobs(limit: int | None = 50, *, state: str | list[str] | None = None,
+         backend: str | None = None) -> list[JobStatus]:
+    """Recent jobs, newest first (`limit` None: all), as JobStatus; `state` (e.g. "running", "failed", "active")
+    and `backend` filter them. Reads only this machine's registry: no store is asked (`status(id)` does)."""
+    return [_job_status(rec, deep=False) for rec in job_records(limit, state=state, backend=backend)]
+
+
+def job_status(job_id: str) -> JobStatus:
+    """The job now, as `launch status JOB` says it: its state (a final one it finds is recorded, as `launch status`
+    does; nothing is relaunched), exit code, reason, backend, where, times, cost so far, attempt and log."""
+    seen = reconcile(job_id)
+    return _job_status(Registry().get(job_id), deep=True, seen=seen)
+
+
+def _where(backend, handle: Handle, result: dict | None) -> str | None:
+    from pydantic import BaseModel
+
+    facts: dict[str, str] = {}
+    # The backend's own facts, then (remote) the node's host name from its result.
+    keys = tuple(dict.fromkeys((*backend.where_fields, *(("host",) if backend.capabilities.remote else ()))))
+
+    def collect(model: BaseModel) -> None:
+        for key in type(model).model_fields:
+            value = getattr(model, key, None)
+            if isinstance(value, BaseModel):
+                collect(value)
+            elif key in keys and value not in (None, "") and not isinstance(value, bool):
+                facts.setdefault(key, str(value))
+
+    collect(handle.data)
+    if result and result.get("host") and backend.capabilities.remote:
+        facts.setdefault("host", str(result["host"]))
+    parts = [f"{k.replace('_', ' ')} {facts[k]}" for k in keys if k in facts]
+    if not backend.capabilities.remote:
+        parts.insert(0, "this machine")
+    return ", ".join(parts) or None
+
+
+def _log_location(handle: Handle) -> str | None:
+    from .datapool.url import StoreUrl
+    from .node.layout import job_report_dir
+
+    ref = handle.data.store
+    rel = f"experiments/{ref.experiment}/reports/jobs/{handle.job_id}/log.txt"
+    url = StoreUrl.of(ref.store_url)
+    if url is not None and url.scheme != "file":
+        return f"{str(url).rstrip('/')}/{rel}"
+    base = Path(url.path) if url is not None else Path(ref.local_root) if ref.local_root else None
+    if base is None:
+        return None  # no store here (a claim only the cluster mounts): `launch logs JOB` asks the backend
+    return str(job_report_dir(base / "experiments" / ref.experiment, handle.job_id) / "log.txt")
+
+
+_PREEMPTED = "the machine was taken away (spot reclaim, drain or eviction); the agent pushed what it had"
+
+
+def _job_status(rec, *, deep: bool, seen: tuple[str, int | None] | None = None) -> JobStatus:
+    """`deep`: also read an ended job's result in the store (start and end times, host, error); else only what this
+    machine keeps (the registry, reason.txt, a local job's result). `seen`: what `reconcile` just found (an
+    active job's observed state: unreachable, pushing), so nothing is asked twice."""
+    backend = get_backend(rec.backend)
+    handle = backend.handle(rec.id, rec.handle)
+    d = handle.data
+    state, code = seen if seen is not None and rec.state in ACTIVE else (rec.state, rec.exit_code)
+    result = (_read_result(handle) if state not in ACTIVE and (deep or not backend.capabilities.remote)
+              else None)
+    summary = describe(rec.id, state, code) if deep else (state if code is None else f"{state} (exit code {code})")
+    why = None
+    if state in ("failed", "lost", "timeout", "cancelled", "preempted", "push_failed"):
+        path = launcher_home() / "jobs" / rec.id / "reason.txt"
+        why = path.read_text().strip() if path.exists() else (result or {}).get("error")
+        if not why and state == "preempted":  # the agent saw it coming (a SIGTERM nobody asked for) and said so
+            why = _PREEMPTED + ("" if d.max_restarts else
+                                "; --max-restarts N relaunches such a job, resuming from its checkpoints")
+    elif state == JobState.UNREACHABLE and (since := unreachable_since(rec.id)):
+        why = since[1]
+    started = (result or {}).get("started_at")
+    ended = (result or {}).get("ended_at") or rec.ended
+    if state in ACTIVE:
+        ended = None
+    now = time.time()
+    end = ended if ended is not None else (now if state in ACTIVE else None)
+    duration = None if end is None else round(max(0.0, end - (started or rec.created)), 3)
+    hourly = d.usd_per_hour
+    paid_until = end if end is not None else rec.ended
+    cost = None if hourly is None or paid_until is None else round(hourly * max(0.0, paid_until - rec.created) / 3600,
+                                                                   4)
+    return JobStatus(job_id=rec.id, name=rec.name, state=str(state), exit_code=code, reason=why,
+                     backend=rec.backend, where=_where(backend, handle, result), submitted=rec.created,
+                     started=started, ended=ended, deadline=rec.deadline, duration_s=duration,
+                     usd_per_hour=hourly, cost_usd=cost, attempt=d.attempt, max_attempts=d.max_restarts + 1,
+                     log=_log_location(handle), summary=summary)
+
+
+def log_lines(job_id: str, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+    """The job's output as text lines, without their newline (bytes that are not UTF-8 are replaced). `tail`: only
+    the last N lines of what is there now (then, following, what comes after)."""
+    import codecs
+    from collections import deque
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def lines(chunks) -> Iterator[str]:
+        rest = ""
+        for chunk in chunks:
+            rest += decoder.decode(chunk)
+            *done, rest = rest.split("\n")
+            for line in done:
+                yield line.removesuffix("\r")
+        rest += decoder.decode(b"", final=True)
+        if rest:
+            yield rest.removesuffix("\r")
+
+    if tail is None:
+        yield from lines(logs(job_id, follow=follow))
+        return
+    seen = 0
+
+    def counted(chunks):
+        nonlocal seen
+        for chunk in chunks:
+            seen += len(chunk)
+            yield chunk
+
+    # What is there now (read once, not followed): its last `tail` lines.
+    yield from deque(lines(counted(logs(job_id, follow=False))), maxlen=max(tail, 0))
+    if not follow:
+        return
+    skip = seen
+
+    def after(chunks):  # the followed stream from the start: the bytes already accounted for are dropped
+        nonlocal skip
+        for chunk in chunks:
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            yield chunk[skip:]
+            skip = 0
+
+    decoder.reset()
+    yield from lines(after(logs(job_id, follow=True)))
+
+
+def down_job(job_id: str, wait: bool = True) -> JobStatus:
+    """`launch down JOB` for the SDK: stop the job, tear down what it holds, and return how it ended (NotConfirmed
+    when the end could not be confirmed; without `wait`, the state it is in once the cancel is requested)."""
+    down(job_id, wait=wait)
+    return job_status(job_id)

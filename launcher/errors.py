@@ -27,6 +27,13 @@ class NotConfirmed(Exception):
     exit_code = 1
 
 
+class NotLaunched(Exception):
+    """The user answered no at the launch's confirmation: nothing was created. The CLI says "not launched" and exits
+    1 (not an error of the request, so not 2)."""
+
+    exit_code = 1
+
+
 def did_you_mean(word: str, choices) -> str:
     import difflib
 

@@ -9,9 +9,10 @@ the bootstrap renderer imports this module on every launch.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
+
+from . import envvars
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 LOCK_FILE = IMAGES_DIR / "requirements.lock"
@@ -37,7 +38,7 @@ def lock_hash(lock: Path | None = None) -> str:
 
 
 def default_repo() -> str:
-    return os.environ.get("LAUNCH_IMAGE_REPO", DEFAULT_REPO)
+    return envvars.get("IMAGE_REPO", DEFAULT_REPO)
 
 
 def default_image() -> str:

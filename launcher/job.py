@@ -24,6 +24,39 @@ RESERVED_ENV = {"DATAPOOL_ROOT": "--datapool", "EXPERIMENT": "--experiment", "EX
                 "JOB_ID": None, "LAUNCH_BACKEND": "--backend"}
 
 
+class NodeNetwork(BaseModel):
+    """The `node:` profile section: the network the node itself is behind. Never copied from this machine's
+    environment (a laptop's proxy is usually its own, e.g. on 127.0.0.1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    https_proxy: str | None = Field(None, description="proxy the node's S3 and HTTPS traffic goes through, e.g. "
+                                    "http://proxy.corp:3128 (HTTPS_PROXY on the node)")
+    no_proxy: str | None = Field(None, description="hosts the node reaches directly (NO_PROXY on the node)")
+    ca_bundle: str | None = Field(None, description="a PEM file on this machine; its content travels with the job and "
+                                  "becomes the node's AWS_CA_BUNDLE")
+
+    @field_validator("https_proxy")
+    @classmethod
+    def _proxy(cls, v: str | None) -> str | None:
+        if v is not None and (urlparse(v).scheme not in ("http", "https") or not urlparse(v).netloc):
+            raise ValueError(f"bad proxy URL {v!r}: use http(s)://host:port, e.g. http://proxy.corp:3128")
+        return v
+
+    def ca_pem(self) -> str | None:
+        """The CA bundle's content (read at plan time: the node has no copy of this machine's files)."""
+        if not self.ca_bundle:
+            return None
+        path = Path(self.ca_bundle).expanduser()
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"node.ca_bundle {self.ca_bundle}: cannot read it ({exc.__class__.__name__})") from None
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise UserError(f"node.ca_bundle {self.ca_bundle}: no PEM certificate in it")
+        return text
+
+
 def _err(exc: Exception) -> str:
     return str(exc.args[0]) if isinstance(exc, UserError) else str(exc)
 
@@ -67,6 +100,8 @@ class JobFields(BaseModel):
     workdir: str = Field(".", description="project root whose files travel with the job")
     relay: RelayBinding | None = Field(None, description="run as one worker of a relay run: hold its lease, resume "
                                        "from its committed checkpoint (docs/relay.md)")
+    node: NodeNetwork | None = Field(None, description="the node's network: https_proxy, no_proxy, ca_bundle "
+                                     "(docs/datapool.md)")
 
     _gpu_request: GpuRequest | None = PrivateAttr(None)
     _unused_sections: tuple[str, ...] = PrivateAttr(())

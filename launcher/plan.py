@@ -46,6 +46,9 @@ class Plan:
     request: dict[str, Any] = field(default_factory=dict)  # argv, RunInstances, Job manifest, Modal spec, ssh steps
     price: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # What the user should read before paying: a check the backend does not make (a GPU type it cannot see),
+    # a flag it ignores. Shown first in the summary (launcher/summary.py), in colour on a terminal.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def deadline_at(self) -> float | None:
@@ -71,9 +74,16 @@ class Plan:
         out["request"] = self.request
         if self.price:
             out["price"] = self.price
+        if self.warnings:
+            out["warnings"] = self.warnings
         if self.notes:
             out["notes"] = self.notes
         return out
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def to_yaml(self) -> str:
         import yaml

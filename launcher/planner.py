@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .backends import get_backend, names_where
-from .backends.base import Backend
+from .backends.base import WARNING, Backend
 from .errors import UserError
 from .job import Job
 from .node.layout import PULLED, PUSHED
@@ -35,7 +35,7 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
         raise UserError(f"--max-restarts relaunches a preempted job: --backend {name} is never preempted; "
                         f"drop --max-restarts (or use a backend that preempts: {where})")
     if job.max_restarts and not job.spot and not caps.preempts_on_demand:
-        notes.append(f"--max-restarts {job.max_restarts} without --spot: on-demand capacity is not preempted, so "
+        notes.append(f"{WARNING}--max-restarts {job.max_restarts} without --spot: on-demand capacity is not preempted, so "
                      "it will likely never be used")
     if job.num_nodes > caps.max_nodes:
         raise UserError(f"--num-nodes {job.num_nodes}: --backend {name} runs at most {caps.max_nodes} node(s)")
@@ -46,7 +46,7 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
         gpu = job.gpu_request
         if caps.gpus is None:  # the machine's GPUs: checked by the platform only where it enforces resources
             if not caps.resources_enforced:
-                notes.append(f"gpu {job.gpu}: --backend {name} uses whatever GPUs the machine has; the type and "
+                notes.append(f"{WARNING}gpu {job.gpu}: --backend {name} uses whatever GPUs the machine has; the type and "
                              "count are not checked")
         elif gpu.type is None:
             raise UserError(f"--gpu {job.gpu} names no GPU type: --backend {name} picks its machine by type; "
@@ -57,7 +57,7 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
     if not caps.resources_enforced:
         given = [f"--{f} {getattr(job, f)}" for f in ("cpus", "memory", "disk") if getattr(job, f) is not None]
         if given:
-            notes.append(f"{', '.join(given)}: --backend {name} does not reserve or limit resources; "
+            notes.append(f"{WARNING}{', '.join(given)}: --backend {name} does not reserve or limit resources; "
                          "the job gets what the machine has")
     if job.datapool:
         scheme = job.datapool.scheme
@@ -67,7 +67,7 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
     elif caps.remote:
         raise UserError(f"--backend {name} needs a datapool store that both this machine and the node reach "
                         f"(it is where logs and results meet): pass --datapool s3://bucket/prefix "
-                        "or set LAUNCH_DATAPOOL")
+                        "or set LAUNCHER_DATAPOOL")
     if job.terminate_after and not caps.remote:
         notes.append(f"--terminate-after: --backend {name} holds no machine; the job's processes end with it anyway")
     if job.keep_on_failure and not caps.remote:
@@ -83,6 +83,14 @@ def local_binding(job: Job) -> tuple[str, str | None]:
         return job.datapool.path, None
     root = Path(os.environ.get("DATAPOOL_ROOT") or Path(job.workdir) / DEFAULT_LOCAL_ROOT)
     return str(root.resolve()), job.datapool
+
+
+def endpoint_url(job: Job) -> str | None:
+    """The S3 endpoint the node uses: --endpoint-url, else this machine's AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
+    (what the client itself uses, so client and node meet at the same store). Only for an s3:// datapool."""
+    if job.endpoint_url or not job.datapool or job.datapool.scheme != "s3":
+        return job.endpoint_url
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: float | None = None,
@@ -115,10 +123,13 @@ def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: fl
     store = job.datapool if backend.capabilities.remote else local_binding(job)[1]
     store = None if store is None else str(store)  # the spec carries text: it crosses to the node as JSON
     exp = f"experiments/{job.experiment}"
+    node = job.node
     spec = AgentSpec(
         version=SPEC_VERSION, job_id=job_id, backend=backend.name, run_name=job.run_name, script=job.script,
         args=job.args, env=job.env, secrets=job.secrets, experiment=job.experiment, workdir=paths.workdir,
-        datapool_root=paths.datapool_root, store_url=store, endpoint_url=job.endpoint_url, state_dir=paths.state_dir,
+        datapool_root=paths.datapool_root, store_url=store, endpoint_url=endpoint_url(job), state_dir=paths.state_dir,
+        https_proxy=node.https_proxy if node else None, no_proxy=node.no_proxy if node else None,
+        ca_bundle=node.ca_pem() if node else None,
         deadline_at=deadline_for(created, job.max_runtime, job.grace_period, job.push_timeout),
         grace_period=job.grace_period, push_interval=job.push_interval, push_timeout=job.push_timeout, attempt=attempt,
         preemptible=job.spot or backend.capabilities.preempts_on_demand,
@@ -137,10 +148,12 @@ def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: fl
         datapool={
             "root": paths.datapool_root,
             "store": store,
+            **({"endpoint": spec.endpoint_url} if spec.endpoint_url else {}),  # where client and node meet it
             "pull": [f"{exp}/{p}" for p in PULLED] if store else [],
             "push": [f"{exp}/{p}" for p in PUSHED] if store else [],
         },
-        notes=notes,
+        notes=[n for n in notes if not n.startswith(WARNING)],
+        warnings=[n.removeprefix(WARNING) for n in notes if n.startswith(WARNING)],
     )
     plan.request = backend.render(plan)
     plan.price = backend.price(job)

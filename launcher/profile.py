@@ -44,3 +44,68 @@ def merge(profile: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+# -- the default profile ----------------------------------------------------------------------------------------
+# Job fields every `launch` starts from: $LAUNCHER_PROFILE (a file; set to "" for none), else
+# $XDG_CONFIG_HOME/launcher/config.yaml (else ~/.config/launcher/config.yaml) when it exists. A --profile file goes
+# over it, flags over both. It holds defaults, not a job: no script, args or relay here.
+PROFILE_ENV = "LAUNCHER_PROFILE"
+_NOT_DEFAULTS = ("script", "args", "relay", "name")
+
+
+def default_profile_path() -> Path | None:
+    """The default profile's file, or None when there is none (a missing config.yaml is no error; a missing
+    $LAUNCHER_PROFILE file is, when used)."""
+    import os
+
+    if PROFILE_ENV in os.environ:
+        value = os.environ[PROFILE_ENV].strip()
+        return Path(value).expanduser() if value else None
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    path = Path(base) / "launcher" / "config.yaml"
+    return path if path.is_file() else None
+
+
+def load_default_profile() -> dict[str, Any]:
+    path = default_profile_path()
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise UserError(f"${PROFILE_ENV} names {path}, which is not a file; fix it, or set {PROFILE_ENV}= for none")
+    data = read_mapping(path, "default profile", "job fields: backend: ec2, gpu: A10G, ...")
+    wrong = [k for k in _NOT_DEFAULTS if k in data]
+    if wrong:
+        raise UserError(f"default profile {path}: {wrong[0]}: belongs to one job, not to the defaults; "
+                        "put it in a --profile file or on the command line")
+    return data
+
+
+def merge_sections(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` (a --profile) on top of `base` (the defaults): a backend's section merges field by field (the
+    defaults' region stays under a profile that sets only the instance type), `env` merges, `secrets` union."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        elif key == "secrets" and isinstance(out.get(key), list) and isinstance(value, list):
+            out[key] = list(dict.fromkeys([*out[key], *value]))
+        else:
+            out[key] = value
+    return out
+
+
+def launch_profile(path: str | Path | None, backend: str | None = None) -> dict[str, Any]:
+    """What `launch` starts from: the default profile, then the --profile file (`path`), as one mapping; flags go
+    over it (`merge`). A backend section of the defaults for a backend this launch does not use is dropped
+    (`backend`: --backend, when given): the defaults may configure every backend, and only the chosen one's
+    section is the job's."""
+    defaults = load_default_profile()
+    given = load_profile(path) if path else {}
+    if not defaults:
+        return given
+    from .backends import BACKENDS, DEFAULT_BACKEND
+
+    chosen = backend or given.get("backend") or defaults.get("backend") or DEFAULT_BACKEND
+    defaults = {k: v for k, v in defaults.items() if k not in BACKENDS or k == chosen or k in given}
+    return merge_sections(defaults, given)

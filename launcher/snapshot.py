@@ -49,7 +49,7 @@ from pathlib import Path
 from .errors import UserError
 
 DEFAULT_LIMIT = 200 * 1024**2
-LIMIT_ENV = "LAUNCH_SNAPSHOT_LIMIT"
+LIMIT_ENV = "LAUNCHER_SNAPSHOT_LIMIT"  # (the old LAUNCH_SNAPSHOT_LIMIT is still read)
 AGENT_DIR = ".launcher-agent"
 IGNORE_FILE = ".launchignore"
 # Bumped whenever the packing changes, so a cache index entry never maps a tree to bytes packed differently.
@@ -321,7 +321,9 @@ def _fmt(n: float) -> str:
 
 
 def _limit(limit_bytes: int) -> int:
-    env = os.environ.get(LIMIT_ENV, "").strip()
+    from . import envvars
+
+    env = (envvars.get("SNAPSHOT_LIMIT") or "").strip()
     if env and limit_bytes == DEFAULT_LIMIT:
         from .units import parse_size
 

@@ -59,6 +59,11 @@ class AgentSpec(BaseModel):
     datapool_root: str
     store_url: str | None
     endpoint_url: str | None
+    # The node's network, only from the job's `node:` section (never this machine's environment): the agent sets
+    # HTTPS_PROXY / NO_PROXY and AWS_CA_BUNDLE (this PEM text, written to its state dir) for itself and the script.
+    https_proxy: str | None
+    no_proxy: str | None
+    ca_bundle: str | None
     state_dir: str
     deadline_at: float | None
     grace_period: int

@@ -540,7 +540,17 @@ class SshClient:
             self._transport()
             from . import netpolicy
 
-            self._sftp = self._client.open_sftp()
+            import paramiko
+
+            try:
+                self._sftp = self._client.open_sftp()
+            except (paramiko.SSHException, EOFError) as e:
+                if not (self._client.get_transport() and self._client.get_transport().is_active()):
+                    raise
+                # The server refused the subsystem (or its program is missing): the fix is on the box.
+                raise UserError(f"{self.target.hostport} offers no SFTP ({_one_line(e) or type(e).__name__}): enable it in the box's "
+                                "sshd_config with 'Subsystem sftp internal-sftp' (or the path of sftp-server) "
+                                "and reload sshd") from None
             # Every SFTP read waits at most this long: a transfer over a dead link fails instead of hanging.
             self._sftp.get_channel().settimeout(netpolicy.seconds(netpolicy.SSH_COMMAND_S))
         return self._sftp

@@ -28,8 +28,10 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def launcher_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATAPOOL_ROOT", "EXPERIMENT", "CHECKPOINT_DIR", "LAUNCH_DATAPOOL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATAPOOL_ROOT", "EXPERIMENT", "CHECKPOINT_DIR", "LAUNCH_DATAPOOL",
+                                                           "LAUNCHER_DATAPOOL")}
     env["LAUNCHER_HOME"] = str(tmp_path / "home")
+    env["LAUNCHER_PROFILE"] = ""  # no default profile (~/.config/launcher/config.yaml) of whoever runs the tests
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env

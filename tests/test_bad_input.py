@@ -40,7 +40,7 @@ def script(project):
     (["logs", "no-such-job"], "unknown job 'no-such-job'"),
     (["down", "no-such-job"], "unknown job 'no-such-job'"),
     (["status", "no-such-job"], "unknown job 'no-such-job'"),
-    (["down"], "give either a JOB id or --expired"),
+    (["down"], "give JOB ids, --all or --expired"),
 ])
 def test_refused(args, expect, launch, script, project, launcher_env):
     _assert_clean_refusal(launch(*args), expect, project, launcher_env)

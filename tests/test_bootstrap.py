@@ -89,7 +89,8 @@ class Node:
         self.spec = AgentSpec(
             version=SPEC_VERSION, job_id=self.job_id, backend="ssh", run_name="boot", script=script, args=[],
             env=env or {}, secrets=[], experiment=EXPERIMENT, workdir=f"code/{self.snap.sha256}",
-            datapool_root="datapool", store_url=self.store.as_uri(), endpoint_url=None,
+            datapool_root="datapool", store_url=self.store.as_uri(), endpoint_url=None, https_proxy=None, no_proxy=None,
+            ca_bundle=None,
             state_dir=f"jobs/{self.job_id}", deadline_at=deadline_at, grace_period=grace_period,
             push_interval=30, push_timeout=120, preemptible=False, attempt=1, relay=None,
         )

@@ -191,7 +191,8 @@ mkdir -p "$3/bin" && cp {shlex.quote(str(parts))}/* "$3/bin/"
         spec = AgentSpec(
             version=SPEC_VERSION, job_id=job_id, backend="ssh", run_name="venv", script="hello.py", args=[], env={},
             secrets=[], experiment="img", workdir=f"code/{snap.sha256}", datapool_root="datapool",
-            store_url=store.as_uri(), endpoint_url=None, state_dir=f"jobs/{job_id}", deadline_at=None,
+            store_url=store.as_uri(), endpoint_url=None, https_proxy=None, no_proxy=None, ca_bundle=None,
+            state_dir=f"jobs/{job_id}", deadline_at=None,
             grace_period=5, push_interval=30, push_timeout=300, preemptible=False, attempt=1, relay=None)
         script = tmp_path / f"{job_id}.sh"
         script.write_text(bootstrap.render(spec, base=shlex.quote(str(base)), snapshot_sha=snap.sha256,

@@ -85,7 +85,7 @@ def test_exit_code_propagates_and_registry_records_it(launch, project):
     assert jobs.returncode == 0 and "failed" in jobs.stdout and "show-" in jobs.stdout
     job_id = _job_dir(project).name
     st = launch("status", job_id)
-    assert st.stdout.strip() == "failed (exit code 7)"
+    assert st.stdout.splitlines()[0] == "failed (exit code 7)"
 
 
 def test_datapool_file_url_is_the_root(launch, project, tmp_path):
@@ -108,7 +108,7 @@ def test_datapool_from_env(launch, project, tmp_path):
 
 def test_dry_run_prints_plan_and_touches_nothing(launch, project, launcher_env):
     (project / "show.py").write_text(PRINT_ENV)
-    out = launch("--dry-run", "--gpu", "A100", "--max-runtime", "2h", "--env", "A=1", "--secret", "MY_TOKEN",
+    out = launch("--dry-run", "--full", "--gpu", "A100", "--max-runtime", "2h", "--env", "A=1", "--secret", "MY_TOKEN",
                  "show.py", "--lr", "1e-3", env={"MY_TOKEN": "dry-run-secret-value"})
     assert out.returncode == 0, out.stderr
     plan = yaml.safe_load(out.stdout)
@@ -145,7 +145,7 @@ def test_detach_logs_follow_and_down(launch, project, launcher_env):
     out = launch("--detach", "--grace-period", "10", "slow.py", env={"MARKER": str(marker)})
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.strip()
-    assert launch("status", job_id).stdout.strip() == "running"
+    assert launch("status", job_id).stdout.splitlines()[0] == "running"
     follower = subprocess.Popen([sys.executable, "-m", "launcher", "logs", job_id, "-f"], cwd=project,
                                 env=launcher_env, stdout=subprocess.PIPE, text=True)
     assert _wait_for(lambda: (_job_dir(project) / "log.txt").exists()
@@ -157,7 +157,7 @@ def test_detach_logs_follow_and_down(launch, project, launcher_env):
     assert "started" in followed and "tick 3" in followed
     result = json.loads((_job_dir(project) / "result.json").read_text())
     assert result["reason"] == "cancelled" and result["exit_code"] == 143
-    assert launch("status", job_id).stdout.strip() == "cancelled (exit code 143)"
+    assert launch("status", job_id).stdout.splitlines()[0] == "cancelled (exit code 143)"
 
 
 def test_stubborn_script_is_killed_after_grace(launch, project):
@@ -229,7 +229,7 @@ def test_down_expired_sweeps_jobs_past_their_deadline(launch, project, launcher_
     out = launch("down", "--expired")
     assert out.returncode == 0 and out.stdout.strip() == old
     assert launch("status", old).stdout.startswith("cancelled")
-    assert launch("status", fresh).stdout.strip() == "running"
+    assert launch("status", fresh).stdout.splitlines()[0] == "running"
     assert launch("down", fresh).returncode == 0
 
 

@@ -6,13 +6,9 @@ unwritable datapool is refused before anything is recorded, and a detached agent
 """
 from __future__ import annotations
 
-import importlib.util
 import os
-import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +16,8 @@ import pytest
 
 from launcher.proc import start_time
 from launcher.registry import Registry
+from . import unprivileged as nobody
+from .unprivileged import nobody_tmp  # noqa: F401 - a fixture
 from .user_errors import one_error_line as _one_error_line
 from .waiting import wait_for as _wait_for
 
@@ -172,53 +170,26 @@ def test_a_datapool_through_a_regular_file_is_refused_before_any_record(launch, 
     assert blocker.read_text() == "not a directory\n"
 
 
-def _run_as_nobody(argv: list[str], env: dict, cwd: Path, shim: Path) -> subprocess.CompletedProcess:
-    """`argv` as an unprivileged user (root ignores permission bits). A package the interpreter finds only where
-    that user cannot read (a root-only prefix) is copied into `shim`, on PYTHONPATH, and the run repeated."""
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: cannot make a directory read-only to the launcher")
-    shim.mkdir(exist_ok=True)
-    env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(shim)) if p)}
-    prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    for _ in range(10):
-        r = subprocess.run([*prefix, *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
-        missing = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", r.stderr)
-        if not missing:
-            return r
-        spec = importlib.util.find_spec(missing[1].split(".")[0])
-        if spec is None or spec.origin is None or (shim / Path(spec.origin).name).exists():
-            break
-        src = Path(spec.origin)
-        if src.name == "__init__.py":
-            shutil.copytree(src.parent, shim / src.parent.name, dirs_exist_ok=True)
-        else:
-            shutil.copy2(src, shim / src.name)
-    pytest.skip(f"cannot run the launcher as an unprivileged user here: {r.stderr.strip()[-300:]}")
-
-
-def test_a_read_only_datapool_root_is_refused_before_any_record(tmp_path, launcher_env, project):
+def test_a_read_only_datapool_root_is_refused_before_any_record(nobody_tmp, launcher_env):
+    # Root ignores permission bits: `launch` runs as nobody, from a copy of the launcher and its packages, in a
+    # folder nobody reaches (tests/unprivileged.py), so this holds from any checkout (a root user's 0700 home too).
     if os.geteuid() != 0:
         pytest.skip("needs root to run the launcher as another user against a root-owned directory")
-    for p in (tmp_path, *tmp_path.parents):
-        if p in (Path("/tmp"), Path("/")):
-            break
-        p.chmod(0o755)  # the unprivileged user must reach the project and its home through pytest's 0700 dirs
+    project = nobody_tmp / "project"
+    project.mkdir()
     (project / "slow.py").write_text(SLOW)
-    home = tmp_path / "nobody-home"
+    home = nobody_tmp / "nobody-home"
     home.mkdir()
     os.chown(home, NOBODY, NOBODY)
-    root = tmp_path / "ro-pool"
+    root = nobody_tmp / "ro-pool"
     root.mkdir()
     root.chmod(0o555)
     env = {**launcher_env, "LAUNCHER_HOME": str(home), "HOME": str(home)}
-    try:
-        for pool in (root, root / "pool"):  # the root itself, and a root still to be made inside it
-            for detach in (False, True):
-                r = _run_as_nobody([sys.executable, "-m", "launcher", *(["--detach"] if detach else []),
-                                    "--datapool", f"file://{pool}", "slow.py"], env, project, tmp_path / "shim")
-                _one_error_line(r, str(pool), "not writable")
-    finally:
-        root.chmod(0o755)
+    for pool in (root, root / "pool"):  # the root itself, and a root still to be made inside it
+        for detach in (False, True):
+            r = nobody.run(["-m", "launcher", *(["--detach"] if detach else []), "--datapool", f"file://{pool}",
+                            "slow.py"], env, project)
+            _one_error_line(r, str(pool), "not writable")
     assert list(root.iterdir()) == []
     assert not (home / "jobs.db").exists() and not (home / "jobs").exists()
 

@@ -3,7 +3,7 @@ bash blocks, in order, and the runners table) and its Python example.
 
 They run from the repo root like a user who followed the setup line: a bare environment whose PATH starts with
 this venv's bin (what `source .venv/bin/activate` does), a private LAUNCHER_HOME, and a private datapool
-($LAUNCH_DATAPOOL for the CLI, $DATAPOOL_ROOT for the Python API), so nothing lands in the repo.
+($LAUNCHER_DATAPOOL for the CLI, $DATAPOOL_ROOT for the Python API), so nothing lands in the repo.
 """
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ SELF = ("bash scripts/setup.sh", "bash scripts/test.sh")
 ACTIVATE = "source .venv/bin/activate"
 # - setting a variable for the lines after it (`export RELAY_SHARED_SECRET=...`) runs as written.
 EXPORT = re.compile(r"^export [A-Z_][A-Z0-9_]*=")
-# A command line starts with `launch` (bare, through the venv, or captured: `JOB=$(launch ...)`).
-LAUNCH = re.compile(r"^(?:[A-Z_]+=\$\()?(?:\.venv/bin/)?launch(?:\s|$)")
+# A command line starts with `launch` (bare, through the venv, or captured: `JOB=$(launch ...)`), or loads the
+# bash completion script (`eval "$(launch completion bash)"`: it runs as written).
+LAUNCH = re.compile(r"^(?:[A-Z_]+=\$\(|eval \"\$\()?(?:\.venv/bin/)?launch(?:\s|$)")
 
 
 def _bash_lines(block: list[str]) -> list[str]:
@@ -100,7 +101,7 @@ def user_env(tmp_path: Path) -> dict[str, str]:
         "PATH": f"{VENV_BIN}:{SYSTEM_PATH}",
         "LAUNCHER_HOME": str(tmp_path / "launcher-home"),
         # The CLI's store and the Python API's local root: the same private directory.
-        "LAUNCH_DATAPOOL": f"file://{tmp_path / 'pool'}", "DATAPOOL_ROOT": str(tmp_path / "pool"),
+        "LAUNCHER_DATAPOOL": f"file://{tmp_path / 'pool'}", "DATAPOOL_ROOT": str(tmp_path / "pool"),
         # One thread and offline: the smoke runs build their tiny model locally and take seconds on a CPU.
         "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",

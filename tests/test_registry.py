@@ -45,7 +45,7 @@ def test_a_legacy_non_ascii_id_is_still_reachable_exactly(launch, registry):
     registry.add("my-script-ü-3fa9c1", "my-script-ü", "local", None, {}, state="running")
     registry.finish("my-script-ü-3fa9c1", "succeeded", 0)
     r = launch("status", "my-script-ü-3fa9c1")
-    assert r.returncode == 0 and r.stdout.strip() == "succeeded (exit code 0)", r.stderr
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == "succeeded (exit code 0)", r.stderr
     _one_error_line(launch("status", "my-script-ü"), "bad job id")  # as a prefix: not plain id characters
 
 
@@ -56,10 +56,10 @@ def test_exact_id_and_unambiguous_prefix(launch, registry):
     registry.finish("eval-aaaaaa-2", "succeeded", None)
     r = launch("status", "eval-aaaaaa")  # exact beats being a prefix of eval-aaaaaa-2
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "succeeded (exit code 0)"
+    assert r.stdout.splitlines()[0] == "succeeded (exit code 0)"
     r = launch("status", "eval-aaaaaa-")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "succeeded"
+    assert r.stdout.splitlines()[0] == "succeeded"
     assert registry.get("eval-aaaaaa-").id == "eval-aaaaaa-2"
     _one_error_line(launch("status", "nope"), "unknown job 'nope'")
 

@@ -34,6 +34,7 @@ def hermetic(monkeypatch, tmp_path):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     monkeypatch.setenv("LAUNCHER_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("LAUNCH_SNAPSHOT_LIMIT", raising=False)
+    monkeypatch.delenv("LAUNCHER_SNAPSHOT_LIMIT", raising=False)
 
 
 def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
@@ -249,7 +250,7 @@ def test_over_the_limit_names_the_five_largest(tmp_path):
     assert "\n" not in msg
     assert msg.startswith("code snapshot is 34.2 KB, over the 10 KB limit; largest files: "
                           "a.bin (8.8 KB), b.bin (7.8 KB), c.bin (6.8 KB), d.bin (5.9 KB), e.bin (4.9 KB)")
-    assert "f.py" not in msg and ".launchignore" in msg and "LAUNCH_SNAPSHOT_LIMIT" in msg
+    assert "f.py" not in msg and ".launchignore" in msg and "LAUNCHER_SNAPSHOT_LIMIT" in msg
     assert not (tmp_path / "cache").exists()  # checked before anything is packed
 
     (src / ".launchignore").write_text("*.bin\n")
@@ -259,13 +260,13 @@ def test_over_the_limit_names_the_five_largest(tmp_path):
 
 def test_limit_from_the_environment(tmp_path, monkeypatch):
     src = write_tree(tmp_path / "proj", {"w.bin": b"x" * 3000})
-    monkeypatch.setenv("LAUNCH_SNAPSHOT_LIMIT", "2Ki")
+    monkeypatch.setenv("LAUNCHER_SNAPSHOT_LIMIT", "2Ki")
     with pytest.raises(UserError, match=r"over the 2 KB limit"):
         build(src, cache_dir=tmp_path / "cache")
-    monkeypatch.setenv("LAUNCH_SNAPSHOT_LIMIT", "1MB")
+    monkeypatch.setenv("LAUNCHER_SNAPSHOT_LIMIT", "1MB")
     assert names(build(src, cache_dir=tmp_path / "cache")) == {"w.bin"}
-    monkeypatch.setenv("LAUNCH_SNAPSHOT_LIMIT", "lots")
-    with pytest.raises(UserError, match="LAUNCH_SNAPSHOT_LIMIT"):
+    monkeypatch.setenv("LAUNCHER_SNAPSHOT_LIMIT", "lots")
+    with pytest.raises(UserError, match="LAUNCHER_SNAPSHOT_LIMIT"):
         build(src, cache_dir=tmp_path / "cache")
 
 

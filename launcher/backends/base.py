@@ -22,6 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..job import Job
 from ..plan import Plan
 
+# What a `where` fact that needs the network says in a dry run (the confirmation before a launch fills it in).
+CHECKED_AT_LAUNCH = "checked at launch"
+# A plan note that starts so is a warning: the summary shows it first (in colour on a terminal); the planner moves
+# it to `Plan.warnings` without the prefix. Backends' `check` may return such notes too.
+WARNING = "warning: "
+
+
 class JobState(StrEnum):
     """Where a job is. The registry records the active ones and the final ones; UNREACHABLE is only ever observed:
     the backend could not be asked (a dropped connection, an API timeout). It is never the same as LOST (the
@@ -108,6 +115,29 @@ class Capabilities:
     preempts_on_demand: bool = False
 
 
+@dataclass(frozen=True)
+class Check:
+    """One line of `launch check`: what was checked, whether it is fine (None: not checked, nothing to say it is
+    wrong), and what was found, or, when not fine, the fix in one line."""
+
+    name: str  # "credentials", "region", "API server"
+    ok: bool | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class GpuOffer:
+    """One row of a backend's GPU table (`launch gpus`): a catalog GPU (launcher/gpus.py) as this backend gives
+    it."""
+
+    gpu: str  # the catalog name
+    name: str  # what the backend calls it: a Modal gpu string, a node label value, an instance family
+    count: int | None = None  # GPUs per machine; None: whatever count the nodes carry
+    machine: str | None = None  # the instance type with that many
+    usd_per_hour: float | None = None  # list price of the machine (or the GPUs), as of price_date
+    price_date: str | None = None
+
+
 @dataclass
 class NodePaths:
     """Where the job lives on the node. Relative paths are relative to the agent's working directory."""
@@ -140,6 +170,7 @@ class HandleData(BaseModel):
     push_timeout: float = 300.0  # the job's --push-timeout: how long its agent may keep trying the final push
     attempt: int = 1  # with --max-restarts where the client relaunches
     max_restarts: int = 0
+    usd_per_hour: float | None = None  # the plan's price, for `launch status`'s cost so far (None: not known)
 
 
 @dataclass
@@ -155,6 +186,8 @@ class Backend(ABC):
     name: str
     capabilities: Capabilities
     handle_type: type[HandleData] = HandleData  # its own subclass, with what `locator` and `start` return
+    # The fields of its handle (nested ones too) that say where a job runs, in the order `launch status` shows them.
+    where_fields: tuple[str, ...] = ()
 
     def handle(self, job_id: str, data: dict[str, Any] | HandleData, *, fresh: bool = False) -> Handle:
         """The job's handle from its registry record, parsed once. `fresh`: the dicts the launch path just merged
@@ -184,6 +217,14 @@ class Backend(ABC):
 
     def preflight(self, plan: Plan) -> None:
         """Checks that need the network or the machine (host keys, quotas); raise UserError. Nothing is created."""
+
+    def where(self, plan: Plan, *, online: bool = False) -> list[tuple[str, str]]:
+        """Labelled facts for the plan's summary (launcher/summary.py), in order: where it runs ("region",
+        "us-east-1"; "cluster", "ctx / namespace ml"; "host", ...), the "machine" and its GPUs, the "image".
+        Pure and offline by default: a fact that needs the network says CHECKED_AT_LAUNCH. `online`: called at the
+        launch's confirmation, after preflight, where a backend may fill such a fact in. The core adds price,
+        runtime, datapool, snapshot and notes itself; a value is one short line (the summary cuts it at 80)."""
+        return []
 
     def secrets_elsewhere(self, job: Job) -> bool:
         """True when the job's secrets live in the backend's own store (a k8s Secret, a Modal Secret by name), so
@@ -275,6 +316,18 @@ class Backend(ABC):
 
         raise UserError(f"--backend {self.name} keeps nothing of a job once it ends; its outputs went with the "
                         "machine (see the job's message for where they are)")
+
+    def access_checks(self, options=None) -> list[Check]:
+        """`launch check`: is this backend usable from here: its client library, credentials, region / context /
+        token, one cheap read-only call, each a Check. `options`: the backend's Options (the default profile's
+        section and flags), None for its defaults. Reads only; every wait bounded by launcher/netpolicy.py. The
+        datapool store is checked by the caller."""
+        return []
+
+    def gpu_offers(self, options=None) -> list[GpuOffer]:
+        """`launch gpus`: the GPUs this backend gives, from its own table (no network). Empty: whatever the machine
+        has (not checked)."""
+        return []
 
     def interrupt(self, handle: Handle) -> None:
         """Ctrl-C in the foreground: ask the agent to stop soon (the cancel marker is already written)."""

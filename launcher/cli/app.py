@@ -27,12 +27,17 @@ class LaunchGroup(click.Group):
     """`launch [OPTIONS] SCRIPT ...` is `launch run [OPTIONS] SCRIPT ...`; other words are subcommands."""
 
     lazy_commands = {"sync": ("launcher.cli.sync", "sync"), "pipeline": ("launcher.cli.pipeline", "pipeline"),
-                     "image": ("launcher.cli.image", "image"), "relay": ("launcher.cli.relay", "relay")}
+                     "image": ("launcher.cli.image", "image"), "relay": ("launcher.cli.relay", "relay"),
+                     "check": ("launcher.cli.check", "check"), "gpus": ("launcher.cli.gpus", "gpus"),
+                     "completion": ("launcher.cli.completion", "completion")}
     # What `launch --help` says of the commands it does not import to say it (their own imports are heavier).
     lazy_help = {"sync": "Sync the datapool with its store (only changed files move, verified).",
                  "pipeline": "Run an experiment's STEPS, each a job.",
                  "image": "Build (and push) the node image from images/requirements.lock.",
-                 "relay": "Relay training: one run handed across preemptible workers under leases."}
+                 "relay": "Relay training: one run handed across preemptible workers under leases.",
+                 "check": "Check each backend's access from here (library, credentials, region, store).",
+                 "gpus": "The GPUs you can ask for, their memory, each backend's name and price.",
+                 "completion": "Print the shell completion script (bash, zsh, fish)."}
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.list_commands(ctx) and args[0] not in ("--help", "-h", "--version"):
@@ -50,6 +55,14 @@ class LaunchGroup(click.Group):
             except ImportError:
                 return None
         return self.commands.get(name)
+
+    def shell_complete(self, ctx, incomplete):
+        """`launch --<TAB>` offers `launch run`'s options too (`launch [OPTIONS] SCRIPT` is `launch run`)."""
+        found = super().shell_complete(ctx, incomplete)
+        if incomplete.startswith("-"):
+            run = self.commands["run"]
+            found += run.shell_complete(click.Context(run, info_name="launch", parent=ctx), incomplete)
+        return found
 
     def format_help(self, ctx, formatter):
         formatter.write_usage("launch", "[OPTIONS] SCRIPT [SCRIPT_ARGS]...")

@@ -36,8 +36,8 @@ def image() -> None:
 @image.command("build")
 @click.option("--push", "push", metavar="REPO[:TAG]",
               help="Push to REPO after building. The image is always tagged REPO:<lock hash> (what container "
-                   "backends run by default with LAUNCH_IMAGE_REPO=REPO); a TAG is added as a second tag. "
-                   "Default repo without --push: $LAUNCH_IMAGE_REPO, else ghcr.io/launcher-ml/node.")
+                   "backends run by default with LAUNCHER_IMAGE_REPO=REPO); a TAG is added as a second tag. "
+                   "Default repo without --push: $LAUNCHER_IMAGE_REPO, else ghcr.io/launcher-ml/node.")
 @click.option("--gpu/--no-gpu", default=True, show_default=True,
               help="Install the gpu extra's lock (unsloth, vllm, bitsandbytes) on top of the base lock.")
 @click.option("--dry-run", is_flag=True, help="Print the docker command(s); run nothing.")

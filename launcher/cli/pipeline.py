@@ -5,11 +5,13 @@ import sys
 
 import click
 
+from .output import echo_json, json_option, wants_json
+
 _CONFIG = click.option("-c", "--config", "config", metavar="FILE",
                        help="the pipeline: configs/experiments/NAME/pipeline.py (or pipeline.yaml)")
 _DATAPOOL = click.option("--datapool", metavar="URL",
                          help="datapool store for every step: file:///abs/dir or s3://bucket/prefix "
-                              "(default: the pipeline's DATAPOOL, then $LAUNCH_DATAPOOL, then ./datapool)")
+                              "(default: the pipeline's DATAPOOL, then $LAUNCHER_DATAPOOL, then ./datapool)")
 _PROFILE = click.option("--profile", metavar="FILE",
                         help="YAML launch profile: job defaults under the pipeline's own (default: its PROFILE)")
 
@@ -25,15 +27,18 @@ def _need(config):
 @click.group("pipeline", invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @_CONFIG
 @click.option("--prepare-only", is_flag=True, help="create the experiment's datapool (base model, raw data) and stop")
-@click.option("--dry-run", is_flag=True, help="print every step's plan (request, deadline, price) and the worst-case "
-                                              "total; run and write nothing")
+@click.option("--dry-run", is_flag=True, help="print one row per step (backend, machine, max runtime, worst case) "
+                                              "and the total; run and write nothing")
+@click.option("--full", is_flag=True, help="with --dry-run: each step's whole plan as YAML (the request included)")
+@click.option("--output", "-o", type=click.Choice(["summary", "yaml", "json"]), default=None, metavar="FORMAT",
+              help="with --dry-run: summary (one row per step, the default), yaml (= --full) or json")
 @click.option("--from", "start", metavar="STEP", help="re-run STEP and every enabled step after it")
 @click.option("--only", metavar="STEP", help="re-run STEP alone (the steps before it stay as they are)")
 @click.option("--force", multiple=True, metavar="STEP", help="re-run STEP even if it is up to date (repeatable)")
 @_DATAPOOL
 @_PROFILE
 @click.pass_context
-def pipeline(ctx, config, prepare_only, dry_run, start, only, force, datapool, profile):
+def pipeline(ctx, config, prepare_only, dry_run, full, output, start, only, force, datapool, profile):
     """Run an experiment's STEPS (tokenize -> train -> eval ...), each step a job on its own backend.
 
     \b
@@ -53,7 +58,8 @@ def pipeline(ctx, config, prepare_only, dry_run, start, only, force, datapool, p
     from ..pipeline.run import run
 
     code = run(_need(config), datapool=datapool, profile=profile, prepare_only=prepare_only, dry=dry_run,
-               start=start, only=only, force=tuple(force))
+               start=start, only=only, force=tuple(force),
+               output="yaml" if full and output in (None, "summary") else output or "summary")
     sys.stdout.flush()
     sys.exit(code)
 
@@ -62,11 +68,16 @@ def pipeline(ctx, config, prepare_only, dry_run, start, only, force, datapool, p
 @_CONFIG
 @_DATAPOOL
 @_PROFILE
+@json_option
 @click.pass_context
-def status(ctx, config, datapool, profile):
-    """Show each step's state, backend, duration, cost and log path."""
-    from ..pipeline.run import status as table
+def status(ctx, config, datapool, profile, as_json, output):
+    """Show each step's state, backend, duration, cost and log path (--json: one object per step)."""
+    from ..pipeline.run import status_rows, table
 
     obj = ctx.obj or {}
-    click.echo(table(_need(config or obj.get("config")), datapool=datapool or obj.get("datapool"),
-                     profile=profile or obj.get("profile")), nl=False)
+    path = _need(config or obj.get("config"))
+    rows = status_rows(path, datapool=datapool or obj.get("datapool"), profile=profile or obj.get("profile"))
+    if wants_json(as_json, output):
+        echo_json({"pipeline": path, "steps": rows, "cost_usd": round(sum(r["cost_usd"] or 0.0 for r in rows), 4)})
+        return
+    click.echo(table(rows), nl=False)

@@ -7,6 +7,8 @@ import time
 
 import click
 
+from .output import json_option, wants_json
+
 SECRET_HELP = "file holding the shared secret (default: $RELAY_SHARED_SECRET)"
 
 
@@ -193,9 +195,10 @@ def down(target, commander_url, shared_secret_file):
 @click.argument("run_id", required=False, metavar="[RUN]")
 @click.option("--commander-url", metavar="URL", help="the commander (default: the one `relay up` used for RUN)")
 @click.option("--shared-secret-file", metavar="FILE", help=SECRET_HELP)
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def status(run_id, commander_url, shared_secret_file, as_json):
+@json_option
+def status(run_id, commander_url, shared_secret_file, as_json, output):
     """Runs, lease holder, epoch, TTL left, committed checkpoint, workers and hand-offs."""
+    as_json = wants_json(as_json, output)
     from ..errors import UserError
     from ..relay import stack as st
     from ..relay.client import RelayRefused

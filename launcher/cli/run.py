@@ -7,12 +7,14 @@ import sys
 
 import click
 
+from ..envvars import option_default
 from ..fastmodels import without_plugins
 from .flags import DEFAULT_BACKEND, backend_flags, entries, given_backend_flags, parse_env, place_backend_flags
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--backend", "-b", default=None, metavar="NAME",
+              shell_complete=lambda ctx, param, incomplete: [n for n in entries() if n.startswith(incomplete)],
               help="where to run: " + "; ".join(f"{n} ({e.summary})" for n, e in entries().items())
               + f" [default: {DEFAULT_BACKEND}]")
 @click.option("--gpu", default=None, metavar="TYPE[:N]",
@@ -25,10 +27,10 @@ from .flags import DEFAULT_BACKEND, backend_flags, entries, given_backend_flags,
 @click.option("--secret", "secrets", multiple=True, metavar="NAME",
               help="pass the env var NAME from here as a secret (repeatable; the value never enters plans or logs)")
 @click.option("--experiment", default=None, help="experiment name: datapool folder experiments/NAME (default: default)")
-@click.option("--datapool", default=None, metavar="URL", envvar="LAUNCH_DATAPOOL",
+@click.option("--datapool", default=None, metavar="URL", callback=option_default("DATAPOOL"),
               help="datapool store, e.g. file:///abs/dir or s3://bucket/prefix (the schemes each backend reaches: "
                    "its doc) "
-                   "(default: $LAUNCH_DATAPOOL)")
+                   "(default: $LAUNCHER_DATAPOOL)")
 @click.option("--endpoint-url", default=None, metavar="URL",
               help="S3-compatible endpoint for an s3:// --datapool (default: $AWS_ENDPOINT_URL, else AWS)")
 @click.option("--pending-timeout", default=None, metavar="DURATION",
@@ -55,20 +57,30 @@ from .flags import DEFAULT_BACKEND, backend_flags, entries, given_backend_flags,
               help="run as a worker of a relay run: the commander's URL (with --run-id; docs/relay.md)")
 @click.option("--run-id", default=None, metavar="ID", help="with --relay: the relay run this worker serves")
 @click.option("--worker-id", default=None, metavar="ID", help="with --relay: this worker's name (default: the job id)")
-@click.option("--profile", default=None, metavar="FILE", help="YAML launch profile; flags override it")
+@click.option("--profile", default=None, metavar="FILE",
+              help="YAML launch profile, over the default one ($LAUNCHER_PROFILE, else "
+                   "~/.config/launcher/config.yaml); flags override both")
 @click.option("--detach", "-d", is_flag=True, help="return at once; follow with `launch logs JOB -f`")
-@click.option("--dry-run", is_flag=True, help="print the plan (exact request, datapool, price) and touch nothing")
+@click.option("--dry-run", is_flag=True, help="print the plan's summary (where, machine, price, deadline, datapool) "
+                                              "and touch nothing")
+@click.option("--full", is_flag=True, help="with --dry-run: the whole plan as YAML, the exact request included")
+@click.option("--output", "-o", type=click.Choice(["summary", "yaml", "json"]), default=None, metavar="FORMAT",
+              help="with --dry-run: summary (the default), yaml (the whole plan, = --full) or json")
+@click.option("--yes", "-y", is_flag=True, help="launch without asking (a priced launch from a terminal asks first)")
+@click.option("--json", "as_json", is_flag=True,
+              help="machine-readable (= -o json): with --detach, {\"job_id\": ...} on stdout; with --dry-run, the plan")
 @click.argument("script", required=False)
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def run(script, script_args, profile, detach, dry_run, env, secrets, relay_url, run_id, worker_id, **options):
+def run(script, script_args, profile, detach, dry_run, env, secrets, relay_url, run_id, worker_id, full, output, yes,
+        as_json, **options):
     """Run SCRIPT (the default command: `launch SCRIPT` = `launch run SCRIPT`; a profile with `script:` or a relay
     `mode:` may name it instead)."""
     with without_plugins():
         from .. import api
         from ..job import build_job
-    from ..profile import load_profile, merge
+    from ..profile import launch_profile, merge
 
-    base = load_profile(profile) if profile else {}
+    base = launch_profile(profile, options.get("backend"))  # the default profile (config.yaml), then --profile
     if script is None and not base.get("script"):
         raise click.UsageError("Missing argument 'SCRIPT'.")
     if relay_url or run_id or worker_id:
@@ -82,22 +94,44 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, relay_url, 
     fields["script"] = script or base["script"]
     fields["args"] = list(script_args) or base.get("args", [])
     job = build_job(f"profile {profile}" if profile else "launch", **fields)
+    output = "json" if as_json else output  # --json is -o json
     if dry_run:
-        click.echo(api.plan(job).to_yaml(), nl=False)
+        from .. import summary
+
+        p = api.plan(job)
+        output = "yaml" if full and output in (None, "summary") else output or "summary"
+        click.echo({"yaml": p.to_yaml, "json": p.to_json}.get(output, lambda: summary.text(
+            p, color=sys.stdout.isatty()))(), nl=False)
         return
+    if full or output in ("summary", "yaml"):
+        raise click.UsageError(f"{'--full' if full else '-o ' + output} goes with --dry-run")
 
     def started(run):
+        for warning in run.plan.warnings:
+            click.echo(click.style(f"[launcher] warning: {warning}", fg="yellow") if sys.stderr.isatty()
+                       else f"[launcher] warning: {warning}", err=True)
         for note in run.plan.notes:
             click.echo(f"[launcher] note: {note}", err=True)
         if detach:
-            click.echo(run.job_id)
+            if output == "json":  # a script's handle on the job; the lines on stderr stay for people
+                import json
+
+                click.echo(json.dumps({"job_id": run.job_id, "backend": job.backend, "name": run.plan.job.run_name}))
+            else:
+                click.echo(run.job_id)
             click.echo(f"[launcher] started {run.job_id} on {job.backend}; follow: launch logs {run.job_id} -f; "
                        f"stop: launch down {run.job_id}", err=True)
         else:
             click.echo(f"[launcher] job {run.job_id} on {job.backend}; follow from another terminal: "
                        f"launch logs {run.job_id} -f", err=True)
 
-    run = api.launch(job, detach=detach, on_start=started)
+    from ..errors import NotLaunched
+
+    try:
+        run = api.launch(job, detach=detach, on_start=started, confirm=None if yes else _confirm)
+    except NotLaunched:
+        click.echo("[launcher] not launched", err=True)  # the user's "no": not an error, nothing was created
+        sys.exit(1)
     if not detach:
         click.echo(f"[launcher] job {run.job_id} {run.state} (exit code {run.exit_code})", err=True)
         why = api.reason(run.job_id) if run.state != "succeeded" else None
@@ -113,3 +147,23 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, relay_url, 
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(run.exit_code)
+
+
+def asks(plan) -> bool:
+    """A launch asks first when its plan shows a price above 0, from an interactive terminal (stdin and stdout),
+    with CI unset. -y skips it; the SDK never asks."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()) or os.environ.get("CI"):
+        return False  # checked first: a scripted launch imports nothing more
+    from ..summary import priced
+
+    return priced(plan)
+
+
+def _confirm(plan, facts) -> bool:
+    """The summary (the backend's facts filled in after preflight), then `[Y/n]`."""
+    if not asks(plan):
+        return True
+    from ..summary import text
+
+    click.echo(text(plan, facts(), color=sys.stderr.isatty(), dry_run=False), err=True, nl=False)
+    return click.confirm("launch?", default=True, err=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from ..envvars import option_default
+
 _EXPERIMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -20,9 +22,9 @@ def _common(f):
         click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths matching GLOB (repeatable)."),
         click.option("--delete", is_flag=True, help="Delete destination files that the source does not have."),
         click.option("--dry-run", is_flag=True, help="List what would move; change nothing."),
-        click.option("--datapool", metavar="URL", envvar="LAUNCH_DATAPOOL",
+        click.option("--datapool", metavar="URL", callback=option_default("DATAPOOL"),
                      help="The store: file:///abs/dir, s3://bucket/prefix or modal-volume://NAME/path "
-                          "(default: $LAUNCH_DATAPOOL)."),
+                          "(default: $LAUNCHER_DATAPOOL)."),
         click.option("--root", metavar="DIR", type=click.Path(path_type=Path),
                      help="Local datapool root (default: $DATAPOOL_ROOT or ./datapool)."),
         click.option("--endpoint-url", metavar="URL",
@@ -30,7 +32,8 @@ def _common(f):
         click.option("--region", metavar="REGION", help="AWS region (default: $AWS_REGION / profile)."),
         click.option("--aws-profile", metavar="NAME", help="AWS profile (default: $AWS_PROFILE)."),
         click.option("--profile", "launch_profile", metavar="FILE",
-                     help="Launch profile (YAML): its datapool and experiment are the defaults here."),
+                     help="Launch profile (YAML), over the default one (~/.config/launcher/config.yaml): "
+                          "its datapool and experiment are the defaults here."),
         click.option("--workers", type=click.IntRange(1, 256), default=16, show_default=True,
                      help="Parallel transfers."),
     ]
@@ -85,12 +88,11 @@ def _run(direction: str, experiment, include, exclude, delete, dry_run, datapool
 
     local = remote = None
     try:
-        if launch_profile:
-            from ..profile import load_profile
+        from ..profile import launch_profile as profile_fields
 
-            prof = load_profile(launch_profile)
-            datapool = datapool or prof.get("datapool")
-            experiment = experiment or prof.get("experiment")
+        prof = profile_fields(launch_profile)  # the default profile (config.yaml), then --profile
+        datapool = datapool or prof.get("datapool")
+        experiment = experiment or prof.get("experiment")
         if experiment is not None and (not _EXPERIMENT.match(experiment) or ".." in experiment):
             raise DatapoolUserError(f"bad --experiment {experiment!r}: use letters, digits, '.', '_', '-'")
         sub = f"experiments/{experiment}" if experiment else ""

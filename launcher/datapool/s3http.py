@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import os
 import socket
+import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -59,6 +60,11 @@ class S3Http:
         # push sets it to its push deadline, so a store that swallows requests cannot hold it past the deadline.
         self.deadline: float | None = None
         self._tls = threading.local()
+        # The network between here and the store: HTTPS_PROXY / HTTP_PROXY / NO_PROXY (either case, as curl and
+        # botocore read them) and AWS_CA_BUNDLE, read once per client.
+        self._proxies = _proxies_from_env(env)
+        self.ca_bundle = env.get("AWS_CA_BUNDLE") or None
+        self._ssl: ssl.SSLContext | None = None
 
     def _from_botocore(self, profile: str | None, region: str | None) -> str | None:
         """Credentials (profiles, SSO, roles) and the profile's region, through botocore's own chain."""
@@ -103,6 +109,51 @@ class S3Http:
             return "https", f"s3.{self.region}.amazonaws.com", f"/{bucket}"
         return "https", f"{bucket}.s3.{self.region}.amazonaws.com", ""
 
+    def proxy_for(self, scheme: str, host: str) -> str | None:
+        """The proxy URL a request to scheme://host[:port] goes through, or None (no proxy, or NO_PROXY names the
+        host: `*`, a host, a domain suffix, host:port, as urllib and curl match them)."""
+        proxy = self._proxies.get(scheme)
+        if not proxy:
+            return None
+        from urllib.request import proxy_bypass_environment
+
+        if proxy_bypass_environment(host, self._proxies):
+            return None
+        return proxy if "://" in proxy else "http://" + proxy
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            try:
+                self._ssl = ssl.create_default_context(cafile=self.ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise DatapoolUserError(f"AWS_CA_BUNDLE={self.ca_bundle}: not a readable PEM bundle "
+                                        f"({getattr(exc, 'strerror', None) or exc})") from None
+        return self._ssl
+
+    def _new_conn(self, scheme: str, host: str, timeout: float):
+        """A connection to host, through the proxy when there is one: a CONNECT tunnel for https (TLS end to end,
+        verified against AWS_CA_BUNDLE), absolute-URI requests to the proxy for http."""
+        proxy = self.proxy_for(scheme, host)
+        ctx = self._context() if scheme == "https" else None
+        if proxy is None:
+            if ctx is not None:
+                return http.client.HTTPSConnection(host, timeout=timeout, context=ctx)
+            return http.client.HTTPConnection(host, timeout=timeout)
+        p = urlsplit(proxy)
+        auth = {}
+        if p.username:
+            cred = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
+            auth["Proxy-Authorization"] = "Basic " + base64.b64encode(cred).decode()
+        where = f"{p.hostname}:{p.port or (443 if p.scheme == 'https' else 80)}"
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(where, timeout=timeout, context=ctx)
+            conn.set_tunnel(host, headers=auth or None)
+        else:
+            conn = http.client.HTTPConnection(where, timeout=timeout)
+            conn.launcher_absolute = f"http://{host}"  # the proxy forwards requests that name their target
+        conn.launcher_proxy = auth
+        return conn
+
     def _conn(self, scheme: str, host: str):
         conns = getattr(self._tls, "conns", None)
         if conns is None:
@@ -110,8 +161,7 @@ class S3Http:
         conn = conns.get((scheme, host))
         timeout = self._timeout()
         if conn is None:
-            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-            conn = conns[(scheme, host)] = cls(host, timeout=timeout)
+            conn = conns[(scheme, host)] = self._new_conn(scheme, host, timeout)
         elif conn.timeout != timeout:
             conn.timeout = timeout
             if conn.sock is not None:
@@ -159,16 +209,32 @@ class S3Http:
                 path += "?" + "&".join(_q(str(k)) if v is None else f"{_q(str(k))}={_q(str(v))}"
                                        for k, v in sorted(query.items()))
             conn = self._conn(scheme, host)
+            absolute = getattr(conn, "launcher_absolute", None)
+            if absolute:  # plain http through a proxy: the target in the request line, proxy auth alongside
+                sent = {**sent, **conn.launcher_proxy}
             try:
-                conn.request(method, path, body=body, headers=sent)
+                conn.request(method, (absolute or "") + path, body=body, headers=sent)
                 resp = conn.getresponse()
+            except ssl.SSLCertVerificationError as exc:
+                self._drop(scheme, host)  # the same certificate will fail the same way: no retry
+                raise DatapoolUserError(
+                    f"TLS: the certificate of {host} is not trusted ({exc.verify_message}): "
+                    + (f"AWS_CA_BUNDLE={self.ca_bundle} does not hold its CA" if self.ca_bundle
+                       else "set AWS_CA_BUNDLE to the CA bundle that signed it")) from None
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(scheme, host)  # a stale keep-alive socket or a real failure: new connection
                 if attempt < attempts - 1 and self._sleep(attempt):
                     continue
+                proxy = self.proxy_for(scheme, host)
                 if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
+                    if proxy:
+                        raise DatapoolUserError(f"cannot reach the S3 endpoint {self.custom_endpoint or host} "
+                                                f"through the proxy {_redact(proxy)}: check HTTPS_PROXY / "
+                                                "HTTP_PROXY / NO_PROXY") from None
                     raise DatapoolUserError(f"cannot reach the S3 endpoint {self.custom_endpoint or host}: "
                                             "check --endpoint-url / AWS_ENDPOINT_URL") from None
+                if proxy and isinstance(exc, OSError) and "Tunnel connection failed" in str(exc):
+                    raise DatapoolUserError(f"the proxy {_redact(proxy)} refused to reach {host}: {exc}") from None
                 raise
             status = resp.status
             try:
@@ -282,6 +348,22 @@ class S3Http:
     def close(self) -> None:
         for conn in getattr(self._tls, "conns", {}).values():
             conn.close()
+
+
+def _proxies_from_env(env) -> dict[str, str]:
+    """{"http"|"https"|"no": value} from HTTP(S)_PROXY / NO_PROXY in either case, as urllib reads them; urllib's
+    module (a few ms of imports) is loaded only when a proxy is set at all."""
+    if not any(k.lower() in ("http_proxy", "https_proxy") for k in env):
+        return {}
+    from urllib.request import getproxies_environment
+
+    return {k: v for k, v in getproxies_environment().items() if k in ("http", "https", "no")}
+
+
+def _redact(url: str) -> str:
+    """A proxy URL fit for a message: no password."""
+    p = urlsplit(url)
+    return url.replace(f"{p.username}:{p.password}@", f"{p.username}:***@") if p.password else url
 
 
 def _host_header(scheme: str, host: str) -> str:

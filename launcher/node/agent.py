@@ -621,11 +621,26 @@ def node_datapool(spec: AgentSpec, root: Path):
     return NodeDatapool(spec.store_url, root, spec.experiment, float(spec.push_interval))
 
 
+def apply_network(spec: AgentSpec) -> None:
+    """The store endpoint and the node's own network (the job's `node:` section) into this process's environment:
+    the store's transport and the script's boto3 / requests alike read them there."""
+    if spec.endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = spec.endpoint_url
+    for names, value in ((("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"), spec.https_proxy),
+                         (("NO_PROXY", "no_proxy"), spec.no_proxy)):
+        if value:
+            os.environ.update(dict.fromkeys(names, value))
+    if spec.ca_bundle:
+        path = Path(spec.state_dir).resolve() / "ca-bundle.pem"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(spec.ca_bundle)
+        os.environ["AWS_CA_BUNDLE"] = str(path)
+
+
 def report_setup_failure(spec: AgentSpec, step: str, stderr_file: Path | None) -> int:
     """The node bootstrap failed before the agent could run: write result.json (setup_failed, the step, the last
     stderr lines) where status looks for it, the store included."""
-    if spec.endpoint_url:
-        os.environ["AWS_ENDPOINT_URL"] = spec.endpoint_url
+    apply_network(spec)
     agent = Agent(spec)
     tail = ""
     if stderr_file is not None:
@@ -658,8 +673,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(spec: AgentSpec) -> int:
     """The agent for `spec` in this process (the local backend's forked agent starts here, spec in hand)."""
-    if spec.endpoint_url:
-        os.environ["AWS_ENDPOINT_URL"] = spec.endpoint_url  # the store's transport and the script's boto3 alike
+    apply_network(spec)  # the store's transport and the script's boto3 alike
     return Agent(spec).run()
 
 

@@ -5,11 +5,11 @@ same names (any case). Names the launcher does not use are shared defaults for e
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import envvars
 from ..errors import UserError
 from .spec import Step, parse_steps
 
@@ -89,7 +89,7 @@ def load_pipeline(path: str | Path, project: str | Path = ".") -> Pipeline:
     keys = default_keys()
     defaults = {k.lower(): data[k] for k in keys if data.get(k) is not None}
     shared = {k: v for k, v in data.items() if k not in (*OWN_KEYS, *keys)}
-    datapool = data.get("DATAPOOL") or os.environ.get("LAUNCH_DATAPOOL") or None
+    datapool = data.get("DATAPOOL") or envvars.get("DATAPOOL") or None
     return Pipeline(path=p, project=Path(project).resolve(), experiment=experiment, steps=steps,
                     base_model=data.get("BASE_MODEL"), datapool=datapool, endpoint_url=data.get("ENDPOINT_URL"),
                     profile=data.get("PROFILE"), seed=seed, defaults=defaults, shared=shared)

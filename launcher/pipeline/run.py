@@ -88,13 +88,14 @@ def _selection(checked: Checked, start: str | None, only: str | None, force: tup
     return set(ids), forced
 
 
-def dry_run(checked: Checked, selected: set[str]) -> str:
-    """Every selected step's plan (backend request, deadline, price) and the worst-case total, offline."""
+def dry_run(checked: Checked, selected: set[str], output: str = "yaml") -> str:
+    """Every selected step's plan (backend request, deadline, price) and the worst-case total, offline. `output`:
+    "summary" (one row per step, launcher/summary.py), "yaml" (one document per step) or "json" (a list)."""
     import yaml
 
     from .. import api
 
-    docs, total, unknown = [], 0.0, []
+    docs, total, unknown, rows = [], 0.0, [], []
     for sj, job in checked.steps:
         if sj.step.id not in selected:
             continue
@@ -113,7 +114,25 @@ def dry_run(checked: Checked, selected: set[str]) -> str:
         docs.append({"step": sj.step.id, "type": sj.step.type, "backend": plan.backend, "script": job.script,
                      "args": job.args, "env_file": sj.env_path, "outputs": sj.outputs, "deadline": d["deadline"],
                      "price": price, "worst_case_usd": worst, "request": d["request"],
+                     **({"warnings": d["warnings"]} if d.get("warnings") else {}),
                      **({"notes": d["notes"]} if d.get("notes") else {})})
+        if output == "summary":
+            from ..backends import get_backend
+            from ..units import format_duration
+
+            machine = dict(get_backend(plan.backend).where(plan)).get("machine", "-")
+            rows.append({"step": sj.step.id, "backend": plan.backend, "machine": machine, "worst": worst,
+                         "runtime": format_duration(job.max_runtime) if job.max_runtime else "-",
+                         "warnings": plan.warnings})
+    if output == "summary":
+        from ..summary import pipeline_lines
+
+        return "\n".join(pipeline_lines(rows, round(total, 2), unknown, color=sys.stdout.isatty())) + "\n"
+    if output == "json":
+        import json
+
+        return json.dumps({"steps": docs, "worst_case_total_usd": round(total, 2), "unpriced": unknown},
+                          indent=2) + "\n"
     text = yaml.safe_dump_all(docs, sort_keys=False, width=120)
     text += f"---\nworst_case_total_usd: {round(total, 2)}\n"
     if unknown:
@@ -131,18 +150,26 @@ def _row(step, rec: dict | None, state: str | None = None) -> dict:
 def table(rows: list[dict]) -> str:
     from ..units import format_duration
 
-    cols = ("STEP", "BACKEND", "STATE", "DURATION", "COST", "LOG")
+    # 80 columns: the job id, not its log's path (an absolute path or URL alone is wider); the last line says
+    # where the logs are, relative to the pool.
+    cols = ("STEP", "BACKEND", "STATE", "DURATION", "COST", "JOB")
     spent = 0.0
     lines = []
+    where = None
     for r in rows:
         spent += r["cost_usd"] or 0.0
         cost = "-" if r["cost_usd"] is None else f"${r['cost_usd']:.2f}"
         dur = "-" if r["duration_s"] is None else format_duration(r["duration_s"])
-        lines.append((r["step"], r["backend"] or "-", r["state"], dur, cost, r["log"] or "-"))
+        lines.append((r["step"], r["backend"] or "-", r["state"], dur, cost, r.get("job_id") or "-"))
+        log = r.get("log") or ""
+        if where is None and r.get("job_id") and "experiments/" in log:
+            where = log[log.rindex("experiments/"):].replace(r["job_id"], "JOB")
     widths = [max(len(c), *(len(str(line[i])) for line in lines)) for i, c in enumerate(cols)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
     out = [fmt.format(*cols)] + [fmt.format(*line) for line in lines]
     out.append(f"cost so far: ${spent:.2f}")
+    if where:
+        out.append(f"logs: launch logs JOB, or {where} in the pool")
     return "\n".join(out) + "\n"
 
 
@@ -155,12 +182,12 @@ def _log_path(bind, job_id: str) -> str:
 
 def run(path: str, *, project: str | Path = ".", datapool: str | None = None, profile: str | None = None,
         prepare_only: bool = False, dry: bool = False, start: str | None = None, only: str | None = None,
-        force: tuple[str, ...] = (), out=None) -> int:
+        force: tuple[str, ...] = (), out=None, output: str = "yaml") -> int:
     out = out or (lambda s: sys.stdout.write(s))
     checked = check(path, project=project, datapool=datapool, profile=profile)
     selected, forced = _selection(checked, start, only, force)
     if dry:
-        out(dry_run(checked, selected))
+        out(dry_run(checked, selected, output))
         return 0
     _check_secrets([s for s in checked.steps if s[0].step.id in selected])
     from .prepare import binding, prepare
@@ -277,6 +304,13 @@ def _run_step(sj: StepJob, job, bind, store, inputs: dict) -> tuple[dict, int]:
 def status(path: str, *, project: str | Path = ".", datapool: str | None = None,
            profile: str | None = None) -> str:
     """The summary table from the store's records, at any time (running steps refreshed from their jobs)."""
+    return table(status_rows(path, project=project, datapool=datapool, profile=profile))
+
+
+def status_rows(path: str, *, project: str | Path = ".", datapool: str | None = None,
+                profile: str | None = None) -> list[dict]:
+    """Each step's row (step, type, backend, state, duration_s, cost_usd, log, job_id): what `status` prints and
+    `launch pipeline status --json` gives."""
     from .. import api
     from .prepare import binding
     from .state import PipelineStore
@@ -298,7 +332,7 @@ def status(path: str, *, project: str | Path = ".", datapool: str | None = None,
                 except Exception:  # noqa: BLE001 - a job this machine does not know: the record stands
                     pass
             rows.append(_row(step, rec, None if rec else "never ran"))
-        return table(rows)
+        return rows
     finally:
         store.close()
 

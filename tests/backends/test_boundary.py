@@ -20,7 +20,7 @@ from ..backend_names import backend_words
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 # The core: the launch path and the CLI, which ask the registry and never know a backend by name.
-CORE = ["launcher/job.py", "launcher/plan.py", "launcher/planner.py", "launcher/api.py",
+CORE = ["launcher/job.py", "launcher/plan.py", "launcher/planner.py", "launcher/api.py", "launcher/summary.py",
         *sorted(str(p.relative_to(REPO)) for p in (REPO / "launcher" / "cli").glob("*.py")),
         *sorted(str(p.relative_to(REPO)) for p in (REPO / "launcher" / "pipeline").glob("*.py"))]
 
@@ -64,10 +64,10 @@ def test_a_toy_backend_plugs_in_with_its_flag_and_section(toy_env, project):
     helped = _launch(toy_env, project, "--help").stdout
     assert "toy (a test's toy)" in helped and "--toy-label WORD" in helped
     plan = yaml.safe_load(_launch(toy_env, project, "--backend", "toy", "--toy-label", "hello", "--dry-run",
-                                  "hi.py").stdout)
+                                  "--full", "hi.py").stdout)
     assert plan["request"]["label"] == "hello" and plan["job"]["toy"] == {"label": "hello", "short_restarts": 0}
     (project / "p.yaml").write_text(yaml.safe_dump({"backend": "toy", "toy": {"label": "fromprofile"}}))
-    plan = yaml.safe_load(_launch(toy_env, project, "--profile", "p.yaml", "--dry-run", "hi.py").stdout)
+    plan = yaml.safe_load(_launch(toy_env, project, "--profile", "p.yaml", "--dry-run", "--full", "hi.py").stdout)
     assert plan["request"]["label"] == "fromprofile"
     ran = _launch(toy_env, project, "--backend", "toy", "hi.py")
     assert ran.returncode == 0 and "hi from toy" in ran.stdout, ran.stderr

@@ -126,7 +126,7 @@ def test_plan_shows_the_one_deadline(target):
     import yaml
 
     (target.project / "hello.py").write_text(PRINT_EXIT)
-    plan = yaml.safe_load(target.launch("--dry-run", "--max-runtime", "2h", "hello.py").stdout)
+    plan = yaml.safe_load(target.launch("--dry-run", "--full", "--max-runtime", "2h", "hello.py").stdout)
     deadline = plan["deadline_at"]
     assert plan["agent_spec"]["deadline_at"] == deadline
     assert deadline - time.time() > 2 * 3600  # max runtime + grace + push reserve, from now

@@ -125,7 +125,7 @@ def test_dry_run_shows_what_is_pulled_and_pushed(s3, aws_env, tmp_path):
     (project / "train.py").write_text("print('ran')\n")
     env = {**os.environ, **aws_env, "LAUNCHER_HOME": str(tmp_path / "home"),
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    out = _launch(["--dry-run", "--experiment", "e2e", "--datapool", f"s3://{BUCKET}/pool", "train.py"], env, project)
+    out = _launch(["--dry-run", "-o", "yaml", "--experiment", "e2e", "--datapool", f"s3://{BUCKET}/pool", "train.py"], env, project)
     assert out.returncode == 0, out.stderr
     pool = yaml.safe_load(out.stdout)["datapool"]
     assert pool["store"] == f"s3://{BUCKET}/pool" and pool["root"] == str(project / "datapool")

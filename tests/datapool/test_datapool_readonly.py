@@ -2,12 +2,12 @@
 before anything moves: `launch sync` as a real subprocess.
 
 Root ignores permission bits, so where the tests run as root the `launch sync` process runs as `nobody`
-(setpriv / runuser) against a root owned by root with mode 0555: read-only for real.
+(setpriv / runuser) against a root owned by root with mode 0555: read-only for real. It runs from a copy of the
+launcher and its packages (tests/unprivileged.py), so this passes from any checkout, a root user's 0700 home too.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,20 +15,11 @@ from pathlib import Path
 import pytest
 
 from .helpers import BUCKET, REPO, bucket_tree, read_tree, write_tree
+from ..unprivileged import nobody_tmp  # noqa: F401 - a fixture
 
 URL = f"s3://{BUCKET}/pool"
 NOBODY = 65534
 TREE = {"experiments/demo/data/a.txt": b"a", "experiments/demo/model/base/w.bin": os.urandom(3000)}
-
-
-def _drop_privileges() -> list[str]:
-    if os.geteuid() != 0:
-        return []  # permission bits already apply
-    if shutil.which("setpriv"):
-        return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    if shutil.which("runuser"):
-        return ["runuser", "-u", "nobody", "--"]
-    pytest.skip("running as root with neither setpriv nor runuser: cannot make a directory read-only")
 
 
 def _env(aws_env: dict) -> dict:
@@ -40,23 +31,28 @@ def _env(aws_env: dict) -> dict:
 
 
 @pytest.fixture
+def tmp_path(nobody_tmp):
+    """Every test here works in a folder nobody reaches (tests/unprivileged.py: pytest's own is 0700)."""
+    return nobody_tmp
+
+
+@pytest.fixture
 def unprivileged(tmp_path):
     """A runner of `launch sync` as an unprivileged user, with tmp_path traversable by that user."""
-    prefix = _drop_privileges()
-    if prefix:
+    # From a copy of the launcher and its packages that nobody can read (tests/unprivileged.py): the checkout and
+    # this interpreter's packages may sit where nobody cannot (a root user's 0700 home).
+    from .. import unprivileged as nobody
+
+    if nobody.prefix():
         for p in (tmp_path, *tmp_path.parents):
             if p == Path(os.path.realpath("/tmp")) or p == Path("/"):
                 break
             p.chmod(0o755)
+    nobody.runtime()
 
     def run(args, env):
-        return subprocess.run([*prefix, sys.executable, "-m", "launcher", "sync", *args], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+        return nobody.run(["-m", "launcher", "sync", *args], env, tmp_path)
 
-    probe = subprocess.run([*prefix, sys.executable, "-c", "import launcher.cli.sync"], env=_env({}),
-                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot run the launcher as an unprivileged user here: {probe.stderr.strip()[-200:]}")
     return run
 
 

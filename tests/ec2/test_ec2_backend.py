@@ -369,7 +369,8 @@ def test_secret_reaches_the_node_through_ssm_and_nowhere_else(ec2_launch, ec2_mo
     value = "hf_s3cr3t-" + os.urandom(6).hex()
     (project / "check.py").write_text(SECRET_CHECK)
     env = {**ec2_env, "HF_TOKEN": value}
-    dry = subprocess.run([sys.executable, "-m", "launcher", "--dry-run", "--backend", "ec2", "--gpu", "A10G",
+    dry = subprocess.run([sys.executable, "-m", "launcher", "--dry-run", "--full", "--backend", "ec2", "--gpu",
+                          "A10G",
                           "--datapool", f"s3://{BUCKET}/x", "--secret", "HF_TOKEN", "check.py"],
                          cwd=project, env=env, capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr

@@ -21,7 +21,7 @@ def dry(launch, project, tmp_path):
                "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
 
     def _dry(*args):
-        out = launch("--dry-run", "--backend", "ec2", "--datapool", "s3://bucket/pool", *args, "hello.py", env=offline)
+        out = launch("--dry-run", "-o", "yaml", "--backend", "ec2", "--datapool", "s3://bucket/pool", *args, "hello.py", env=offline)
         return out
 
     return _dry

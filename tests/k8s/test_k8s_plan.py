@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def dry_run(launcher_env, cwd, *args, env=None):
-    return subprocess.run([sys.executable, "-m", "launcher", "--dry-run", "--backend", "k8s", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "launcher", "--dry-run", "--full", "--backend", "k8s", *args],
+                          cwd=cwd,
                           env={**launcher_env, **(env or {})}, capture_output=True, text=True, timeout=120)
 
 
@@ -131,4 +132,4 @@ def test_an_unasked_stop_is_a_preemption_where_the_platform_takes_on_demand_jobs
               **({"gpu": "A10G"} if backend == "ec2" else {}))
     plan = make_plan(job)
     assert plan.spec.preemptible is preemptible
-    assert any("without --spot" in n for n in plan.notes) is noted, plan.notes
+    assert any("without --spot" in n for n in plan.warnings) is noted, plan.warnings

@@ -31,7 +31,7 @@ print("HEAVY:" + ",".join(m for m in ("modal", "grpclib", "boto3", "kubernetes")
 
 def test_headline_dry_run_prints_the_function_offline(launcher_env):
     """The issue's command, from the repo itself: spec, image (lock hash), volume, timeout, deadline and price."""
-    argv = ["--dry-run", "--backend", "modal", "--gpu", "A100", "runners/rl_run.py", "--config",
+    argv = ["--dry-run", "--full", "--backend", "modal", "--gpu", "A100", "runners/rl_run.py", "--config",
             "configs/rl/wordle.yaml", "--task", "tasks/wordle_task.py"]
     env = {**launcher_env, "LAUNCH_DATAPOOL": "modal-volume://team-pool/pool", "MODAL_SERVER_URL": "http://127.0.0.1:9"}
     out = subprocess.run([sys.executable, "-c", DRY_RUN_IS_OFFLINE.format(argv=argv)], cwd=REPO, env=env,

@@ -22,7 +22,8 @@ def test_dry_run_prints_each_plan_and_the_total(proj, tmp_path):
     code = ("import sys\nfrom launcher.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
             "    assert not e.code, e.code\n"
             f"print('HEAVY:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n")
-    proc = subprocess.run([sys.executable, "-c", code, "pipeline", "-c", str(path), "--dry-run"], cwd=proj, env=env,
+    proc = subprocess.run([sys.executable, "-c", code, "pipeline", "-c", str(path), "--dry-run", "--full"],
+                          cwd=proj, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text, heavy = proc.stdout.rsplit("HEAVY:", 1)
@@ -42,7 +43,7 @@ def test_dry_run_prints_each_plan_and_the_total(proj, tmp_path):
 
 def test_dry_run_of_the_demo_names_each_runner(proj, pl, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    code, out, err = pl("-c", "configs/experiments/demo/pipeline.py", "--dry-run", "--datapool",
+    code, out, err = pl("-c", "configs/experiments/demo/pipeline.py", "--dry-run", "--full", "--datapool",
                         f"file://{tmp_path / 'pool'}")
     assert code == 0, err
     docs = list(yaml.safe_load_all(out))

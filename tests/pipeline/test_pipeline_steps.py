@@ -102,14 +102,16 @@ def test_a_failed_step_stops_the_pipeline_with_a_summary_and_status(proj, pl, tm
     assert "succeeded" in rows["script_0"] and "failed" in rows["script_1"] and "not run" in rows["script_2"]
     rec = record(pool, "script_1")
     assert rec["state"] == "failed" and rec["exit_code"] == 3
-    assert rows["script_1"].endswith(f"reports/jobs/{rec['job_id']}/log.txt")
+    assert rows["script_1"].endswith(rec["job_id"])
+    assert "logs: launch logs JOB, or experiments/exp/reports/jobs/JOB/log.txt in the pool" in out
     assert "failing on purpose" in (pool / f"experiments/exp/reports/jobs/{rec['job_id']}/log.txt").read_text()
     assert "the pipeline stopped there" in err
     assert not (pool / "experiments/exp/reports/pipeline/script_2.json").exists()
 
     code, out, err = pl("status", "-c", str(path))
     assert code == 0, err
-    assert out.splitlines()[0].split() == ["STEP", "BACKEND", "STATE", "DURATION", "COST", "LOG"]
+    assert out.splitlines()[0].split() == ["STEP", "BACKEND", "STATE", "DURATION", "COST", "JOB"]
+    assert max(len(line) for line in out.splitlines()) <= 80, out
     status = {line.split()[0]: line.split()[2] for line in out.splitlines() if line.startswith("script_")}
     assert status == {"script_0": "succeeded", "script_1": "failed", "script_2": "never"}
     assert "cost so far: $0.00" in out

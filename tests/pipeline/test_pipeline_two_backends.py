@@ -48,7 +48,8 @@ def test_local_then_ssh_through_the_store(servers, proj, pl, tmp_path, monkeypat
     assert code == 0, err[-4000:]
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("script_")}
     assert rows["script_0"][1:3] == ["local", "succeeded"] and rows["script_1"][1:3] == ["ssh", "succeeded"], out
-    assert rows["script_1"][-1].startswith(f"s3://{BUCKET}/{tmp_path.name}/experiments/exp/reports/jobs/")
+    assert rows["script_1"][-1].startswith("script-1-")  # its job, whose log `launch logs JOB` shows
+    assert "logs: launch logs JOB" in out  # and where the logs are, once, under the table
 
     s3 = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1")
     prefix = f"{tmp_path.name}/experiments/exp"

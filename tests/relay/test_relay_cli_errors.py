@@ -188,7 +188,7 @@ def test_grace_period_over_a_third_of_the_lease(launch, relay_env, script):
     assert res.stdout == ""
     assert not home(relay_env).exists()
     # The control: a third exactly is accepted, and the plan carries the relay binding.
-    res = launch("--dry-run", "--relay", "http://127.0.0.1:1", "--run-id", "r", "--grace-period", "20s", script,
-                 env=relay_env)
+    res = launch("--dry-run", "--full", "--relay", "http://127.0.0.1:1", "--run-id", "r", "--grace-period", "20s",
+                 script, env=relay_env)
     assert res.returncode == 0, res.stderr
     assert "127.0.0.1:1" in res.stdout

@@ -30,7 +30,7 @@ def test_seed_run_yaml_trains_commits_and_uploads_to_the_hub(tmp_path, project, 
     with FakeHub() as hub:
         profile = run_yaml(project, commander, relay_secret, hf_repo="org/relay-seed",
                            env={"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}, datapool=(tmp_path / "pool").as_uri())
-        dry = launch("--profile", str(profile), "--dry-run", env=env)
+        dry = launch("--profile", str(profile), "--dry-run", "--full", env=env)
         assert dry.returncode == 0, dry.stderr
         assert "relay_shared_secret written in the file" in dry.stderr and dry.stderr.count("warning") == 1
         plan = yaml.safe_load(dry.stdout)

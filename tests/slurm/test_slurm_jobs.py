@@ -143,7 +143,7 @@ def test_dry_run_prints_the_batch_script_and_sbatch_argv_offline(target, slurm_c
     (target.project / "env.py").write_text(PRINT_ENV)
     # No cluster to reach: the plan is rendered from the job alone.
     env = {"SLURM_CONF": str(tmp_path / "no-such-slurm.conf")}
-    out = target.cli(*target.run_flags, "--dry-run", "--num-nodes", "2", "--gpu", "A100-80GB:2", "--cpus", "2",
+    out = target.cli(*target.run_flags, "--dry-run", "--full", "--num-nodes", "2", "--gpu", "A100-80GB:2", "--cpus", "2",
                      "--memory", "1Gi", "--partition", "debug", "--max-restarts", "1", "--max-runtime", "1h",
                      "env.py", env=env)
     assert out.returncode == 0, out.stderr

@@ -43,6 +43,7 @@ class Ec2Handle(HandleData):
 class Ec2Backend(Backend):
     name = "ec2"
     handle_type = Ec2Handle
+    where_fields = ("region", "zone", "instance", "instance_type")
     capabilities = Capabilities(remote=True, gpus=catalog.gpus_offered(), spot=True,
                                 max_nodes=1, datapool_schemes=("s3",), resources_enforced=True)
 
@@ -85,6 +86,34 @@ class Ec2Backend(Backend):
 
     def price(self, job: Job) -> dict:
         return catalog.price(job, catalog.instance_type(job))
+
+    def access_checks(self, options=None) -> list:
+        from .access import checks
+
+        return checks(options)
+
+    def gpu_offers(self, options=None) -> list:
+        from .access import gpu_offers
+
+        return gpu_offers(options)
+
+    def where(self, plan: Plan, *, online: bool = False) -> list[tuple[str, str]]:
+        from ..base import CHECKED_AT_LAUNCH
+
+        job, ec2 = plan.job, plan.job.ec2
+        itype = catalog.instance_type(job)
+        gpu = job.gpu_request
+        machine = itype + (f", {gpu.count}x {gpu.type.name}" if gpu and gpu.type else "")
+        account = CHECKED_AT_LAUNCH
+        if online:  # at the confirmation, after preflight accepted the credentials: whose account pays
+            try:
+                account = aws.client("sts", aws.region_of(job)).get_caller_identity()["Account"]
+            except Exception:  # noqa: BLE001 - a fact for the summary, never a reason to fail the launch
+                account = "unknown"
+        return [("region", f"{aws.region_of(job)}, zone {ec2.zone if ec2 and ec2.zone else 'any'}; account "
+                           f"{account}"),
+                ("machine", machine + (f", disk {job.disk}" if job.disk else "")),
+                ("image", _shown_ami(catalog.ami_source(job, itype)))]
 
     def locator(self, plan: Plan) -> dict:
         return {"region": aws.region_of(plan.job)}
@@ -320,3 +349,11 @@ class Ec2Backend(Backend):
                 ec2.delete_volume(VolumeId=v["VolumeId"])
             ended.append(f"{v['VolumeId']} (volume, {v['Size']} GiB)")
         return ended
+
+
+def _shown_ami(ami: str) -> str:
+    """An AMI for the plan's summary: an id as is; a long SSM parameter by its image's name."""
+    parts = ami.strip("/").split("/")
+    if len(ami) > 60 and ami.startswith("/") and len(parts) >= 3:
+        return f"{parts[-3]}, {'/'.join(parts[-2:])} (SSM parameter)"
+    return ami

@@ -101,6 +101,7 @@ class K8sHandle(HandleData):
 class K8sBackend(Backend):
     name = "k8s"
     handle_type = K8sHandle
+    where_fields = ("context", "namespace")
     capabilities = Capabilities(remote=True, gpus=request.gpus_offered(), spot=True, max_nodes=MAX_NODES,
                                 datapool_schemes=("s3", "pvc"), resources_enforced=True, preempts_on_demand=True)
 
@@ -137,6 +138,27 @@ class K8sBackend(Backend):
         docs = request.manifests(plan, image_of(plan.job))
         return {"context": opts.context or slot("context"), "namespace": request.namespace_of(plan),
                 "manifests": request.to_yaml(docs)}
+
+    def access_checks(self, options=None) -> list:
+        from .access import checks
+
+        return checks(options)
+
+    def gpu_offers(self, options=None) -> list:
+        from .access import gpu_offers
+
+        return gpu_offers(options)
+
+    def where(self, plan: Plan, *, online: bool = False) -> list[tuple[str, str]]:
+        from ..base import CHECKED_AT_LAUNCH
+
+        job, opts = plan.job, _opts(plan.job)
+        context = opts.context or f"the current one ({CHECKED_AT_LAUNCH})"
+        machine = [f"{job.num_nodes} pod(s)"] + [f"{job.gpu}" if job.gpu else "no GPU"]
+        machine += [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in (("cpus", job.cpus), ("memory", job.memory), ("disk", job.disk)) if v]
+        return [("cluster", f"context {context}; namespace {opts.namespace or 'the context' + chr(39) + 's'}"),
+                ("machine", ", ".join(machine)), ("image", image_of(job))]
 
     # -- submit --------------------------------------------------------------------------------------------------
 

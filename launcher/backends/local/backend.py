@@ -28,6 +28,7 @@ class LocalHandle(HandleData):
 class LocalBackend(Backend):
     name = "local"
     handle_type = LocalHandle
+    where_fields = ("pid",)
     capabilities = Capabilities(remote=False, gpus=None, spot=False, max_nodes=1,
                                 datapool_schemes=("file", "s3"), resources_enforced=False)
 
@@ -47,6 +48,16 @@ class LocalBackend(Backend):
 
     def price(self, job: Job) -> dict:
         return {"usd_per_hour": 0.0, "note": "your own machine"}
+
+    def access_checks(self, options=None) -> list:
+        from .access import checks
+
+        return checks(options)
+
+    def where(self, plan: Plan, *, online: bool = False) -> list[tuple[str, str]]:
+        gpu = f"; --gpu {plan.job.gpu} asked, not checked" if plan.job.gpu else ""
+        return [("where", "this machine, the agent in a subprocess"), ("machine", f"what it has{gpu}"),
+                ("workdir", plan.spec.workdir)]
 
     def preflight(self, plan: Plan) -> None:
         _check_writable(Path(plan.spec.datapool_root), "datapool root")

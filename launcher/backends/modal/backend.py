@@ -40,6 +40,7 @@ class ModalHandle(HandleData):
 class ModalBackend(Backend):
     name = "modal"
     handle_type = ModalHandle
+    where_fields = ("app_id",)
     capabilities = Capabilities(remote=True, gpus=request.gpus_offered(), spot=True, max_nodes=1,
                                 datapool_schemes=("modal-volume", "s3"), resources_enforced=True, retries_itself=True)
 
@@ -74,6 +75,29 @@ class ModalBackend(Backend):
 
     def price(self, job: Job) -> dict:
         return request.price(job)
+
+    def access_checks(self, options=None) -> list:
+        from .access import checks
+
+        return checks(options)
+
+    def gpu_offers(self, options=None) -> list:
+        from .access import gpu_offers
+
+        return gpu_offers(options)
+
+    def where(self, plan: Plan, *, online: bool = False) -> list[tuple[str, str]]:
+        from ..base import CHECKED_AT_LAUNCH
+
+        job = plan.job
+        machine = [f"gpu {request.gpu(job)}" if job.gpu else "no GPU"]
+        machine += [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in (("cpus", job.cpus), ("memory", job.memory), ("disk", job.disk)) if v]
+        image = request.image_spec(job)
+        token = "token accepted" if online else CHECKED_AT_LAUNCH  # online: after preflight's hello
+        return [("workspace", f"your Modal token's ({token}); app {plan.job_id}"),
+                ("machine", ", ".join(machine)),
+                ("image", f"{image['base']}, python {image['python']}, lock {image['lock_hash'][:12]}")]
 
     def preflight(self, plan: Plan) -> None:
         from . import app

@@ -75,6 +75,7 @@ class SlurmHandle(HandleData):
 class SlurmBackend(Backend):
     name = "slurm"
     handle_type = SlurmHandle
+    where_fields = ("host", "partition", "slurm_job")
     # file:// is the cluster's shared filesystem, reached by sbatch here; from a laptop over SSH only s3:// is
     # (check() refuses the other). Capabilities are static: both are declared.
     capabilities = Capabilities(remote=True, gpus=None, spot=False, max_nodes=MAX_NODES,
@@ -116,6 +117,22 @@ class SlurmBackend(Backend):
 
     def price(self, job: Job) -> dict:
         return {"usd_per_hour": None, "note": "your cluster's allocation: no price known"}
+
+    def access_checks(self, options=None) -> list:
+        from .access import checks
+
+        return checks(options)
+
+    def where(self, plan: Plan, *, online: bool = False) -> list[tuple[str, str]]:
+        job, opts = plan.job, _opts(plan.job)
+        part = [opts.partition or "the cluster's default"] + [f"{k} {v}" for k, v in
+                                                               (("account", opts.account), ("qos", opts.qos)) if v]
+        machine = [f"{job.num_nodes} node(s)", f"gpu {job.gpu}" if job.gpu else "no GPU"]
+        machine += [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in (("cpus", job.cpus), ("memory", job.memory), ("gres", opts.gres)) if v]
+        return [("cluster", f"login node {opts.host}" if opts.host else "sbatch on this machine"),
+                ("partition", ", ".join(part)), ("machine", ", ".join(machine)),
+                ("node dir", f"{script.shown(opts.remote_dir)}; python {opts.python}")]
 
     def locator(self, plan: Plan) -> dict:
         return {"slurm": _opts(plan.job).model_dump()}

@@ -78,6 +78,7 @@ class SshHandle(HandleData):
 class SshBackend(Backend):
     name = "ssh"
     handle_type = SshHandle
+    where_fields = ("host",)
     capabilities = Capabilities(remote=True, gpus=None, spot=False, max_nodes=1, datapool_schemes=("s3",),
                                 resources_enforced=False)
 
@@ -115,6 +116,19 @@ class SshBackend(Backend):
 
     def price(self, job: Job) -> dict:
         return {"usd_per_hour": None, "note": "your own box: no price known"}
+
+    def access_checks(self, options=None) -> list:
+        from .access import checks
+
+        return checks(options)
+
+    def where(self, plan: Plan, *, online: bool = False) -> list[tuple[str, str]]:
+        ssh = plan.job.ssh
+        gpu = f"; --gpu {plan.job.gpu} asked, not checked" if plan.job.gpu else ""
+        key = f" (key {ssh.identity})" if ssh.identity else ""
+        return [("host", f"{ssh.host}{key}"),
+                ("machine", f"the box as it is{gpu}"),
+                ("node dir", f"{_shown(ssh.remote_dir)}; python {ssh.python or 'the bootstrap picks'}")]
 
     # -- talking to the box ----------------------------------------------------------------------------------------
 
