@@ -94,6 +94,17 @@ def start_moto(log_dir: Path) -> MotoServer:
     return start_moto_with(log_dir)
 
 
+def moto_with_bucket(tmp_path_factory, bucket: str):
+    """A test module's own moto server with one bucket, stopped after it: in a module-scoped fixture,
+    `yield from moto_with_bucket(tmp_path_factory, BUCKET)`."""
+    server = start_moto(tmp_path_factory.mktemp("moto"))
+    try:
+        server.client().create_bucket(Bucket=bucket)
+        yield server
+    finally:
+        server.stop()
+
+
 MOTO_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_EC2_METADATA_DISABLED": "true"}
 

@@ -7,7 +7,7 @@ import pytest
 from launcher.gpus import CATALOG
 
 from .ec2.ec2moto import without_aws
-from .motoserver import start_moto
+from .motoserver import moto_with_bucket
 
 BUCKET = "check-pool"
 
@@ -31,10 +31,7 @@ def _line(out: str, backend: str, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+    yield from moto_with_bucket(tmp_path_factory, BUCKET)
 
 
 def _aws(moto, tmp_path) -> dict[str, str]:

@@ -28,7 +28,7 @@ from launcher.registry import Registry
 
 from .backends.conftest import base_env, no_socket_without_timeout
 from .faults import FaultProxy
-from .motoserver import MOTO_ENV, start_moto
+from .motoserver import MOTO_ENV, moto_with_bucket
 
 BUCKET = "outage"
 
@@ -61,10 +61,7 @@ def _sockets_have_timeouts(tmp_path):
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+    yield from moto_with_bucket(tmp_path_factory, BUCKET)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from ..k8s.cluster import IMAGE as K8S_IMAGE
 from ..k8s.cluster import KmockCluster
 from ..k8s.nodesim import NodeSimulator as PodSimulator
 from ..modal.fakeserver import start_fake_modal
-from ..motoserver import MOTO_ENV, start_moto
+from ..motoserver import MOTO_ENV, moto_with_bucket
 from ..slurm.target import slurm_target
 from ..sshd import start_sshd
 
@@ -94,10 +94,7 @@ def sshd(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+    yield from moto_with_bucket(tmp_path_factory, BUCKET)
 
 
 def ssh_target(tmp_path: Path, sshd, moto, **ssh_overrides) -> Target:

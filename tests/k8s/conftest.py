@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ..motoserver import MOTO_ENV, start_moto
+from ..motoserver import MOTO_ENV, moto_with_bucket
 from .cluster import BUCKET, IMAGE, REPO, KmockCluster
 from .nodesim import NodeSimulator
 
@@ -29,10 +29,7 @@ def nodes(cluster, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+    yield from moto_with_bucket(tmp_path_factory, BUCKET)
 
 
 @pytest.fixture

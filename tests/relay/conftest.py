@@ -5,7 +5,7 @@ import secrets
 
 import pytest
 
-from ..motoserver import start_moto
+from ..motoserver import moto_with_bucket
 from ..sshd import start_sshd
 from .commander import Commander
 
@@ -42,7 +42,4 @@ def sshd(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+    yield from moto_with_bucket(tmp_path_factory, BUCKET)

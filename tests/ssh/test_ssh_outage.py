@@ -17,7 +17,7 @@ from launcher.registry import Registry
 from ..backends.conftest import BUCKET, Target, base_env
 from ..faults import FaultProxy
 from ..waiting import wait_for
-from ..motoserver import MOTO_ENV, start_moto
+from ..motoserver import MOTO_ENV, moto_with_bucket
 
 LINES = 24
 # One numbered line every 0.4 s: a line printed twice or lost shows in the count.
@@ -39,10 +39,7 @@ for i in range(1200):
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+    yield from moto_with_bucket(tmp_path_factory, BUCKET)
 
 
 @pytest.fixture()

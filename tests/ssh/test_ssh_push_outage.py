@@ -26,7 +26,7 @@ from launcher.registry import Registry
 
 from ..backends.conftest import base_env
 from ..faults import FaultProxy
-from ..motoserver import MOTO_ENV, start_moto
+from ..motoserver import MOTO_ENV, moto_with_bucket
 BUCKET = "outage"
 
 # Writes a checkpoint, waits for the test's go file, writes its final model and exits 0.
@@ -51,10 +51,7 @@ print("done", flush=True)
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+    yield from moto_with_bucket(tmp_path_factory, BUCKET)
 
 
 @pytest.fixture
