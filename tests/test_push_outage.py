@@ -28,29 +28,10 @@ from launcher.registry import Registry
 
 from .backends.conftest import base_env, no_socket_without_timeout
 from .faults import FaultProxy
+from .outage import CHECKPOINT_THEN_WAIT as SCRIPT
 from .motoserver import MOTO_ENV, moto_with_bucket
 
 BUCKET = "outage"
-
-# Writes a checkpoint, waits for the test's go file, writes its final model, then exits with argv[2].
-SCRIPT = """
-import os, sys, time
-from pathlib import Path
-exp = Path(os.environ["EXPERIMENT_DIR"])
-ckpt = Path(os.environ["CHECKPOINT_DIR"]) / "checkpoint-1"
-ckpt.mkdir(parents=True)
-(ckpt / "weights.bin").write_bytes(b"w" * 1000)
-print("started", flush=True)
-go = Path(sys.argv[1])
-for _ in range(1200):
-    if go.exists():
-        break
-    time.sleep(0.05)
-(exp / "model/hf/final").mkdir(parents=True)
-(exp / "model/hf/final/model.bin").write_bytes(b"final")
-print("done", flush=True)
-sys.exit(int(sys.argv[2]))
-"""
 
 
 @pytest.fixture(autouse=True)

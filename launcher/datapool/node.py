@@ -164,7 +164,7 @@ class NodeDatapool:
                 except Exception as exc:  # noqa: BLE001 - a failed periodic push is tried again, with backoff
                     self.push_errors.append(str(exc))
                     if not failures:  # once per outage, not once per try
-                        sys.stderr.write(f"[launcher] warning: periodic datapool push failed ({_one_line(exc)}); "
+                        sys.stderr.write(f"[launcher] warning: periodic datapool push failed ({one_line(exc)}); "
                                          "retrying quietly until the store answers\n")
                     # Sooner than the push interval, backing off: what the script saved reaches the store soon
                     # after it comes back.
@@ -206,5 +206,6 @@ class NodeDatapool:
         self._push([rel])
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line (its whitespace folded), for a log line or a result's error."""
     return " ".join(str(exc).split())[:300] or type(exc).__name__

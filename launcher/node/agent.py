@@ -244,6 +244,7 @@ class Agent:
         tries: None once it worked, else the last error. While it waits the state dir holds the `pushing` marker
         (one line: why), which the ssh backend's status shows."""
         from .. import netpolicy
+        from ..datapool.node import one_line
 
         attempt, last = 0, None
         until = time.strftime("%H:%M:%S UTC", time.gmtime(deadline))
@@ -255,7 +256,7 @@ class Agent:
                 return None
             except Exception as exc:  # noqa: BLE001 - any failure to reach the store is tried again until the deadline
                 if not (isinstance(exc, TimeoutError) and last and time.time() >= deadline):
-                    last = _one_line(exc)  # a request cut by the deadline says less than the error before it
+                    last = one_line(exc)  # a request cut by the deadline says less than the error before it
             wait = netpolicy.backoff(attempt, netpolicy.PUSH_BACKOFF)
             if time.time() + wait >= deadline:
                 return last
@@ -524,10 +525,6 @@ class Agent:
             except (OSError, ValueError):
                 continue
         return out
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def push_failed_message(spec: AgentSpec, root: Path, exp_dir: Path, last_error: str) -> str:
