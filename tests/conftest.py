@@ -39,12 +39,16 @@ def launcher_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def launch(launcher_env, project):
-    """launch(*args, cwd=project, **popen_kwargs) -> CompletedProcess, running `python -m launcher`."""
+    """launch(*args, cwd=project, env=..., **popen_kwargs) -> CompletedProcess, running `python -m launcher`.
+
+    `env` is laid over `launcher_env`; a variable set to None there is removed (launcher_env copies os.environ,
+    which may hold what another test or whoever runs the tests set)."""
 
     def _run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120, **kw):
+        merged = {**launcher_env, **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "launcher", *args],
-            cwd=cwd or project, env={**launcher_env, **(env or {})},
+            cwd=cwd or project, env={k: v for k, v in merged.items() if v is not None},
             capture_output=True, text=True, timeout=timeout, **kw,
         )
 

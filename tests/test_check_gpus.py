@@ -6,7 +6,6 @@ import pytest
 
 from launcher.gpus import CATALOG
 
-from .ec2.ec2moto import without_aws
 from .motoserver import moto_with_bucket
 
 BUCKET = "check-pool"
@@ -32,6 +31,12 @@ def _line(out: str, backend: str, name: str) -> str:
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
     yield from moto_with_bucket(tmp_path_factory, BUCKET)
+
+
+def without_aws(launcher_env: dict[str, str]) -> dict[str, str | None]:
+    """For `launch(env=...)`: every AWS_* variable the tests' environment holds, removed (None), so only what a test
+    sets is seen."""
+    return {k: None for k in launcher_env if k.startswith("AWS_")}
 
 
 def _aws(moto, tmp_path) -> dict[str, str]:

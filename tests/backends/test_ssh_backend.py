@@ -84,7 +84,7 @@ def test_setup_failure_is_reported_with_its_reason(tmp_path, sshd, moto):
     assert "/nonexistent/python3" in status
 
 
-def test_cancel_marker_in_the_store_alone_stops_the_job(tmp_path, sshd, moto):
+def test_cancel_marker_in_the_store_alone_stops_the_job(tmp_path, sshd, moto, monkeypatch):
     """`launch down` from a machine that cannot reach the box still ends the job: the agent polls the store."""
     t = ssh_target(tmp_path, sshd, moto)
     (t.project / "slow.py").write_text(SLOW)
@@ -92,9 +92,8 @@ def test_cancel_marker_in_the_store_alone_stops_the_job(tmp_path, sshd, moto):
     job_id = t.launch("--detach", "--env", f"MARKER={marker}", "slow.py").stdout.strip()
     assert wait_for(lambda: "started" in t.cli("logs", job_id).stdout)
     store = JobStore(f"s3://contract/{tmp_path.name}", None, "default", job_id, endpoint_url=moto.endpoint)
-    import os
-
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)  # for this process's JobStore; restored after the test
     store.write("cancel-requested", str(time.time()).encode())
     assert wait_for(lambda: store.exists("result.json"), timeout=60)
     result = json.loads(store.read("result.json"))
@@ -102,15 +101,14 @@ def test_cancel_marker_in_the_store_alone_stops_the_job(tmp_path, sshd, moto):
     assert t.cli("status", job_id).stdout.startswith("cancelled")
 
 
-def test_store_answers_when_the_box_is_unreachable(tmp_path, sshd, moto):
+def test_store_answers_when_the_box_is_unreachable(tmp_path, sshd, moto, monkeypatch):
     """status and logs read the store first: a finished job is known even when the box cannot be reached."""
     t = ssh_target(tmp_path, sshd, moto)
     (t.project / "ticks.py").write_text(TICKS)
     job_id = t.launch("--detach", "ticks.py").stdout.strip()
     store = JobStore(f"s3://contract/{tmp_path.name}", None, "default", job_id, endpoint_url=moto.endpoint)
-    import os
-
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)  # for this process's JobStore; restored after the test
     assert wait_for(lambda: store.exists("result.json"), timeout=60)
     reg = Registry(Path(t.env["LAUNCHER_HOME"]))
     handle = reg.get(job_id).handle
