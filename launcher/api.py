@@ -146,16 +146,27 @@ def _jobstore_ref(p: Plan, backend) -> dict:
 
     if mount_only(p.spec.store_url):
         return {"store_url": None, "experiment": p.job.experiment}  # no store here: the backend's view answers
-    return {"store_url": p.spec.store_url, "experiment": p.job.experiment, "endpoint_url": p.spec.endpoint_url}
+    # The plan's store, not the spec's: where the node's root is the store (spec None), the client still reads it.
+    return {"store_url": p.datapool.get("store"), "experiment": p.job.experiment, "endpoint_url": p.spec.endpoint_url}
 
 
-def launch(job: Job, *, detach: bool = False, on_start=None, confirm=None) -> Run:
+def launch(job: Job, *, detach: bool = False, on_start=None, confirm=None, progress=False) -> Run:
     """Run `job` on its backend. Foreground by default: returns when it ends (Ctrl-C cancels it).
 
     `on_start(run)` is called once the job is submitted, before waiting (the CLI prints the job id there).
     `confirm(plan, facts)`: asked after preflight, before anything is recorded or created; `facts()` gives the
     backend's `where(plan, online=True)`. False raises NotLaunched. None (the SDK's default): never asked.
+    `progress`: True prints a remote launch's phases on stderr as they happen (launcher/progress.py; the CLI does),
+    or a `progress.Reporter` to send them to. False (the SDK's default): nothing printed.
     """
+    from .progress import showing
+
+    with showing(progress):
+        return _launch(job, detach=detach, on_start=on_start, confirm=confirm)
+
+
+def _launch(job: Job, *, detach: bool, on_start, confirm) -> Run:
+    from . import progress
     from .planner import make_plan
 
     if detach and job.terminate_after:
@@ -167,14 +178,28 @@ def launch(job: Job, *, detach: bool = False, on_start=None, confirm=None) -> Ru
 
         job.check_script()
         snapshot = build(Path(job.workdir))
+    default_store = None
+    if backend.capabilities.remote and not job.datapool:
+        from .planner import with_default_datapool
+
+        job, default_note = with_default_datapool(backend, job, online=True)  # the real URL (an account id)
+        default_store = job.datapool
     p = make_plan(job, snapshot=snapshot, backend=backend)  # one backend object for the whole launch
+    if default_store is not None:
+        p.notes[:0] = default_note
     _check_secrets(p.job, backend)
-    _probe_store(p)
+    if default_store is None:
+        _probe_store(p)  # the default store may not exist yet: create_datapool below makes and checks it
     backend.preflight(p)
     if confirm is not None and not confirm(p, lambda: backend.where(p, online=True)):
         from .errors import NotLaunched
 
         raise NotLaunched(f"{p.job_id}: not launched")
+    if snapshot is not None:  # after the [Y/n]: a terminal's status line would run over the question
+        progress.report(progress.SNAPSHOT, f"{snapshot.sha256[:12]}, {snapshot.files} files, "
+                                           f"{progress.human_bytes(snapshot.size)}")
+    if default_store is not None and backend.create_datapool(str(default_store)):
+        print(f"created the {backend.name} default store {default_store}", file=sys.stderr)
     registry = Registry()  # add() below refuses an unusable registry (exit 2, the file named) before start
     handle_data = {"store": _jobstore_ref(p, backend), "grace_period": p.job.grace_period,
                    "push_timeout": p.job.push_timeout, "usd_per_hour": (p.price or {}).get("usd_per_hour"),
@@ -193,6 +218,8 @@ def launch(job: Job, *, detach: bool = False, on_start=None, confirm=None) -> Ru
         raise
     handle = backend.handle(p.job_id, handle_data, fresh=True)  # typed from here on; the registry keeps that
     registry.update(p.job_id, state="running", handle=handle.data.model_dump(mode="json"))
+    if backend.capabilities.remote:
+        progress.report(progress.REQUEST_SENT, _where(backend, handle, None) or backend.name)
     run = Run(p.job_id, p, handle)
     if detach and handle_data.get("max_restarts") and os.environ.get("LAUNCHER_WATCH") != "0":
         _start_watcher(p.job_id)  # a relaunch needs someone looking, and the user has walked away
@@ -341,11 +368,22 @@ def wait(job_id: str, backend, handle: Handle) -> int:
     """Foreground: stream the job until it ends, through any number of dropped connections (the stream reconnects,
     a look that cannot reach the backend is asked again), and return the script's exit code once the store or the
     backend has the result. Ctrl-C cancels it (a second Ctrl-C kills at once)."""
+    from . import progress
     from .spec import PUSH_FAILED_EXIT
 
     warned = []
+    # A remote launch's phases until its first output: the backend's own view (its looks below) and the node's
+    # setup.log in the job's store folder (the agent pushes it).
+    shown = progress.current() if backend.capabilities.remote else None
+    node_files = _jobstore(handle) if shown is not None else None
+    if shown is not None:
+        shown.job_id = job_id
+        if node_files is not None:
+            shown.follow_node(lambda offset: node_files.read("setup.log", offset))
 
     def final():
+        if shown is not None:
+            shown.node_lines()
         try:
             state, code = reconcile(job_id, relaunch=True)
         except (UserError, CapacityError):
@@ -358,7 +396,8 @@ def wait(job_id: str, backend, handle: Handle) -> int:
         return None if state in ACTIVE else (state, code)
 
     try:
-        backend.wait(handle, final, logs(job_id, follow=True))
+        output = logs(job_id, follow=True)
+        backend.wait(handle, final, output if shown is None else shown.until_first_output(output))
     except KeyboardInterrupt:
         sys.stderr.write("\n[launcher] cancelling (Ctrl-C again to kill)\n")
         try:
@@ -378,6 +417,10 @@ def wait(job_id: str, backend, handle: Handle) -> int:
                                  f"`launch down {job_id}` ends it once it can; its deadline ends it in any case\n")
                 return 130
     state, code = final() or ("cancelled", None)
+    if shown is not None:  # ended before any output (a setup failure): the phases end with its last setup line
+        shown.close()
+        if node_files is not None:
+            node_files.close()
     Registry().finish(job_id, state, code)
     if state == JobState.PUSH_FAILED:
         why = reason(job_id)
@@ -514,7 +557,11 @@ def observe(job_id: str) -> Observation:
 
 
 def _backend_view(backend, handle: Handle) -> Observation:
+    from .progress import current
+
     state, code, why = backend.status(handle)
+    if (shown := current()) is not None:  # a launch's foreground: the backend's words are what it waits for
+        shown.observed(handle.job_id, state, why)
     return Observation(JobState(state), code, why)
 
 
@@ -857,7 +904,7 @@ def _log_location(handle: Handle) -> str | None:
     rel = f"experiments/{ref.experiment}/reports/jobs/{handle.job_id}/log.txt"
     url = StoreUrl.of(ref.store_url)
     if url is not None and url.scheme != "file":
-        return f"{str(url).rstrip('/')}/{rel}"
+        return f"{str(url).partition('?')[0].rstrip('/')}/{rel}"  # an sftp:// URL's query names key files
     base = Path(url.path) if url is not None else Path(ref.local_root) if ref.local_root else None
     if base is None:
         return None  # no store here (a claim only the cluster mounts): `launch logs JOB` asks the backend
@@ -903,6 +950,20 @@ def _job_status(rec, *, deep: bool, seen: tuple[str, int | None] | None = None) 
                      started=started, ended=ended, deadline=rec.deadline, duration_s=duration,
                      usd_per_hour=hourly, cost_usd=cost, attempt=d.attempt, max_attempts=d.max_restarts + 1,
                      log=_log_location(handle), summary=summary)
+
+
+def setup_logs(job_id: str) -> list[tuple[str, bytes | None]]:
+    """A remote job's node logs from its store folder, where the agent copies them (they outlive the node):
+    [("setup.log", bytes), ("agent.log", bytes)], None for one the store does not hold (yet). `logs --setup`."""
+    from .node.layout import NODE_LOGS
+
+    js = _jobstore(_handle(job_id)[2])
+    if js is None:
+        return [(name, None) for name in NODE_LOGS]
+    try:
+        return [(name, js.read(name)) for name in NODE_LOGS]
+    finally:
+        js.close()
 
 
 def log_lines(job_id: str, follow: bool = False, tail: int | None = None) -> Iterator[str]:

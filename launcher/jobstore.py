@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from .datapool.records import record_headers
 from .datapool.url import StoreUrl
 
 from .node.layout import job_report_dir
@@ -27,6 +28,11 @@ class JobStore:
             from .datapool.modal_volume import VolumeFiles
 
             self._vol, self.dir = VolumeFiles(store_url, self.rel), None
+            return
+        if store_url and store_url.scheme == "sftp":  # a folder on a box, over SFTP: the same four calls
+            from .datapool.sftp import SftpFiles
+
+            self._vol, self.dir = SftpFiles(store_url, self.rel), None
             return
         if store_url is None or store_url.scheme == "file":
             base = Path(store_url.path) if store_url else Path(local_root)
@@ -79,8 +85,9 @@ class JobStore:
             tmp.write_bytes(data)
             os.replace(tmp, self.dir / name)
             return
-        self.http.put_object(self.bucket, f"{self.prefix}/{name}", data,
-                             {"Content-Type": "application/octet-stream"})
+        key = f"{self.prefix}/{name}"
+        self.http.put_object(self.bucket, key, data,
+                             {"Content-Type": "application/octet-stream", **record_headers(self.bucket, key)})
 
     def remove(self, name: str) -> None:
         """Delete one object; a missing one is fine."""

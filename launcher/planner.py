@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .backends import get_backend, names_where
 from .backends.base import WARNING, Backend
+from .datapool.url import EXAMPLES, StoreUrl
 from .errors import UserError
 from .job import Job
 from .node.layout import PULLED, PUSHED
@@ -65,8 +66,9 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
             raise UserError(f"--datapool {scheme}:// cannot be reached from --backend {name} nodes; use "
                             + " or ".join(f"{s}://" for s in caps.datapool_schemes))
     elif caps.remote:
+        examples = " or ".join(EXAMPLES[s] for s in caps.datapool_schemes if s in EXAMPLES)
         raise UserError(f"--backend {name} needs a datapool store that both this machine and the node reach "
-                        f"(it is where logs and results meet): pass --datapool s3://bucket/prefix "
+                        f"(it is where logs and results meet): pass --datapool {examples} "
                         "or set LAUNCHER_DATAPOOL")
     if job.terminate_after and not caps.remote:
         notes.append(f"--terminate-after: --backend {name} holds no machine; the job's processes end with it anyway")
@@ -75,6 +77,18 @@ def capability_notes(backend: Backend, job: Job) -> list[str]:
     for section in job.unused_sections:
         notes.append(f"the profile's {section}: section is for --backend {section}; unused on --backend {name}")
     return notes
+
+
+def with_default_datapool(backend: Backend, job: Job, *, online: bool = False) -> tuple[Job, list[str]]:
+    """A remote job with no store named gets its backend's default store (a note says which); otherwise `job` as it
+    is. `online`: the launch resolves what the offline plan leaves as a placeholder (see Backend.default_datapool)."""
+    if job.datapool or not backend.capabilities.remote:
+        return job, []
+    url = backend.default_datapool(job.options, online=online)
+    if url is None:
+        return job, []  # capability_notes says that this backend needs one named
+    job = job.model_copy(update={"datapool": StoreUrl(url)})
+    return job, [f"no --datapool: the {backend.name} default store, made on first use"]
 
 
 def local_binding(job: Job) -> tuple[str, str | None]:
@@ -100,7 +114,8 @@ def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: fl
     time, so it keeps its id and its one deadline. `backend`: the job's, when the caller has it already."""
     backend = backend or get_backend(job.backend)
     job.check_script()
-    notes = capability_notes(backend, job)
+    job, default_note = with_default_datapool(backend, job)
+    notes = capability_notes(backend, job) + default_note
     notes += backend.check(job)
     if backend.capabilities.remote and job.max_runtime is None:
         job = job.model_copy(update={"max_runtime": CLOUD_DEFAULT_MAX_RUNTIME})
@@ -122,12 +137,13 @@ def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: fl
     paths = backend.node_paths(job, job_id, snapshot.sha256 if snapshot else None)
     store = job.datapool if backend.capabilities.remote else local_binding(job)[1]
     store = None if store is None else str(store)  # the spec carries text: it crosses to the node as JSON
+    node_store = None if paths.root_is_store else store  # None: the node's root is the store, nothing moves
     exp = f"experiments/{job.experiment}"
     node = job.node
     spec = AgentSpec(
         version=SPEC_VERSION, job_id=job_id, backend=backend.name, run_name=job.run_name, script=job.script,
         args=job.args, env=job.env, secrets=job.secrets, experiment=job.experiment, workdir=paths.workdir,
-        datapool_root=paths.datapool_root, store_url=store, endpoint_url=endpoint_url(job), state_dir=paths.state_dir,
+        datapool_root=paths.datapool_root, store_url=node_store, endpoint_url=endpoint_url(job), state_dir=paths.state_dir,
         https_proxy=node.https_proxy if node else None, no_proxy=node.no_proxy if node else None,
         ca_bundle=node.ca_pem() if node else None,
         deadline_at=deadline_for(created, job.max_runtime, job.grace_period, job.push_timeout),
@@ -149,8 +165,8 @@ def make_plan(job: Job, *, snapshot=None, job_id: str | None = None, created: fl
             "root": paths.datapool_root,
             "store": store,
             **({"endpoint": spec.endpoint_url} if spec.endpoint_url else {}),  # where client and node meet it
-            "pull": [f"{exp}/{p}" for p in PULLED] if store else [],
-            "push": [f"{exp}/{p}" for p in PUSHED] if store else [],
+            "pull": [f"{exp}/{p}" for p in PULLED] if node_store else [],
+            "push": [f"{exp}/{p}" for p in PUSHED] if node_store else [],
         },
         notes=[n for n in notes if not n.startswith(WARNING)],
         warnings=[n.removeprefix(WARNING) for n in notes if n.startswith(WARNING)],

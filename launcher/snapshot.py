@@ -491,11 +491,32 @@ def _store_list_one(store, name: str):
     return store.list(want=lambda rel: rel == name, **kwargs).get(name)
 
 
+def in_store_fact(plan) -> tuple[str, str]:
+    """For `Backend.where(online=True)` of a backend that uploads the snapshot to the datapool store: whether it is
+    there already (one LIST of code/), as the summary's SNAPSHOT_FACT. Never raises: it is a fact, not a check."""
+    from .backends.base import SNAPSHOT_FACT
+    from .datapool.stores import open_store
+
+    snap = plan.snapshot
+    try:
+        store = open_store(plan.spec.store_url, "code", endpoint_url=plan.spec.endpoint_url, readonly=True)
+        try:
+            have = _store_list_one(store, f"{snap.sha256}.tar.gz")
+        finally:
+            store.close()
+    except Exception:  # noqa: BLE001 - a store not made yet (a default store) or not answering: uploaded if missing
+        return SNAPSHOT_FACT, "uploaded unless the store has it"
+    if have is not None and have.size == snap.size:
+        return SNAPSHOT_FACT, "in the store already"
+    return SNAPSHOT_FACT, "not in the store: to upload"
+
+
 def upload(snap: Snapshot, store_url: str, *, endpoint_url: str | None = None) -> int:
     """Put the tarball at `code/<sha256>.tar.gz` under the datapool store's root (not under experiments/).
 
     Returns the bytes uploaded: 0 when the store already has an object of that key and size (content-addressed,
     so the same key and size is the same snapshot)."""
+    from . import progress
     from .datapool.base import Entry
     from .datapool.stores import open_store
 
@@ -504,8 +525,10 @@ def upload(snap: Snapshot, store_url: str, *, endpoint_url: str | None = None) -
     try:
         have = _store_list_one(store, name)
         if have is not None and have.size == snap.size:
+            progress.report(progress.SNAPSHOT, "already in store")
             return 0
         store.put_file(snap.path, name, Entry(name, snap.size, snap.path.stat().st_mtime, snap.sha256))
+        progress.report(progress.SNAPSHOT, f"uploaded {progress.human_bytes(snap.size)} to the store")
         return snap.size
     finally:
         store.close()

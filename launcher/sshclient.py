@@ -143,6 +143,18 @@ def _shell_path(path: str) -> str:
     return shlex.quote(path)
 
 
+class _Counted:
+    """A file whose reads are counted for `on_bytes(n)` (put's transfer bar)."""
+
+    def __init__(self, f, on_bytes):
+        self.f, self.on_bytes = f, on_bytes
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.on_bytes(len(data))
+        return data
+
+
 def _sftp_path(remote: str) -> str:
     """SFTP does not expand `~`; its relative paths start at the login directory, which is what `~/` means."""
     if remote == "~":
@@ -537,29 +549,36 @@ class SshClient:
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         if self._sftp is None:
-            self._transport()
-            from . import netpolicy
-
-            import paramiko
-
-            try:
-                self._sftp = self._client.open_sftp()
-            except (paramiko.SSHException, EOFError) as e:
-                if not (self._client.get_transport() and self._client.get_transport().is_active()):
-                    raise
-                # The server refused the subsystem (or its program is missing): the fix is on the box.
-                raise UserError(f"{self.target.hostport} offers no SFTP ({_one_line(e) or type(e).__name__}): enable it in the box's "
-                                "sshd_config with 'Subsystem sftp internal-sftp' (or the path of sftp-server) "
-                                "and reload sshd") from None
-            # Every SFTP read waits at most this long: a transfer over a dead link fails instead of hanging.
-            self._sftp.get_channel().settimeout(netpolicy.seconds(netpolicy.SSH_COMMAND_S))
+            self._sftp = self.open_sftp()
         return self._sftp
 
-    def put(self, local: Path | str, remote: str, mode: int = 0o644) -> None:
+    def open_sftp(self) -> paramiko.SFTPClient:
+        """A new SFTP channel on this connection, closed by the caller: one per thread, since a channel's requests
+        wait on each other (the datapool's sftp store shares one connection among its workers this way)."""
+        self._transport()
+        from . import netpolicy
+
+        import paramiko
+
+        try:
+            sftp = self._client.open_sftp()
+        except (paramiko.SSHException, EOFError) as e:
+            if not (self._client.get_transport() and self._client.get_transport().is_active()):
+                raise
+            # The server refused the subsystem (or its program is missing): the fix is on the box.
+            raise UserError(f"{self.target.hostport} offers no SFTP ({_one_line(e) or type(e).__name__}): enable it in the box's "
+                            "sshd_config with 'Subsystem sftp internal-sftp' (or the path of sftp-server) "
+                            "and reload sshd") from None
+        # Every SFTP read waits at most this long: a transfer over a dead link fails instead of hanging.
+        sftp.get_channel().settimeout(netpolicy.seconds(netpolicy.SSH_COMMAND_S))
+        return sftp
+
+    def put(self, local: Path | str, remote: str, mode: int = 0o644, on_bytes=None) -> None:
         """Upload `local` to `remote` atomically: written to a temporary name next to it, then renamed over it, so
-        readers see the old file or the whole new one. Missing parent directories are created."""
+        readers see the old file or the whole new one. Missing parent directories are created. `on_bytes(n)`: told
+        each n bytes read for sending (a transfer bar)."""
         with open(local, "rb") as f:
-            self._put_stream(f, remote, mode)
+            self._put_stream(f if on_bytes is None else _Counted(f, on_bytes), remote, mode)
 
     def put_bytes(self, data: bytes, remote: str, mode: int = 0o644) -> None:
         """Write `data` to `remote` atomically (as put()). For secrets use mode 0o600: the file is created with that

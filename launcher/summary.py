@@ -105,11 +105,14 @@ def lines(plan: Plan, facts: list[tuple[str, str]] | None = None, *, color: bool
     import click
 
     from .backends import get_backend
+    from .backends.base import SNAPSHOT_FACT
     from .units import format_duration
 
     backend = get_backend(plan.backend)
     if facts is None:
         facts = backend.where(plan)
+    stored = next((value for label, value in facts if label == SNAPSHOT_FACT), None)
+    facts = [(label, value) for label, value in facts if label != SNAPSHOT_FACT]
     job, d = plan.job, plan.to_dict()
     head = [_cut(f"{plan.job_id} on {plan.backend}" + (" (dry run: nothing is created)" if dry_run else ""))]
     body = [_fact(label, value) for label, value in facts]
@@ -129,7 +132,7 @@ def lines(plan: Plan, facts: list[tuple[str, str]] | None = None, *, color: bool
     if plan.snapshot:
         s = plan.snapshot
         body.append(_fact("snapshot", f"{s.sha256[:12]}, {_size(s.size)}, {s.files} files"
-                          + ("; in the store? checked at launch" if dry_run else "")))
+                          + ("; in the store? checked at launch" if dry_run else f"; {stored}" if stored else "")))
     tail = "all of it: --full (YAML) or -o json"
     warn = [w for text in plan.warnings for w in _wrapped("warning: ", text)]
     notes = [(n, _wrapped("note: ", n)) for n in plan.notes]

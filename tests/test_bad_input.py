@@ -23,7 +23,9 @@ def script(project):
 @pytest.mark.parametrize("args,expect", [
     (["missing.py"], "script not found: missing.py"),
     (["--backend", "lokal", "train.py"], "unknown backend 'lokal' (did you mean 'local'?)"),
-    (["--backend", "modal", "train.py"], "--backend modal needs a datapool store"),
+    (["--backend", "k8s", "train.py"], "--backend k8s needs a datapool store that both this machine and the node "
+                                       "reach (it is where logs and results meet): pass --datapool "
+                                       "s3://my-bucket/pool or pvc://team-pool/datapool"),
     (["--gpu", "A1000", "train.py"], "unknown GPU 'A1000'"),
     (["--gpu", "H100:16", "train.py"], "impossible GPU count 16"),
     (["--env", "NOEQUALS", "train.py"], "bad --env 'NOEQUALS': use KEY=VALUE"),
@@ -41,6 +43,9 @@ def script(project):
     (["down", "no-such-job"], "unknown job 'no-such-job'"),
     (["status", "no-such-job"], "unknown job 'no-such-job'"),
     (["down"], "give JOB ids, --all or --expired"),
+    (["--script"], "--script needs the script's path, e.g. launch --script train.py --lr 3"),
+    (["--backend", "ec2", "--key-name", "me", "--key-path", "no-such.pem", "--dry-run", "train.py"],
+     "field 'ec2.key_path': no-such.pem: no such file; give the private key file of --key-name"),
 ])
 def test_refused(args, expect, launch, script, project, launcher_env):
     _assert_clean_refusal(launch(*args), expect, project, launcher_env)

@@ -112,8 +112,10 @@ class Node:
                                   python=python, teardown=teardown, keep_on_failure=keep_on_failure)
         path = self.tmp / "bootstrap.sh"
         path.write_text(script)
+        # A node has its own network: the proxies of whoever runs the tests are not its.
         env = {k: v for k, v in os.environ.items()
-               if k not in ("PYTHONPATH", "DATAPOOL_ROOT", "EXPERIMENT", "CHECKPOINT_DIR", "LAUNCH_DATAPOOL")}
+               if k not in ("PYTHONPATH", "DATAPOOL_ROOT", "EXPERIMENT", "CHECKPOINT_DIR", "LAUNCH_DATAPOOL")
+               and k.lower() not in ("https_proxy", "http_proxy", "no_proxy", "ssl_cert_file", "aws_ca_bundle")}
         env.update(PATH=f"{self.stubs}:{env.get('PATH', '/usr/bin:/bin')}", TEARDOWN_LOG=str(self.teardown_log),
                    OMP_NUM_THREADS="1")
         # Its own session, as the ssh backend starts it (setsid): the dead-man switch signals its group.
@@ -376,3 +378,36 @@ def test_a_failed_job_tears_down_unless_kept_for_debugging(node, keep):
         assert deadman is not None and deadman.alive()  # the deadline still ends it
     else:
         assert n.teardown_calls() == ["shutdown -h now"]
+
+
+def test_the_snapshot_comes_through_the_jobs_proxy_trusting_its_ca(node, tmp_path):
+    """The node: section's proxy and CA reach the bootstrap's own download: an https:// snapshot URL whose
+    certificate only the job's CA signs, fetched through the job's proxy (a CONNECT tunnel)."""
+    import dataclasses
+    import http.server
+    import threading
+
+    from .netparts import Proxy, TlsFront, ca_and_cert
+
+    ran = tmp_path / "ran.txt"
+    n = node("hello.py", HELLO, env={"RAN": str(ran)})
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copyfile(n.snap.path, served / "snap.tar.gz")
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(served), **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ca, cert, key = ca_and_cert(tmp_path)
+    front = TlsFront(f"http://127.0.0.1:{server.server_address[1]}", cert, key)
+    proxy = Proxy()
+    n.spec = n.spec.model_copy(update={"https_proxy": proxy.url, "ca_bundle": ca.read_text()})
+    try:
+        n.start(url=f"{front.endpoint}/snap.tar.gz")
+        rc, out = n.finish()
+    finally:
+        server.shutdown()
+        front.close()
+        proxy.close()
+    assert rc == 0, out + n.setup_log()
+    assert ran.read_text() == "ran"
+    assert [line.rsplit(" ", 1)[0] for line in proxy.seen] == [f"CONNECT {front.endpoint.split('://')[1]}"]

@@ -236,3 +236,16 @@ def test_status_cost_so_far_is_price_times_hours_from_the_handle(launch, launche
     data = json.loads(launch("status", "priced-aaaaaa", "--json").stdout)
     assert (data["cost_usd"], data["usd_per_hour"], data["attempt"], data["max_attempts"]) == (1.8, 3.6, 2, 3)
     assert data["duration_s"] == 1800
+
+
+@pytest.mark.parametrize("code", ["0", "3"])
+def test_a_foreground_launch_with_json_prints_only_the_final_status_on_stdout(launch, project, code):
+    """`launch -o json SCRIPT` in the foreground: the job's output goes to stderr, stdout is one JSON document, the
+    job's final status; the exit code is the script's."""
+    (project / "ok.py").write_text(SCRIPT)
+    r = launch("-o", "json", "ok.py", code)
+    assert r.returncode == int(code), r.stderr
+    status = json.loads(r.stdout)
+    assert status["state"] == ("succeeded" if code == "0" else "failed") and status["exit_code"] == int(code)
+    assert status["backend"] == "local" and status["job_id"] and status["log"]
+    assert "one\ntwo\nthree\n" in r.stderr and "one" not in r.stdout

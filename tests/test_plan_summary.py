@@ -9,7 +9,6 @@ import pty
 import select
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -17,6 +16,9 @@ import yaml
 from launcher import summary
 from launcher.job import Job
 from launcher.planner import make_plan
+
+from .motoserver import MOTO_ENV, moto_with_bucket
+from .terminal import PRICED, in_pty as _in_pty
 
 from .backends.test_golden import JOBS
 
@@ -141,44 +143,6 @@ def test_pipeline_dry_run_is_one_row_per_step(launcher_env, repo_root, tmp_path)
 
 # -- the confirmation -----------------------------------------------------------------------------------------------
 
-# The local backend with a price, so a launch on it is "priced": the rest is the real CLI.
-PRICED = ("import sys\n"
-          "from launcher.backends.local.backend import LocalBackend\n"
-          "LocalBackend.price = lambda self, job: {'usd_per_hour': 1.25, 'note': 'a test price'}\n"
-          "from launcher.cli import main\n"
-          "main(sys.argv[1:])\n")
-
-
-def _in_pty(args, env, cwd, answer: bytes | None, timeout=60.0) -> tuple[int, str]:
-    """Run the priced CLI with a terminal for stdin and stdout; type `answer` once the prompt shows."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", PRICED, *args], stdin=slave, stdout=slave, stderr=slave,
-                            cwd=cwd, env=env, close_fds=True)
-    os.close(slave)
-    out, sent, end = b"", False, time.time() + timeout
-    try:
-        while time.time() < end:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            if answer is not None and not sent and b"[Y/n]" in out:
-                os.write(master, answer)
-                sent = True
-            if proc.poll() is not None and not ready:
-                break
-        return proc.wait(timeout=30), out.decode(errors="replace").replace("\r\n", "\n")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-
-
 @pytest.fixture
 def priced_env(launcher_env, tmp_path):
     return {k: v for k, v in launcher_env.items() if k != "CI"}
@@ -248,21 +212,39 @@ def test_the_sdk_never_asks(tmp_path, home, monkeypatch):
     assert run.exit_code == 0
 
 
-def test_what_needs_the_network_is_filled_in_at_the_confirmation(tmp_path, home, monkeypatch):
-    """Offline the account is "checked at launch"; at the confirmation (after preflight) the backend names it."""
-    from moto import mock_aws
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    yield from moto_with_bucket(tmp_path_factory, "summary-pool")
 
+
+def test_what_needs_the_network_is_filled_in_at_the_confirmation(tmp_path, home, moto, monkeypatch):
+    """Offline the account and whether the snapshot is in the store are "checked at launch"; at the confirmation
+    (after preflight) the backend names the account and looks for the snapshot in the store."""
     from launcher.backends import get_backend
+    from launcher.snapshot import build, upload
 
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}.items():
+    for k, v in {**MOTO_ENV, "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto.endpoint,
+                 "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")
+                 }.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    plan = _plan(tmp_path, **JOBS["ec2"])
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("print('hi')\n")
+    snap = build(project, cache_dir=tmp_path / "snapshots")
+    job = Job(script="train.py", workdir=str(project), backend="ec2", gpu="A10G", datapool="s3://summary-pool/p",
+              ec2={"region": "us-east-1"})
+    plan = make_plan(job, snapshot=snap)
     backend = get_backend("ec2")
-    assert "account checked at launch" in dict(backend.where(plan))["region"]
-    with mock_aws():
-        facts = backend.where(plan, online=True)
-    assert dict(facts)["region"].endswith("account 123456789012")
-    lines = summary.lines(plan, facts, dry_run=False)
+    offline = summary.lines(plan, backend.where(plan))
+    assert "account checked at launch" in "\n".join(offline)
+    assert any(line.startswith("snapshot") and line.endswith("in the store? checked at launch") for line in offline)
+    lines = summary.lines(plan, backend.where(plan, online=True), dry_run=False)
     _fits(lines)
-    assert "checked at launch" not in "\n".join(lines) and "dry run" not in lines[0]
+    text = "\n".join(lines)
+    assert "account 123456789012" in text and "checked at launch" not in text and "dry run" not in lines[0]
+    assert any(line.startswith("snapshot") and line.endswith("; not in the store: to upload")
+               for line in lines), text
+    upload(snap, plan.spec.store_url, endpoint_url=plan.spec.endpoint_url)
+    lines = summary.lines(plan, backend.where(plan, online=True), dry_run=False)
+    assert any(line.startswith("snapshot") and line.endswith("; in the store already")
+               for line in lines), "\n".join(lines)

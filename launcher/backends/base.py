@@ -24,6 +24,9 @@ from ..plan import Plan
 
 # What a `where` fact that needs the network says in a dry run (the confirmation before a launch fills it in).
 CHECKED_AT_LAUNCH = "checked at launch"
+# A fact `where(online=True)` may give about the code snapshot (is it in the store already?): the summary puts it on
+# its own snapshot line, where offline it says CHECKED_AT_LAUNCH.
+SNAPSHOT_FACT = "snapshot"
 # A plan note that starts so is a warning: the summary shows it first (in colour on a terminal); the planner moves
 # it to `Plan.warnings` without the prefix. Backends' `check` may return such notes too.
 WARNING = "warning: "
@@ -145,6 +148,9 @@ class NodePaths:
     workdir: str
     datapool_root: str
     state_dir: str
+    # The datapool root is the store itself (ssh: the sftp:// store is that folder on the box): the node syncs
+    # nothing, and the client reads the store where the node writes.
+    root_is_store: bool = False
 
 
 class StoreRef(BaseModel):
@@ -222,9 +228,24 @@ class Backend(ABC):
         """Labelled facts for the plan's summary (launcher/summary.py), in order: where it runs ("region",
         "us-east-1"; "cluster", "ctx / namespace ml"; "host", ...), the "machine" and its GPUs, the "image".
         Pure and offline by default: a fact that needs the network says CHECKED_AT_LAUNCH. `online`: called at the
-        launch's confirmation, after preflight, where a backend may fill such a fact in. The core adds price,
-        runtime, datapool, snapshot and notes itself; a value is one short line (the summary cuts it at 80)."""
+        launch's confirmation, after preflight, where a backend may fill such a fact in (a backend that uploads the
+        snapshot to the store adds snapshot.in_store_fact there). The core adds price, runtime, datapool, snapshot
+        and notes itself; a value is one short line (the summary cuts it at 80)."""
         return []
+
+    def default_datapool(self, options=None, *, online: bool = False) -> str | None:
+        """The store this backend's jobs use when none is given (`options`: the job's section for this backend, as
+        `job.options` or `launch check` has it) (--datapool, LAUNCHER_DATAPOOL, the profile); None:
+        the user must name one. Offline (the planner, --dry-run) it may hold a placeholder for what only the network
+        knows (an account id) and must not touch the network; `online` (the launch, before its plan) it is the real
+        URL. Either way the store need not exist yet: `create_datapool` makes it after the confirmation."""
+        return None
+
+    def create_datapool(self, url: str, *, dry_run: bool = False) -> bool:
+        """Make the default store `url` if it is missing (private, as the backend's docs say); True when it was
+        missing. Called by the launch after the confirmation, before anything is uploaded; `dry_run` (launch check)
+        only looks."""
+        return False
 
     def secrets_elsewhere(self, job: Job) -> bool:
         """True when the job's secrets live in the backend's own store (a k8s Secret, a Modal Secret by name), so

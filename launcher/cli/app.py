@@ -42,7 +42,28 @@ class LaunchGroup(click.Group):
     def parse_args(self, ctx, args):
         if args and args[0] not in self.list_commands(ctx) and args[0] not in ("--help", "-h", "--version"):
             args = ["run", *args]
+        if args and args[0] == "run":
+            args = ["run", *self._script_option(args[1:])]
         return super().parse_args(ctx, args)
+
+    def _script_option(self, args: list[str]) -> list[str]:
+        """`--script PATH` (or `--script=PATH`) among launch's own options is the positional SCRIPT, and like it
+        ends them: what follows goes to the script. After SCRIPT it is the script's own argument."""
+        takes_value = {name: not (p.is_flag or p.count) for p in self.commands["run"].params
+                       if isinstance(p, click.Option) for name in (*p.opts, *p.secondary_opts)}
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--script":
+                if i + 1 == len(args):
+                    raise click.UsageError("--script needs the script's path, e.g. launch --script train.py --lr 3")
+                return [*args[:i], args[i + 1], *args[i + 2:]]
+            if arg.startswith("--script="):
+                return [*args[:i], arg.split("=", 1)[1], *args[i + 1:]]
+            if arg == "--" or not arg.startswith("-"):
+                return args  # the positional SCRIPT (or the end of options): the rest is the script's
+            i += 2 if takes_value.get(arg) else 1
+        return args
 
     def list_commands(self, ctx):
         return sorted({*self.commands, *self.lazy_commands})
@@ -81,7 +102,8 @@ class LaunchGroup(click.Group):
             for line in lines:
                 formatter.write(" " * formatter.current_indent + line.strip() + "\n")
         formatter.write_paragraph()
-        formatter.write_text("Everything after SCRIPT goes to the script untouched. `launch COMMAND --help` for more.")
+        formatter.write_text("Everything after SCRIPT (or --script PATH) goes to the script untouched. "
+                             "`launch COMMAND --help` for more.")
 
 
 @click.group(cls=LaunchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,7 +121,7 @@ for _command in (run, jobs, status, watch, logs, down):
 
 
 def main(argv=None) -> None:
-    from ..errors import CapacityError, NotConfirmed, UserError
+    from ..errors import CapacityError, NotConfirmed, NotLaunched, UserError
 
     try:
         from ..backends import check_plugins
@@ -111,6 +133,9 @@ def main(argv=None) -> None:
         sys.exit(exc.exit_code)
     except NotConfirmed as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except NotLaunched as exc:  # the user's "no" at a [Y/n]: not an error, nothing was created
+        click.echo(f"[launcher] {exc}", err=True)
         sys.exit(exc.exit_code)
     except CapacityError as exc:  # the request is right; the capacity is short now: exit 75, try later/elsewhere
         click.echo(f"error: {exc}", err=True)

@@ -59,7 +59,7 @@ def check(backends, datapool, endpoint_url, **options):
         except Exception as exc:  # noqa: BLE001 - a backend's bug is one line here, not a traceback
             found = [Check("checks", False, f"{type(exc).__name__}: {exc}")]
         if all(c.ok is not False for c in found):
-            found.append(_store_check(backend, datapool, endpoint_url, probes))
+            found.append(_store_check(backend, opts, datapool, endpoint_url, probes))
         return [c for c in found if c is not None]
 
     from concurrent.futures import ThreadPoolExecutor
@@ -93,17 +93,36 @@ def _options(name: str, defaults: dict, given: dict):
     return backend_options(name, fields.get(name))
 
 
-def _store_check(backend, datapool: str | None, endpoint_url: str | None, probes: dict):
+def _default_store_check(backend, url: str):
+    """No store named: the one a launch would use (and create on first use), and whether it is there yet."""
+    from ..backends.base import Check
+
+    try:
+        missing = backend.create_datapool(url, dry_run=True)
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        return Check("default store", False, f"{url}: {exc}")
+    return Check("default store", True, f"{url} ({'created on first launch' if missing else 'there'}; "
+                                        "--datapool names another)")
+
+
+def _store_check(backend, options, datapool: str | None, endpoint_url: str | None, probes: dict):
     """The datapool store, as this backend's nodes would use it: a scheme they reach, and a store that answers one
     small LIST here (the one a launch makes before it records anything)."""
     from ..backends.base import Check
     from ..datapool import mount_only
     from ..datapool.url import StoreUrl
+    from ..errors import UserError
 
     caps = backend.capabilities
     if not datapool:
         if not caps.remote:
             return None  # a local job's datapool is a folder here
+        try:
+            default = backend.default_datapool(options, online=True)
+        except UserError as exc:
+            return Check("default store", False, str(exc))
+        if default is not None:
+            return _default_store_check(backend, default)
         return Check("datapool", None, "none set: pass --datapool URL or set LAUNCHER_DATAPOOL (or datapool: in "
                                        "the default profile); remote jobs meet in a store")
     try:

@@ -136,11 +136,22 @@ def watch(job_id, every):
 @click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
 @click.option("--tail", "-n", "tail", type=click.IntRange(min=0), default=None, metavar="N",
               help="only the last N lines (with -f: then what comes after)")
-def logs(job_id, follow, tail):
+@click.option("--setup", is_flag=True, help="the node's setup.log and agent.log instead (from the job's store folder)")
+def logs(job_id, follow, tail, setup):
     """Print a job's output (stdout and stderr as the script wrote them)."""
     from .. import api
 
     out = sys.stdout.buffer
+    if setup:
+        found = [(name, data) for name, data in api.setup_logs(job_id) if data is not None]
+        if not found:
+            click.echo(f"error: {job_id}: no setup.log or agent.log in its store folder yet (a remote node's agent "
+                       "copies them there when it starts; a local job has none)", err=True)
+            sys.exit(1)
+        for name, data in found:
+            out.write(f"==> {name} <==\n".encode() + data + (b"" if data.endswith(b"\n") or not data else b"\n"))
+        out.flush()
+        return
     if tail is not None:
         for line in api.log_lines(job_id, follow=follow, tail=tail):
             out.write(line.encode() + b"\n")

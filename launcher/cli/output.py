@@ -25,6 +25,16 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def may_ask() -> bool:
+    """A command may ask [Y/n]: a person at a terminal (stdin and stdout) and CI unset. -y skips the question."""
+    import os
+
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
+    except (AttributeError, ValueError):
+        return False
+
+
 def on_terminal() -> bool:
     """stdout is a terminal: rules and colour are for it; a pipe or a file gets plain text."""
     try:

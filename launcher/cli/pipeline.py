@@ -16,6 +16,12 @@ _PROFILE = click.option("--profile", metavar="FILE",
                         help="YAML launch profile: job defaults under the pipeline's own (default: its PROFILE)")
 
 
+def _ask(summary: str) -> bool:
+    """The steps' summary (what will run, where, the worst case), then [Y/n]."""
+    click.echo(summary, err=True, nl=False)
+    return click.confirm("run the pipeline?", default=True, err=True)
+
+
 def _need(config):
     from ..errors import UserError
 
@@ -35,10 +41,12 @@ def _need(config):
 @click.option("--from", "start", metavar="STEP", help="re-run STEP and every enabled step after it")
 @click.option("--only", metavar="STEP", help="re-run STEP alone (the steps before it stay as they are)")
 @click.option("--force", multiple=True, metavar="STEP", help="re-run STEP even if it is up to date (repeatable)")
+@click.option("-y", "--yes", is_flag=True, help="run without asking, even when a step is priced (never asked without "
+                                              "a terminal or with CI set)")
 @_DATAPOOL
 @_PROFILE
 @click.pass_context
-def pipeline(ctx, config, prepare_only, dry_run, full, output, start, only, force, datapool, profile):
+def pipeline(ctx, config, prepare_only, dry_run, full, output, start, only, force, yes, datapool, profile):
     """Run an experiment's STEPS (tokenize -> train -> eval ...), each step a job on its own backend.
 
     \b
@@ -56,9 +64,10 @@ def pipeline(ctx, config, prepare_only, dry_run, full, output, start, only, forc
     if ctx.invoked_subcommand is not None:
         return
     from ..pipeline.run import run
+    from .output import may_ask
 
     code = run(_need(config), datapool=datapool, profile=profile, prepare_only=prepare_only, dry=dry_run,
-               start=start, only=only, force=tuple(force),
+               start=start, only=only, force=tuple(force), confirm=None if yes or not may_ask() else _ask,
                output="yaml" if full and output in (None, "summary") else output or "summary")
     sys.stdout.flush()
     sys.exit(code)

@@ -127,8 +127,16 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, relay_url, 
 
     from ..errors import NotLaunched
 
+    status_out = None
+    if output == "json" and not detach:
+        # Foreground with -o json: stdout is the final status's alone. The job's output (a forked agent writes to
+        # fd 1 itself) and the launcher's lines go to stderr, through the same descriptor swap.
+        sys.stdout.flush()
+        status_out = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
     try:
-        run = api.launch(job, detach=detach, on_start=started, confirm=None if yes else _confirm)
+        # progress: a remote launch's phases on stderr (stdout stays the job id's, the JSON's, the job's output)
+        run = api.launch(job, detach=detach, on_start=started, confirm=None if yes else _confirm, progress=True)
     except NotLaunched:
         click.echo("[launcher] not launched", err=True)  # the user's "no": not an error, nothing was created
         sys.exit(1)
@@ -143,6 +151,11 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, relay_url, 
             click.echo(f"[launcher] reason: {why}", err=True)
         if run.teardown:
             click.echo(f"[launcher] {run.teardown}", err=True)
+        if status_out is not None:
+            import json
+
+            status_out.write(json.dumps(api.job_status(run.job_id).to_dict(), indent=2, default=str) + "\n")
+            status_out.flush()
         # Nothing is left to clean up: skip the interpreter's teardown of pydantic & co (~0.05-0.1 s a launch).
         sys.stdout.flush()
         sys.stderr.flush()
@@ -152,7 +165,9 @@ def run(script, script_args, profile, detach, dry_run, env, secrets, relay_url, 
 def asks(plan) -> bool:
     """A launch asks first when its plan shows a price above 0, from an interactive terminal (stdin and stdout),
     with CI unset. -y skips it; the SDK never asks."""
-    if not (sys.stdin.isatty() and sys.stdout.isatty()) or os.environ.get("CI"):
+    from .output import may_ask
+
+    if not may_ask():
         return False  # checked first: a scripted launch imports nothing more
     from ..summary import priced
 

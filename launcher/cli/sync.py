@@ -1,5 +1,6 @@
-"""`launch sync up|down`: mirror the local datapool root with its store (file://, s3:// or modal-volume://);
-`launch sync up --from-job JOB` finishes a job that ended push_failed, from the outputs its node kept."""
+"""`launch sync up|down`: mirror the local datapool root with its store (file://, s3://, sftp:// or modal-volume://);
+`launch sync up --from-job JOB` finishes a job that ended push_failed, from the outputs its node kept;
+`launch sync down --from-job JOB` brings a job's outputs from its store to the local root."""
 from __future__ import annotations
 
 import os
@@ -23,8 +24,8 @@ def _common(f):
         click.option("--delete", is_flag=True, help="Delete destination files that the source does not have."),
         click.option("--dry-run", is_flag=True, help="List what would move; change nothing."),
         click.option("--datapool", metavar="URL", callback=option_default("DATAPOOL"),
-                     help="The store: file:///abs/dir, s3://bucket/prefix or modal-volume://NAME/path "
-                          "(default: $LAUNCHER_DATAPOOL)."),
+                     help="The store: file:///abs/dir, s3://bucket/prefix, sftp://[user@]host[:port]/~/dir "
+                          "or modal-volume://NAME/path (default: $LAUNCHER_DATAPOOL)."),
         click.option("--root", metavar="DIR", type=click.Path(path_type=Path),
                      help="Local datapool root (default: $DATAPOOL_ROOT or ./datapool)."),
         click.option("--endpoint-url", metavar="URL",
@@ -50,7 +51,9 @@ def sync() -> None:
       launch sync up   --datapool s3://bucket/pool --experiment demo
       launch sync down --datapool s3://bucket/pool --experiment demo --include 'model/base'
       launch sync up   --datapool file:///mnt/pool --delete --dry-run
+      launch sync up   --datapool sftp://ubuntu@gpu-box/~/.launcher-node/pool --experiment demo
       launch sync up   --from-job JOB      # a push_failed job: its outputs from its node, pushed from here
+      launch sync down --from-job JOB      # a job's outputs (model/, data/tokenized/, reports/) from its store
     """
 
 
@@ -69,8 +72,14 @@ def up(from_job, **kw) -> None:
 
 @sync.command("down")
 @_common
-def down(**kw) -> None:
-    """Store -> local root."""
+@click.option("--from-job", metavar="JOB",
+              help="The job's outputs (its experiment's model/, data/tokenized/, reports/) from the job's own store "
+                   "to the local root (--root); --include names other folders instead, --exclude leaves some out.")
+def down(from_job, **kw) -> None:
+    """Store -> local root (with --from-job, the job's store and experiment)."""
+    if from_job:
+        _outputs_of_job(from_job, **kw)
+        return
     _run("down", **kw)
 
 
@@ -122,6 +131,33 @@ def _run(direction: str, experiment, include, exclude, delete, dry_run, datapool
         for store in (local, remote):
             if store is not None:
                 store.close()
+
+
+def _outputs_of_job(job_id, experiment, include, exclude, delete, dry_run, datapool, root, endpoint_url, region,
+                    aws_profile, launch_profile, workers) -> None:
+    """`sync down --from-job`: the store and experiment come from the job's record; the rest is `sync down`, limited
+    to what a job pushes (work in progress, dot-files and tmp-checkpoint-N/, stays out as the agent leaves it)."""
+    from ..datapool import DatapoolUserError
+    from ..datapool.node import IN_PROGRESS, OUTPUTS
+    from ..errors import UserError
+
+    given = [flag for flag, v in (("--experiment", experiment), ("--delete", delete), ("--datapool", datapool),
+                                  ("--profile", launch_profile)) if v]
+    try:
+        if given:
+            raise UserError(f"--from-job takes the job's own store and experiment: drop {', '.join(given)}")
+        from ..backends import get_backend
+        from ..registry import Registry
+
+        rec = Registry().get(job_id)  # an unknown id is one line
+        ref = get_backend(rec.backend).handle(rec.id, rec.handle).data.store
+        if not ref.store_url:
+            raise UserError(f"job {rec.id} has no store to fetch from: its datapool was a folder on this machine "
+                            f"({ref.local_root or 'unknown'}) or one only its nodes mount")
+    except (DatapoolUserError, UserError) as exc:
+        _fail(str(exc), 2)
+    _run("down", ref.experiment, tuple(include) or OUTPUTS, (*IN_PROGRESS, *exclude), False, dry_run, ref.store_url,
+         root, endpoint_url or ref.endpoint_url, region, aws_profile, None, workers)
 
 
 def _from_job(job_id, experiment, include, exclude, delete, dry_run, datapool, root, endpoint_url, region,

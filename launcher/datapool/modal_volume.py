@@ -60,6 +60,30 @@ def _transfer_limit(size: int) -> float:
     return netpolicy.seconds(netpolicy.MODAL_CALL_S) + size / netpolicy.TRANSFER_FLOOR_BPS
 
 
+def ensure_volume(url: str, *, dry_run: bool = False) -> bool:
+    """The volume `url` names, created if missing (`dry_run`: only looked up); True when it was missing. Bounded like
+    every Modal call."""
+    import modal.exception as mx
+
+    from ..backends.modal.app import bounded
+
+    name, _ = parse(url)
+    try:
+        bounded(lambda: _volume(name, False).hydrate(), f"looking up volume {name}")
+        return False
+    except mx.NotFoundError:
+        pass
+    except mx.Error as exc:
+        raise _user_error(exc, name) from None
+    if dry_run:
+        return True
+    try:
+        bounded(lambda: _volume(name, True).hydrate(), f"creating volume {name}")
+    except mx.Error as exc:
+        raise _user_error(exc, name) from None
+    return True
+
+
 class VolumeStore(Store):
     """`modal-volume://NAME/prefix` (+ `sub`) for the sync engine. A missing volume lists as empty; the first
     upload creates it (unless the store was opened read-only)."""

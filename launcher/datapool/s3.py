@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .base import Entry, Store
 from .errors import DatapoolUserError, IntegrityError, SyncError
+from .records import record_headers
 from .hashing import (DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, candidate_part_sizes, etag_with_part_size,
                       hash_file, multipart_etag, parts_of)
 
@@ -119,6 +120,7 @@ class S3Store(Store):
         headers = {"x-amz-meta-sha256": sha, "x-amz-checksum-sha256": _b64(sha),
                    "x-amz-sdk-checksum-algorithm": "SHA256", "Content-Type": "application/octet-stream"}
         key = self._key(rel)
+        headers.update(record_headers(self.bucket, key))
         for attempt in range(2):  # the store's view of what it kept is not ours: resend once
             h = self.http.put_object(self.bucket, key, body, headers, sha)
             if _put_verified(h, md5, sha):
@@ -135,7 +137,7 @@ class S3Store(Store):
             sha, hashed_etag = hash_file(src, size, self.threshold, self.part_size)
         upload_id = self.http.create_multipart(self.bucket, key, {
             "x-amz-meta-sha256": sha, "x-amz-checksum-algorithm": "SHA256",
-            "Content-Type": "application/octet-stream"})
+            "Content-Type": "application/octet-stream", **record_headers(self.bucket, key)})
         n = parts_of(size, self.part_size)
 
         def send(i: int):

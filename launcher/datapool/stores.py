@@ -1,4 +1,4 @@
-"""Open a store from its URL: `file:///abs/dir`, `s3://bucket/prefix` or `modal-volume://NAME/path`."""
+"""Open a store from its URL: `file:///abs/dir`, `s3://bucket/prefix`, `sftp://host/~/dir` or `modal-volume://NAME/path`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ from .errors import DatapoolUserError
 from .local import LocalStore
 from .url import StoreUrl
 
-SCHEMES = "file:///abs/dir, s3://bucket/prefix or modal-volume://NAME/path"
+SCHEMES = "file:///abs/dir, s3://bucket/prefix, sftp://[user@]host[:port]/~/dir or modal-volume://NAME/path"
 MOUNT_ONLY = ("pvc",)  # stores only the nodes reach, as their datapool folder (a Kubernetes claim)
 
 
@@ -35,6 +35,10 @@ def open_store(url: str, sub: str = "", *, endpoint_url: str | None = None, regi
 
         return S3Store(parsed.netloc, parsed.under(sub), endpoint_url=endpoint_url, region=region, profile=profile,
                        workers=workers)
+    if parsed.scheme == "sftp":
+        from .sftp import SftpStore
+
+        return SftpStore(parsed, sub, readonly=readonly)
     if parsed.scheme == "modal-volume":
         from .modal_volume import VolumeStore, parse
 

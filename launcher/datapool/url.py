@@ -10,16 +10,16 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 # Stores the datapool can bind to; s3 comes with the sync engine, the others with their backends (pvc:// is only
-# mounted by nodes, modal-volume:// is a Modal Volume).
-SCHEMES = ("file", "s3", "pvc", "modal-volume")
-_EXAMPLES = {"s3": "s3://my-bucket/pool", "pvc": "pvc://team-pool/datapool",
-             "modal-volume": "modal-volume://team-pool/datapool"}
-_NAMED = {"s3": "the bucket", "pvc": "the claim", "modal-volume": "the volume"}
+# mounted by nodes, modal-volume:// is a Modal Volume, sftp:// a folder on a box you can ssh into: datapool/sftp.py).
+SCHEMES = ("file", "s3", "pvc", "modal-volume", "sftp")
+EXAMPLES = {"file": "file:///shared/pool", "s3": "s3://my-bucket/pool", "pvc": "pvc://team-pool/datapool",
+             "modal-volume": "modal-volume://team-pool/datapool", "sftp": "sftp://ubuntu@gpu-box/~/.launcher-node/pool"}
+_NAMED = {"s3": "the bucket", "pvc": "the claim", "modal-volume": "the volume", "sftp": "the host"}
 
 
 class StoreUrl(str):
     scheme: str
-    netloc: str  # the bucket, claim or volume; "" for file://
+    netloc: str  # the bucket, claim or volume ([user@]host[:port] for sftp://); "" for file://
     path: str  # unquoted; absolute for file://
 
     def __new__(cls, text: str) -> "StoreUrl":
@@ -34,7 +34,11 @@ class StoreUrl(str):
         if scheme == "file" and (url.netloc not in ("", "localhost") or not url.path.startswith("/")):
             raise ValueError(f"bad datapool URL {text!r}: a file URL needs an absolute path, e.g. file:///data/pool")
         if scheme != "file" and not url.netloc:
-            raise ValueError(f"bad datapool URL {text!r}: name {_NAMED[scheme]}, e.g. {_EXAMPLES[scheme]}")
+            raise ValueError(f"bad datapool URL {text!r}: name {_NAMED[scheme]}, e.g. {EXAMPLES[scheme]}")
+        if scheme == "sftp":
+            from .sftp import parse
+
+            parse(text)  # the ssh target, the folder (`/~/...`: under the home) and the query, checked here once
         self = super().__new__(cls, text)
         self.scheme, self.netloc, self.path = scheme, url.netloc if scheme != "file" else "", unquote(url.path)
         return self

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..fastmodels import without_plugins
 from . import multinode
-from .layout import create_layout, default_checkpoint_dir, job_report_dir
+from .layout import NODE_LOGS, create_layout, default_checkpoint_dir, job_report_dir
 from ..pipeline import onnode as pipeline_step
 from ..proc import ProcRef, write_ref
 
@@ -192,6 +192,8 @@ class Agent:
             return self._finish(None, 1, started, error, "setup_failed")
         pool = multinode.datapool_for_rank(node_datapool(self.spec, self.root), os.environ,
                                            self.report_dir / self.log_name)  # only rank 0 pushes outputs
+        # Pushed now: the client shows the node's setup steps while it waits for the first output.
+        self._node_logs(pool, "pulling the datapool inputs", push=True)
         if self.spec.relay is not None:
             held = self._acquire_relay()
             if held is not True:
@@ -219,12 +221,14 @@ class Agent:
             if self.reason is None:
                 watcher = threading.Thread(target=self._watch_cancel, name="cancel-poll", daemon=True)
                 watcher.start()
+                self._node_logs(pool, "starting the script")  # reports/ is pushed while it runs
                 exit_code = self._run_script(env, log, pool)
             else:
                 exit_code = 130 if self.reason == "cancelled" else 1
                 log.write(f"[launcher] not started: {error or self.reason}\n".encode())
                 sys.stderr.write(f"[launcher] error: script not started: {error or self.reason}\n")
         self._done.set()
+        self._node_logs(pool, f"script ended ({exit_code}); pushing the outputs")  # the final push takes them
         # The script has ended: the final push (outputs, then result.json) may take push_timeout, retried with
         # backoff while the store does not answer (the deadline kept that much room after the stop time).
         push_deadline = time.time() + self.spec.push_timeout
@@ -276,6 +280,27 @@ class Agent:
                 log.write(line.encode())
         except OSError:
             pass
+
+    def _node_logs(self, pool, step: str, *, push: bool = False) -> None:
+        """A remote node's setup.log (the bootstrap's steps, then the agent's) and agent.log (the agent's own
+        output), kept in its state dir, copied into the job's report folder, so they reach the store with reports/
+        and outlive the node (`launch logs JOB --setup`). `step` is added to setup.log first; `push`: now, not with
+        the next push. Only where a bootstrap ran (a setup.log exists), on rank 0; never fails the job."""
+        import shutil
+
+        setup = self.state_dir / NODE_LOGS[0]
+        if not setup.is_file() or not multinode.is_primary(os.environ):
+            return
+        try:
+            with open(setup, "a") as f:
+                f.write(f"[agent {time.strftime('%H:%M:%S', time.gmtime())}] {step}\n")
+            for name in NODE_LOGS:
+                if (self.state_dir / name).is_file():
+                    shutil.copyfile(self.state_dir / name, self.report_dir / name)
+            if push:
+                pool.push_file(self.report_dir / NODE_LOGS[0])
+        except Exception as exc:  # noqa: BLE001 - the job's own log and result do not depend on these copies
+            sys.stderr.write(f"[launcher] warning: setup.log not copied to the store now: {exc}\n")
 
     def _mark_pushing(self, why: str) -> None:
         try:
@@ -652,6 +677,8 @@ def report_setup_failure(spec: AgentSpec, step: str, stderr_file: Path | None) -
         pool = node_datapool(spec, agent.root)
     except OSError:
         pass
+    if pool is not None:  # what the node did up to the failure, for `launch logs JOB --setup`
+        agent._node_logs(pool, f"step {step} failed: reporting it", push=True)
     agent._finish(pool, 1, time.time(), error, "setup_failed")
     return 1
 

@@ -52,7 +52,11 @@ BOOT_START=$(sed -E 's/^.*\) //' /proc/$$/stat | cut -d' ' -f20)
 cat > "$STATE/spec.json" <<'LAUNCHER_SPEC_EOF'
 @@SPEC_JSON@@LAUNCHER_SPEC_EOF
 [ -f "$STATE/secrets.env" ] && { set -a; . "$STATE/secrets.env"; set +a; rm -f "$STATE/secrets.env"; }
-
+# The node's network, from the job's node: section only (as the agent sets it for itself and the script): the
+# bootstrap's own downloads (the snapshot, pip, SSM, the setup-failure PUT) go through the same proxy and trust the
+# same CA for the store's endpoint.
+CA_ENV=()
+@@NETWORK@@
 log() { echo "[bootstrap $(date -u +%H:%M:%S)] $*" >> "$STATE/setup.log"; }
 
 teardown() {
@@ -83,12 +87,12 @@ fail() {
     if [ -n "$RESULT_URL" ]; then
       # A presigned PUT made at submit: the store learns of the failure without credentials or Python deps.
       if command -v python3 > /dev/null; then
-        python3 -c 'import sys, urllib.request
+        env ${CA_ENV[@]+"${CA_ENV[@]}"} python3 -c 'import sys, urllib.request
 urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=open(sys.argv[2], "rb").read(), method="PUT",
                        headers={"Content-Type": "application/json"}), timeout=60)' \
           "$RESULT_URL" "$STATE/result.json" >> "$STATE/setup.log" 2>&1
       else
-        curl -fsS -X PUT -H "Content-Type: application/json" --data-binary @"$STATE/result.json" "$RESULT_URL" \
+        env ${CA_ENV[@]+"${CA_ENV[@]}"} curl -fsS -X PUT -H "Content-Type: application/json" --data-binary @"$STATE/result.json" "$RESULT_URL" \
           >> "$STATE/setup.log" 2>&1
       fi
     fi
@@ -131,7 +135,7 @@ log "snapshot $SNAPSHOT_SHA"
 UNPACKED_STAMP="$CODE/.launcher-unpacked"
 fetch_snapshot() {
   # A presigned GET: the node needs no credentials and no AWS tools for its code.
-  PYTHONPATH= "$UNPACK_PY" -c 'import shutil, sys, urllib.request
+  env ${CA_ENV[@]+"${CA_ENV[@]}"} PYTHONPATH= "$UNPACK_PY" -c 'import shutil, sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=120) as r, open(sys.argv[2], "wb") as f:
     shutil.copyfileobj(r, f, 1 << 20)' "$SNAPSHOT_URL" "$SNAPSHOT_TAR.part" 2> "$STATE/step.err" \
     && mv "$SNAPSHOT_TAR.part" "$SNAPSHOT_TAR"
@@ -293,6 +297,24 @@ def snapshot_present(size_of, sha256_of, sha: str, size: int) -> bool:
     return size_of(tar) == size and sha256_of(tar) == sha
 
 
+def _network(spec: AgentSpec) -> str:
+    """Shell lines exporting the job's proxy settings and writing its CA bundle (nothing when it has neither).
+    The CA reaches the snapshot fetch and the result PUT through CA_ENV only: those talk to the store's endpoint,
+    whereas pip's index keeps the system's trust."""
+    q, out = shlex.quote, []
+    if spec.https_proxy:
+        out.append("export " + " ".join(f"{n}={q(spec.https_proxy)}"
+                                         for n in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")))
+    if spec.no_proxy:
+        out.append(f"export NO_PROXY={q(spec.no_proxy)} no_proxy={q(spec.no_proxy)}")
+    if spec.ca_bundle:
+        pem = spec.ca_bundle if spec.ca_bundle.endswith("\n") else spec.ca_bundle + "\n"
+        out += [f"cat > \"$STATE/ca-bundle.pem\" <<'LAUNCHER_CA_EOF'\n{pem}LAUNCHER_CA_EOF",
+                'export AWS_CA_BUNDLE="$PWD/$STATE/ca-bundle.pem"',
+                'CA_ENV=(SSL_CERT_FILE="$AWS_CA_BUNDLE" CURL_CA_BUNDLE="$AWS_CA_BUNDLE")']
+    return "".join(f"{line}\n" for line in out)  # its own lines, then the template's blank line
+
+
 def render(spec: AgentSpec, *, base: str, snapshot_sha: str, snapshot_tar: str = "", snapshot_url: str = "",
            python: str = "", teardown: str = "poweroff", keep_on_failure: bool = False, result_url: str = "",
            secrets_ssm: str = "", ssm_region: str = "", hostkey_ssm: str = "", hostkey_pub: str = "") -> str:
@@ -310,7 +332,7 @@ def render(spec: AgentSpec, *, base: str, snapshot_sha: str, snapshot_tar: str =
         "DEADMAN_AT": str(int(spec.deadman_at) if spec.deadman_at else 4102444800),  # no deadline: 2100-01-01
         "TEARDOWN": teardown, "KEEP": "1" if keep_on_failure else "0", "LOCK": q(LOCK), "PYVER": PYTHON_VERSION, "SPEC_JSON": spec.to_json(),
         "SECRETS_SSM": q(secrets_ssm), "SSM_REGION": q(ssm_region), "HOSTKEY_SSM": q(hostkey_ssm),
-        "HOSTKEY_PUB": q(hostkey_pub),
+        "HOSTKEY_PUB": q(hostkey_pub), "NETWORK": _network(spec),
     }
     # @@NAME@@ placeholders: the script is full of shell and Python braces that str.format would trip on.
     return re.sub(r"@@([A-Z_]+)@@", lambda m: values[m[1]], TEMPLATE)

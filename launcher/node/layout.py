@@ -74,3 +74,8 @@ def create_layout(exp_dir: Path) -> None:
 
 def job_report_dir(exp_dir: Path, job_id: str) -> Path:
     return exp_dir / "reports" / "jobs" / job_id
+
+
+# A remote node's own logs, kept beside log.txt in the job's report folder (the agent copies them there from its
+# state dir): the bootstrap's and the agent's steps, and the agent's own output. `launch logs JOB --setup`.
+NODE_LOGS = ("setup.log", "agent.log")

@@ -37,11 +37,13 @@ def check(path: str, *, project: str | Path = ".", datapool: str | None = None,
     from ..backends import get_backend
     from ..job import build_job
     from ..planner import capability_notes
-    from ..profile import load_profile
+    from ..profile import load_default_profile, load_profile, merge_sections
 
     pipe = load_pipeline(path, project)
     prof_path = profile or pipe.profile  # relative to the project root, like every path in a pipeline
-    prof = load_profile(pipe.project / prof_path) if prof_path else {}
+    # The default profile under it, as for `launch`; its backend sections stay: steps may run on several backends,
+    # and each job sets aside the sections it does not use.
+    prof = merge_sections(load_default_profile(), load_profile(pipe.project / prof_path) if prof_path else {})
     pipe.datapool = datapool or pipe.datapool or prof.get("datapool")
     pipe.endpoint_url = pipe.endpoint_url or prof.get("endpoint_url")
     enabled = pipe.enabled
@@ -86,6 +88,14 @@ def _selection(checked: Checked, start: str | None, only: str | None, force: tup
         chosen = set(ids[ids.index(first.id):])
         return chosen, forced | chosen
     return set(ids), forced
+
+
+def _priced(checked: Checked, selected: set[str]) -> bool:
+    """A selected step's plan shows a price above 0 (offline, as --dry-run)."""
+    from .. import api
+    from ..summary import priced
+
+    return any(priced(api.plan(job)) for sj, job in checked.steps if sj.step.id in selected)
 
 
 def dry_run(checked: Checked, selected: set[str], output: str = "yaml") -> str:
@@ -182,7 +192,9 @@ def _log_path(bind, job_id: str) -> str:
 
 def run(path: str, *, project: str | Path = ".", datapool: str | None = None, profile: str | None = None,
         prepare_only: bool = False, dry: bool = False, start: str | None = None, only: str | None = None,
-        force: tuple[str, ...] = (), out=None, output: str = "yaml") -> int:
+        force: tuple[str, ...] = (), out=None, output: str = "yaml", confirm=None) -> int:
+    """`confirm(summary)`: asked when a selected step is priced, before anything is prepared or run (the CLI's
+    [Y/n]); False raises NotLaunched. None (the default, and the SDK's): never asked."""
     out = out or (lambda s: sys.stdout.write(s))
     checked = check(path, project=project, datapool=datapool, profile=profile)
     selected, forced = _selection(checked, start, only, force)
@@ -190,6 +202,10 @@ def run(path: str, *, project: str | Path = ".", datapool: str | None = None, pr
         out(dry_run(checked, selected, output))
         return 0
     _check_secrets([s for s in checked.steps if s[0].step.id in selected])
+    if confirm is not None and _priced(checked, selected) and not confirm(dry_run(checked, selected, "summary")):
+        from ..errors import NotLaunched
+
+        raise NotLaunched("pipeline not run: nothing was prepared or started")
     from .prepare import binding, prepare
     from .state import PipelineStore, inputs_of, why_not_done
 

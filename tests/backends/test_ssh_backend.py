@@ -43,12 +43,14 @@ def test_changed_host_key_is_refused(tmp_path, sshd, moto):
     assert no_jobs(t)
 
 
-def test_remote_backend_needs_a_shared_store(tmp_path, sshd, moto):
+def test_remote_backend_refuses_a_store_its_node_cannot_reach(tmp_path, sshd, moto):
+    # No --datapool at all is fine now: the box itself is the store (tests/ssh/test_sftp_store.py).
     t = ssh_target(tmp_path, sshd, moto)
     (t.project / "slow.py").write_text(SLOW)
     flags = [f for f in t.run_flags]
     i = flags.index("--datapool")
-    for bad, words in ((f"file://{tmp_path}/pool", "cannot be reached"), (None, "needs a datapool store")):
+    for bad, words in ((f"file://{tmp_path}/pool", "cannot be reached"),
+                       ("sftp://someone@elsewhere/~/pool", "must be on the job's box")):
         argv = flags[:i] + ([ "--datapool", bad] if bad else []) + flags[i + 2:]
         argv = [a for a in argv if a not in ("--endpoint-url", moto.endpoint)]
         out = t.cli(*argv, "slow.py")

@@ -1,7 +1,7 @@
 """A fake Modal control plane on 127.0.0.1: the real `modal` client (pinned in constraints.txt, since the protocol is
 private) talks gRPC to it as to api.modal.com, pointed at it by MODAL_SERVER_URL with fake MODAL_TOKEN_ID/SECRET.
 
-It implements the handful of RPCs the launcher's calls use (app create/stop/list/tags/logs, image and mount
+It implements the handful of RPCs the launcher's calls use (app create/lookup/stop/list/tags/logs, image and mount
 upload, function create, spawn, outputs, cancel, secrets, volumes, blobs), records every request it gets in
 `captured.jsonl` (secret values redacted) so tests check what the client really sent, and plays the container:
 a spawned call runs the captured function (cloudpickled, as sent) with its captured arguments in a subprocess
@@ -44,7 +44,9 @@ RECORD_RESPONSES = ("AppCreate",)
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}-fake{next(_ids):06d}"
+    """An object id shaped as Modal's (`ap-` and 22 letters or digits): the client tells an app id from an app name
+    by that shape (`App.lookup`)."""
+    return f"{prefix}-fake{next(_ids):018d}"
 
 
 def _with_fallbacks():
@@ -81,6 +83,7 @@ class App:
     state: int
     tags: dict
     created: float = field(default_factory=time.time)
+    stopped: float = 0.0
     disconnected: bool = False
     logs: list = field(default_factory=list)  # (entry id, fd, text)
     calls: list = field(default_factory=list)
@@ -183,15 +186,46 @@ class FakeModal(_with_fallbacks()):
     def _stop_app(self, app: App) -> None:
         for call_id in app.calls:
             self._terminate(self.calls[call_id])
-        app.state = api_pb2.APP_STATE_STOPPED
+        if app.state != api_pb2.APP_STATE_STOPPED:
+            app.state, app.stopped = api_pb2.APP_STATE_STOPPED, time.time()
+
+    def _metadata(self, app: App) -> api_pb2.AppHandleMetadata:
+        """What Modal sends with an app's handle (App.lookup, each app listed): its lifecycle, state included."""
+        functions = {self.functions[f].function_name: f for f, a in self.function_app.items() if a == app.id}
+        return api_pb2.AppHandleMetadata(
+            description=app.name, app_id=app.id, environment_name="main", functions=functions,
+            lifecycle=api_pb2.AppLifecycle(app_state=app.state, created_at=app.created, created_by="fake-user",
+                                           stopped_at=app.stopped))
+
+    async def do_AppGetOrCreate(self, req):
+        """App.lookup: an app id (the client sends it as the name) finds that app, stopped or not; a name finds the
+        environment's deployed app of that name, made with create_if_missing."""
+        if req.app_name in self.apps:
+            app = self.apps[req.app_name]
+        elif req.app_name.startswith("ap-"):
+            raise GRPCError(Status.NOT_FOUND, f"App {req.app_name} not found")
+        else:
+            app = next((a for a in self.apps.values() if a.name == req.app_name
+                        and a.state == api_pb2.APP_STATE_DEPLOYED), None)
+            if app is None:
+                if req.object_creation_type != api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING:
+                    env = req.environment_name or "main"
+                    raise GRPCError(Status.NOT_FOUND, f"App '{req.app_name}' not found in environment '{env}'")
+                app = App(new_id("ap"), req.app_name, api_pb2.APP_STATE_DEPLOYED, {})
+                self.apps[app.id] = app
+        return api_pb2.AppGetOrCreateResponse(app_id=app.id, handle_metadata=self._metadata(app))
 
     async def do_AppList(self, req):
         return api_pb2.AppListResponse(apps=[
             api_pb2.AppListResponse.AppListItem(app_id=a.id, description=a.name, state=a.state, created_at=a.created,
-                                                name=a.name) for a in self.apps.values()])
+                                                stopped_at=a.stopped, name=a.name, metadata=self._metadata(a))
+            for a in self.apps.values()])
 
     async def do_AppGetTags(self, req):
-        return api_pb2.AppGetTagsResponse(tags=self.apps[req.app_id].tags)
+        app = self.apps.get(req.app_id)
+        if app is None:
+            raise GRPCError(Status.NOT_FOUND, f"App {req.app_id} not found")
+        return api_pb2.AppGetTagsResponse(tags=app.tags)
 
     def _app_done(self, app: App) -> bool:
         calls = [self.calls[c] for c in app.calls]

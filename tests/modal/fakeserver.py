@@ -46,6 +46,7 @@ class FakeModalServer:
         path.write_text(json.dumps(known))
 
     def stop(self) -> None:
+        _forget_process_client()  # it points here: the next server's tests make their own
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -53,7 +54,18 @@ class FakeModalServer:
             self.proc.kill()
 
 
+def _forget_process_client() -> None:
+    """The client is one per process, made on first use from MODAL_SERVER_URL and kept: a test module that points
+    MODAL_SERVER_URL at a new server must not get the last module's client (connected to a server now gone)."""
+    from launcher.backends.modal import private
+
+    private.forget_env_client()
+
+
 def start_fake_modal(workdir: Path) -> FakeModalServer:
+    """A fresh fake server; the process's client is forgotten, so the first call after the caller sets `env`
+    connects here."""
+    _forget_process_client()
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     log = open(workdir / "server.log", "ab")

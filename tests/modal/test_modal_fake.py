@@ -179,7 +179,8 @@ def test_down_cancels_the_call_and_stops_the_app_then_the_sweeper_has_nothing(fa
     later = run.plan.deadline_at + 1
     backend = ModalBackend()
     assert backend.sweep(time.time(), dry_run=True) == []
-    assert f"{app_id} ({run.job_id}, detached_disconnected)" in backend.sweep(later, dry_run=True)
+    # The app's state as the public listing names it (a detached app whose client left is `detached`).
+    assert f"{app_id} ({run.job_id}, detached)" in backend.sweep(later, dry_run=True)
     assert api.down(run.job_id) == "cancelled"
     cancels = [r for r in fake.captured("FunctionCallCancel") if r["function_call_id"] == call_id]
     assert cancels and cancels[0]["terminate_containers"] is True
@@ -194,7 +195,7 @@ def test_sweeper_stops_expired_apps_the_registry_does_not_know(fake, home, tmp_p
                      detach=True)
     (home / "jobs.db").unlink()  # another laptop's job, or a lost registry
     found = ModalBackend().sweep(run.plan.deadline_at + 1)
-    assert f"{run.handle.data.app_id} ({run.job_id}, detached_disconnected)" in found
+    assert f"{run.handle.data.app_id} ({run.job_id}, detached)" in found
     assert run.handle.data.app_id in [r["app_id"] for r in fake.captured("AppStop")]
 
 

@@ -58,3 +58,26 @@ def test_dry_run_of_the_demo_names_each_runner(proj, pl, tmp_path, monkeypatch):
         "reports/eval/eval_0.json"]
     assert docs[-1]["worst_case_total_usd"] == 0.0
     assert not (tmp_path / "pool").exists()
+
+
+def test_the_default_profile_is_under_every_step(proj, tmp_path):
+    """$LAUNCHER_PROFILE (the default profile) applies to pipeline steps as to `launch`: under the pipeline's own
+    defaults and each step's placement; its backend sections reach the steps on those backends."""
+    path = write_project(proj, STEPS, CONFIGS, {"DATAPOOL": "s3://no-such-bucket/pool"})
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"max_runtime": "3h", "env": {"FROM_DEFAULTS": "1"},
+                                      "ec2": {"region": "eu-west-1"}}))
+    env = {**clean_env(), "LAUNCHER_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO),
+           "LAUNCHER_PROFILE": str(config)}
+    proc = subprocess.run([sys.executable, "-m", "launcher", "pipeline", "-c", str(path), "--dry-run", "-o", "json"],
+                          cwd=proj, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+    from datetime import datetime
+
+    local, ec2 = json.loads(proc.stdout)["steps"]
+    assert "FROM_DEFAULTS" in json.dumps(local["request"]) and "FROM_DEFAULTS" in json.dumps(ec2["request"])
+    assert "eu-west-1" in json.dumps(ec2["request"]) and "eu-west-1" not in json.dumps(local["request"])
+    # The defaults' 3h max runtime where the step sets none; the ec2 step's own 2h over it.
+    apart = datetime.fromisoformat(local["deadline"]) - datetime.fromisoformat(ec2["deadline"])
+    assert abs(apart.total_seconds() - 3600) < 5, (local["deadline"], ec2["deadline"])

@@ -110,13 +110,28 @@ class Ec2Backend(Backend):
                 account = aws.client("sts", aws.region_of(job)).get_caller_identity()["Account"]
             except Exception:  # noqa: BLE001 - a fact for the summary, never a reason to fail the launch
                 account = "unknown"
-        return [("region", f"{aws.region_of(job)}, zone {ec2.zone if ec2 and ec2.zone else 'any'}; account "
-                           f"{account}"),
-                ("machine", machine + (f", disk {job.disk}" if job.disk else "")),
-                ("image", _shown_ami(catalog.ami_source(job, itype)))]
+        facts = [("region", f"{aws.region_of(job)}, zone {ec2.zone if ec2 and ec2.zone else 'any'}; account "
+                            f"{account}"),
+                 ("machine", machine + (f", disk {job.disk}" if job.disk else "")),
+                 ("image", _shown_ami(catalog.ami_source(job, itype)))]
+        if online and plan.snapshot is not None:
+            from ...snapshot import in_store_fact
+
+            facts.append(in_store_fact(plan))
+        return facts
 
     def locator(self, plan: Plan) -> dict:
         return {"region": aws.region_of(plan.job)}
+
+    def default_datapool(self, options=None, *, online: bool = False) -> str | None:
+        from . import defaultstore
+
+        return defaultstore.url(options, online=online)
+
+    def create_datapool(self, url: str, *, dry_run: bool = False) -> bool:
+        from . import defaultstore
+
+        return defaultstore.create(url, dry_run=dry_run)
 
     def preflight(self, plan: Plan) -> None:
         aws.check_credentials(aws.region_of(plan.job))
@@ -214,10 +229,13 @@ class Ec2Backend(Backend):
         if inst is None:
             return "lost", None, f"instance {iid} is gone and left no result in the store"
         state = inst["State"]["Name"]
+        # The reason of an active state is the instance's own, for the launch's progress (waiting for the machine).
+        zone = (inst.get("Placement") or {}).get("AvailabilityZone")
+        where = f"instance {iid} {state}" + (f" in {zone}" if zone else "")
         if state == "pending":
-            return "pending", None, None
+            return "pending", None, where
         if state in ("running", "stopping", "stopped"):
-            return "running", None, None
+            return "running", None, where
         reason = (inst.get("StateReason") or {}).get("Message", "")
         if "Spot" in reason or "spot" in (inst.get("StateReason") or {}).get("Code", "").lower():
             return "preempted", None, f"instance {iid}: {reason}"

@@ -57,6 +57,21 @@ class Ec2Options(BaseModel):
             raise ValueError(f"ssh_from {v!r} opens port 22 to the whole internet: name your own address /32")
         return str(net)
 
+    @field_validator("key_path")
+    @classmethod
+    def _key_path(cls, v: str | None) -> str | None:
+        """Checked where the job is built (a dry run too): a key that is not there fails only at `logs -f` else."""
+        if v is None:
+            return v
+        import os
+
+        path = os.path.expanduser(v)
+        if not os.path.isfile(path):
+            raise ValueError(f"{v}: no such file; give the private key file of --key-name")
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"{v}: not readable by you; fix its permissions (chmod 600, owned by you)")
+        return path
+
     @field_validator("region")
     @classmethod
     def _region(cls, v: str | None) -> str | None:

@@ -81,6 +81,20 @@ def _skip(stream: Iterator[bytes], offset: int) -> Iterator[bytes]:
         offset = 0
 
 
+def _pod_phases(name: str, pods: list[dict]) -> str:
+    """What the Job's pods are at, for the launch's progress: `pod NAME Pending (ContainerCreating)`."""
+    if not pods:
+        return f"Job {name} created, no pod yet"
+    said = []
+    for pod in pods:
+        st = pod.get("status") or {}
+        waiting = [w["reason"] for cs in st.get("containerStatuses") or []
+                   if (w := (cs.get("state") or {}).get("waiting")) and w.get("reason")]
+        said.append(f"pod {pod['metadata']['name']} {st.get('phase', 'Pending')}"
+                    + (f" ({', '.join(waiting)})" if waiting else ""))
+    return "; ".join(said)
+
+
 def _job_uid(pod: dict) -> str | None:
     """The Job a pod belongs to, by uid: a relaunch's Job has the same name."""
     return next((o.get("uid") for o in pod["metadata"].get("ownerReferences") or [] if o.get("kind") == "Job"), None)
@@ -157,8 +171,13 @@ class K8sBackend(Backend):
         machine = [f"{job.num_nodes} pod(s)"] + [f"{job.gpu}" if job.gpu else "no GPU"]
         machine += [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                     for k, v in (("cpus", job.cpus), ("memory", job.memory), ("disk", job.disk)) if v]
-        return [("cluster", f"context {context}; namespace {opts.namespace or 'the context' + chr(39) + 's'}"),
-                ("machine", ", ".join(machine)), ("image", image_of(job))]
+        facts = [("cluster", f"context {context}; namespace {opts.namespace or 'the context' + chr(39) + 's'}"),
+                 ("machine", ", ".join(machine)), ("image", image_of(job))]
+        if online and plan.snapshot is not None and not request.pvc_claim(plan):  # pvc: it rides in the ConfigMap
+            from ...snapshot import in_store_fact
+
+            facts.append(in_store_fact(plan))
+        return facts
 
     # -- submit --------------------------------------------------------------------------------------------------
 
@@ -250,6 +269,9 @@ class K8sBackend(Backend):
         job = plan.job
         snap = plan.snapshot
         if request.pvc_claim(plan):
+            from ... import progress
+
+            progress.report(progress.SNAPSHOT, f"{progress.human_bytes(snap.size)} in the Job's ConfigMap")
             return {"snapshot_b64": base64.b64encode(snap.path.read_bytes()).decode()}
         from ..ec2 import aws
 
@@ -294,14 +316,15 @@ class K8sBackend(Backend):
                                              "the outputs went with the pod")
             return "failed", code, why
         phases = {(p.get("status") or {}).get("phase", "Pending") for p in pods}
+        # The reason of an active state is where the pods are at, for the launch's progress (waiting for the machine).
         if phases - {"Pending"}:
-            return "running", None, None
+            return "running", None, _pod_phases(name, pods)
         created = job["metadata"].get("creationTimestamp")
         why = stuck.diagnose(name, pods, kube.events(ns), now=time.time(),
                              job_created=stuck._ts(created) if created else handle.data.created,
                              pending_timeout=float(handle.data.pending_timeout))
         if why is None:
-            return "pending", None, None
+            return "pending", None, _pod_phases(name, pods)
         # Only read here: reconcile records this (the reason kept with the job) and `release` deletes the Job.
         if handle.data.keep_on_failure:
             why += f"; kept (--keep-on-failure): kubectl -n {ns} describe job {name}; launch down {handle.job_id}"

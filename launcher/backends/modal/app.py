@@ -1,6 +1,10 @@
 """The Modal calls (the `modal` client, imported here only): submit a job, read its call, stream its app's logs,
 cancel it, stop apps, find expired ones. Each function does one thing the backend needs.
 
+Through the client's public API (`App.lookup(id).stop()`, `Environment.from_context().apps.list()`,
+`App.get_tags()`, `FunctionCall.from_id(id).get/cancel`), except what it has no public call for in the pinned
+client: those few private calls (the app's log stream by entry id, among them) are in private.py, each with why.
+
 The client validates nothing offline (a GPU string, a secret name): request.py checks what can be checked before
 any call, and every error Modal answers with that the user can fix becomes one UserError line here.
 
@@ -19,7 +23,7 @@ from typing import Iterator
 from ...errors import UserError
 from ...plan import Plan
 from ..slots import fill
-from . import request
+from . import private, request
 
 TOKEN_HELP = "run `modal token new` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)"
 
@@ -49,8 +53,7 @@ def unreachable(exc: BaseException) -> str | None:
         return f"cannot reach Modal: {_first_line(exc)}"
     # The client's own types for UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN, CANCELLED (ServiceError) and INTERNAL; a
     # bare grpclib error by its status (read as set: the client warns on the property).
-    status = getattr(exc, "_grpc_status", None) or (getattr(exc, "status", None) if type(exc) is grpclib.GRPCError
-                                                    else None)
+    status = private.grpc_status(exc) or (getattr(exc, "status", None) if type(exc) is grpclib.GRPCError else None)
     if isinstance(exc, (mx.ServiceError, mx.InternalError)) or status in (
             Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.INTERNAL, Status.UNKNOWN, Status.CANCELLED):
         return f"Modal did not answer: {status.name + ': ' if status else ''}{_first_line(exc)}"
@@ -81,12 +84,7 @@ def _forget_client() -> None:
     """After a call that hung or found the connection broken: the next call makes a new client (a new connection)
     instead of waiting on the old one, which a blackholed link leaves half-dead (a real Modal client notices only
     after its keepalive timeout; one that lost bytes in the outage never recovers)."""
-    try:
-        from modal.client import _Client
-
-        _Client._client_from_env = None
-    except Exception:  # noqa: BLE001 - a client version without it: the old connection is kept
-        pass
+    private.forget_env_client()
 
 
 def bounded(fn, what: str, limit: float | None = None):
@@ -158,11 +156,9 @@ def check_token() -> None:
 
 def _node_body():
     """run_node, sent by value: the container has no launcher package until the snapshot is unpacked."""
-    from modal._vendor import cloudpickle
-
     from . import node
 
-    cloudpickle.register_pickle_by_value(node)
+    private.send_by_value(node)
     return node.run_node
 
 
@@ -251,12 +247,6 @@ def _call_result(call_id: str) -> tuple[str, int | None, str | None]:
     return "exited", int(rc) if rc is not None else None, None
 
 
-def _blocking(fn):
-    from modal._utils.async_utils import synchronize_api
-
-    return synchronize_api(fn)
-
-
 # Where a follower can pick the app's log stream up again without reading it from the start: per app, the stream's
 # length (bytes) after each batch -> the entry id that batch ended with. This process only (a reconnect after a
 # drop happens in the process that was following).
@@ -264,18 +254,15 @@ _RESUME: dict[str, dict[int, str]] = {}
 
 
 async def _app_logs(app_id: str, follow: bool, poll_s: float, offset: int = 0):
-    """The job's output as Modal streams the app's logs (AppGetLogs): from the start, or right after `offset`
-    bytes of it (from the last entry id this process saw at or before that point, the rest skipped); with follow,
-    until the app is done. Each batch is waited on for at most the poll plus MODAL_CALL_S: a silent connection
-    raises Unreachable."""
+    """The job's output as Modal streams the app's logs (private.app_log_batches: the public stream takes no entry
+    id): from the start, or right after `offset` bytes of it (from the last entry id this process saw at or before
+    that point, the rest skipped); with follow, until the app is done. Each batch is waited on for at most the poll
+    plus MODAL_CALL_S: a silent connection raises Unreachable."""
     import asyncio
-
-    from modal.client import _Client
-    from modal_proto import api_pb2
 
     limit = call_limit()
     try:
-        client = await asyncio.wait_for(_Client.from_env(), limit)
+        client = await asyncio.wait_for(private.env_client(), limit)
     except asyncio.TimeoutError:
         _forget_client()
         raise Unreachable(f"Modal did not answer in {limit:g} s (while opening the client)") from None
@@ -284,9 +271,8 @@ async def _app_logs(app_id: str, follow: bool, poll_s: float, offset: int = 0):
     last = marks.get(at, "")
     skip = offset - at
     while True:
-        req = api_pb2.AppGetLogsRequest(app_id=app_id, timeout=poll_s if follow else 0, last_entry_id=last)
         done = False
-        batches = client._stub.AppGetLogs.unary_stream(req).__aiter__()
+        batches = private.app_log_batches(client, app_id, timeout=poll_s if follow else 0, last_entry_id=last)
         while True:
             try:
                 batch = await asyncio.wait_for(batches.__anext__(), poll_s + limit)
@@ -306,8 +292,7 @@ async def _app_logs(app_id: str, follow: bool, poll_s: float, offset: int = 0):
                 break
             # stdout is the agent's output (the job's); stderr carries the bootstrap's steps, for Modal's
             # dashboard (a setup failure reaches `launch status` through result.json).
-            data = b"".join(item.data.encode() for item in batch.items
-                            if item.data and item.file_descriptor == api_pb2.FILE_DESCRIPTOR_STDOUT)
+            data = private.stdout_of(batch)
             at += len(data)
             if batch.entry_id:
                 last = batch.entry_id
@@ -322,7 +307,7 @@ async def _app_logs(app_id: str, follow: bool, poll_s: float, offset: int = 0):
 
 
 def app_logs(app_id: str, follow: bool, poll_s: float = 10.0, offset: int = 0) -> Iterator[bytes]:
-    yield from _blocking(_app_logs)(app_id, follow, poll_s, offset)
+    yield from private.blocking(_app_logs)(app_id, follow, poll_s, offset)
 
 
 def cancel_call(call_id: str) -> None:
@@ -338,50 +323,38 @@ def cancel_call(call_id: str) -> None:
     bounded(cancel, f"cancelling function call {call_id}")
 
 
-async def _stop_app(app_id: str) -> None:
-    from modal.client import _Client
-    from modal_proto import api_pb2
+def stop_app(app_id: str) -> None:
+    """Stop the app (its containers end): the app by its id, then its stop; one already gone is left alone."""
+    import modal
     import modal.exception as mx
 
-    client = await _Client.from_env()
-    try:
-        await client._stub.AppStop(api_pb2.AppStopRequest(app_id=app_id,
-                                                          source=api_pb2.APP_STOP_SOURCE_PYTHON_CLIENT))
-    except mx.NotFoundError:
-        pass
+    def stop():
+        try:
+            modal.App.lookup(app_id).stop()
+        except mx.NotFoundError:
+            pass  # gone already
+
+    bounded(stop, f"stopping app {app_id}")
 
 
-def stop_app(app_id: str) -> None:
-    bounded(lambda: _blocking(_stop_app)(app_id), f"stopping app {app_id}")
-
-
-async def _expired(now: float) -> list[dict]:
-    from modal.client import _Client
-    from modal.config import config
-    from modal_proto import api_pb2
-
-    import asyncio
-
-    limit = call_limit()
-    client = await asyncio.wait_for(_Client.from_env(), limit)
-    listed = await asyncio.wait_for(
-        client._stub.AppList(api_pb2.AppListRequest(environment_name=config.get("environment") or "")), limit)
-    live = (api_pb2.APP_STATE_DETACHED, api_pb2.APP_STATE_DETACHED_DISCONNECTED, api_pb2.APP_STATE_EPHEMERAL,
-            api_pb2.APP_STATE_DEPLOYED, api_pb2.APP_STATE_INITIALIZING)
-    found = []
-    for item in listed.apps:
-        if item.state not in live:
-            continue
-        tags = dict((await asyncio.wait_for(client._stub.AppGetTags(api_pb2.AppGetTagsRequest(app_id=item.app_id)),
-                                            limit)).tags)
-        deadline = tags.get(request.TAG_DEADLINE, "")
-        if request.TAG_JOB in tags and deadline.isdigit() and int(deadline) < now:
-            found.append({"app_id": item.app_id, "job": tags[request.TAG_JOB],
-                          "state": api_pb2.AppState.Name(item.state).removeprefix("APP_STATE_").lower()})
-    return found
+# The app states the sweeper ends (the public AppState: DETACHED covers a detached app whose client went away).
+# Listing already leaves out stopped and disabled apps; one that is stopping needs nothing more.
+_LIVE = ("ephemeral", "detached", "deployed", "initializing")
 
 
 def expired(now: float) -> list[dict]:
     """Every app of ours (tagged with a job) in the Modal environment whose deadline has passed and that still
-    runs."""
-    return _blocking(_expired)(now)
+    runs. Each call (the listing, each app's tags) is bounded by MODAL_CALL_S."""
+    import modal
+
+    environment = modal.Environment.from_context()  # MODAL_ENVIRONMENT, else the token's default
+    found = []
+    for app in bounded(environment.apps.list, "listing apps"):
+        state = bounded(app.info, f"reading app {app.app_id}").lifecycle.state.value  # the listing's: no call
+        if state not in _LIVE:
+            continue
+        tags = bounded(app.get_tags, f"reading the tags of app {app.app_id}")
+        deadline = tags.get(request.TAG_DEADLINE, "")
+        if request.TAG_JOB in tags and deadline.isdigit() and int(deadline) < now:
+            found.append({"app_id": app.app_id, "job": tags[request.TAG_JOB], "state": state})
+    return found

@@ -37,6 +37,10 @@ class ModalHandle(HandleData):
     call_id: str | None = None
 
 
+# The store a job uses when none is named: one volume per workspace, made on first use.
+DEFAULT_VOLUME_URL = "modal-volume://launcher-datapool"
+
+
 class ModalBackend(Backend):
     name = "modal"
     handle_type = ModalHandle
@@ -99,6 +103,14 @@ class ModalBackend(Backend):
                 ("machine", ", ".join(machine)),
                 ("image", f"{image['base']}, python {image['python']}, lock {image['lock_hash'][:12]}")]
 
+    def default_datapool(self, options=None, *, online: bool = False) -> str | None:
+        return DEFAULT_VOLUME_URL
+
+    def create_datapool(self, url: str, *, dry_run: bool = False) -> bool:
+        from ...datapool.modal_volume import ensure_volume
+
+        return ensure_volume(url, dry_run=dry_run)
+
     def preflight(self, plan: Plan) -> None:
         from . import app
 
@@ -110,7 +122,11 @@ class ModalBackend(Backend):
 
         if plan.snapshot is None or plan.snapshot.path is None:
             raise UserError("no code snapshot to send: launch builds one from the project (run from its root)")
-        return app.submit(plan)
+        submitted = app.submit(plan)
+        from ... import progress  # the client uploads the snapshot as the function's mount, with the spawn
+
+        progress.report(progress.SNAPSHOT, f"{progress.human_bytes(plan.snapshot.size)} sent with the function call")
+        return submitted
 
     @_observation
     def status(self, handle: Handle) -> tuple[str, int | None, str | None]:
@@ -121,8 +137,8 @@ class ModalBackend(Backend):
             state, code, why = app.call_result(d.call_id)
         except app.Unreachable as exc:  # the control plane could not be asked: the job goes on, never `lost`
             return Observation(JobState.UNREACHABLE, None, str(exc))
-        if state == "running":
-            return "running", None, None
+        if state == "running":  # the reason: the call's state, for the launch's progress (waiting for the machine)
+            return "running", None, f"function call {d.call_id} not returned yet"
         if state == "exited" and code == PUSH_FAILED_EXIT:  # the agent's own: the volume never took the last commit
             return "push_failed", code, (f"function call {d.call_id}: the store did not take the last push within "
                                          "--push-timeout; the outputs went with the container")

@@ -23,6 +23,7 @@ from typing import Iterator
 
 from pydantic import ConfigDict, Field
 
+from ... import progress
 from ...errors import CapacityError, UserError
 from ...job import Job
 from ...plan import Plan
@@ -180,6 +181,9 @@ class SlurmBackend(Backend):
         jd = script.job_dir(plan.job_id)
         if not bootstrap.snapshot_present(cli.size, lambda rel: _sha256_of(cli, rel), sha, plan.snapshot.size):
             cli.put(plan.snapshot.path, f"code/{sha}.tar.gz")
+            progress.report(progress.SNAPSHOT, f"uploaded {progress.human_bytes(plan.snapshot.size)} to the cluster")
+        else:
+            progress.report(progress.SNAPSHOT, "already on the cluster")
         if job.secrets:
             cli.write(f"{jd}/secrets.env", script.secrets_file(job.secrets, os.environ), mode=0o600)
         for rel, (text, mode) in script.files(plan).items():

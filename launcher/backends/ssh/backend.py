@@ -22,6 +22,7 @@ from typing import Iterator
 
 from pydantic import ConfigDict
 
+from ... import progress
 from ...node import bootstrap
 from ...job import Job
 from ...plan import Plan
@@ -56,6 +57,32 @@ def _shown(remote_dir: str) -> str:
     return remote_dir if remote_dir.startswith("/") else f"~/{remote_dir}"
 
 
+def box_pool(job: Job) -> str | None:
+    """An sftp:// store on the job's own box is the node's datapool root (nothing syncs): that folder as the agent
+    takes it (relative to remote_dir, where it runs, or absolute); None for any other store. An sftp:// store on
+    another box is a UserError: the node would need keys to reach it."""
+    url = job.datapool
+    if url is None or url.scheme != "sftp":
+        return None
+    from ...datapool.sftp import parse
+    from ...errors import UserError
+    from ...sshclient import parse_target
+
+    place = parse(url)
+    if parse_target(place.target) != parse_target(job.ssh.host):
+        raise UserError(f"--datapool {place.target}: an sftp:// store of --backend ssh must be on the job's box "
+                        f"({job.ssh.host}); use s3:// for a store elsewhere")
+    if place.root.startswith("/"):
+        return place.root
+    remote_dir = job.ssh.remote_dir.strip("/")
+    if job.ssh.remote_dir.startswith("/"):
+        raise UserError(f"--datapool {url}: give the folder as an absolute path (sftp://{place.target}/abs/path): "
+                        f"remote_dir {job.ssh.remote_dir} is absolute, so the home is not known before the job runs")
+    if place.root == remote_dir or place.root.startswith(remote_dir + "/"):
+        return place.root[len(remote_dir):].strip("/") or "."
+    return "../" * len(remote_dir.split("/")) + place.root
+
+
 class SshTarget(SshOptions):
     """The box as a handle records it: the job's `ssh:` options, lenient about a key a later version dropped (an old
     record still reads)."""
@@ -73,13 +100,14 @@ class SshHandle(HandleData):
     sha: str | None = None  # the code snapshot's hash: code/<sha>/ on the box
     boot: tuple[int, int] | None = None  # the bootstrap's (pid, start time): every signal checks both
     experiment: str = "default"
+    pool: str = "datapool"  # the node's datapool root under base (the sftp:// store's folder when it is the box's)
 
 
 class SshBackend(Backend):
     name = "ssh"
     handle_type = SshHandle
     where_fields = ("host",)
-    capabilities = Capabilities(remote=True, gpus=None, spot=False, max_nodes=1, datapool_schemes=("s3",),
+    capabilities = Capabilities(remote=True, gpus=None, spot=False, max_nodes=1, datapool_schemes=("s3", "sftp"),
                                 resources_enforced=False)
 
     def check(self, job: Job) -> list[str]:
@@ -88,10 +116,37 @@ class SshBackend(Backend):
             notes.append("--terminate-after on ssh: the job's processes end with it; the box stays yours")
         if job.keep_on_failure:
             notes.append("--keep-on-failure on ssh: the box is never torn down; its job dir keeps the logs")
+        box_pool(job)  # an sftp:// store on another box is refused here, in one line
         return notes
 
     def node_paths(self, job: Job, job_id: str, snapshot_sha: str | None) -> NodePaths:
-        return NodePaths(workdir=f"code/{snapshot_sha}", datapool_root="datapool", state_dir=f"jobs/{job_id}")
+        pool = box_pool(job)
+        return NodePaths(workdir=f"code/{snapshot_sha}", datapool_root=pool or "datapool", state_dir=f"jobs/{job_id}",
+                         root_is_store=pool is not None)
+
+    def default_datapool(self, options=None, *, online: bool = False) -> str | None:
+        """No --datapool: the box itself, `<remote_dir>/pool` over SFTP (nothing to create elsewhere)."""
+        if options is None:
+            return None
+        from ...datapool.sftp import make_url
+
+        return make_url(options.host, f"{options.remote_dir.rstrip('/')}/pool", identity=options.identity,
+                        known_hosts=options.known_hosts)
+
+    def create_datapool(self, url: str, *, dry_run: bool = False) -> bool:
+        """The pool folder on the box (mode 0700 where it is made); `dry_run` only looks."""
+        from ...datapool.sftp import connect, parse
+
+        place = parse(url)
+        client = connect(place)
+        try:
+            if client.exists(place.root):
+                return False
+            if not dry_run:
+                client.run(f"umask 077 && mkdir -p -- {place.shell(place.root)}", timeout=60)
+            return True
+        finally:
+            client.close()
 
     def render(self, plan: Plan) -> dict:
         ssh = plan.job.ssh
@@ -151,7 +206,11 @@ class SshBackend(Backend):
         self._preflighted = None
         try:
             if not _has_snapshot(client, base, sha, plan.snapshot.size):
-                client.put(plan.snapshot.path, f"{base}/code/{sha}.tar.gz")
+                with progress.transfer("snapshot", plan.snapshot.size) as sent:  # a bar on a terminal
+                    client.put(plan.snapshot.path, f"{base}/code/{sha}.tar.gz", on_bytes=sent)
+                progress.report(progress.SNAPSHOT, f"uploaded {progress.human_bytes(plan.snapshot.size)} to the box")
+            else:
+                progress.report(progress.SNAPSHOT, "already on the box")
             if plan.job.secrets:
                 lines = "".join(f"{name}={shlex.quote(os.environ[name])}\n" for name in plan.job.secrets)
                 client.put_bytes(lines.encode(), f"{base}/{state}/secrets.env", mode=0o600)
@@ -161,7 +220,7 @@ class SshBackend(Backend):
             client.close()
         pid, start = out.decode().split()
         return {"ssh": ssh.model_dump(), "base": base, "state": state, "sha": sha, "boot": [int(pid), int(start)],
-                "experiment": plan.job.experiment}
+                "experiment": plan.job.experiment, "pool": plan.spec.datapool_root}
 
     def _sh(self, handle: Handle, body: str, timeout: float | None = None) -> tuple[int, bytes]:
         from ... import netpolicy
@@ -208,7 +267,7 @@ class SshBackend(Backend):
 
     def logs(self, handle: Handle, follow: bool = False, offset: int = 0) -> Iterator[bytes] | None:
         d = handle.data
-        log = shlex.quote(f"datapool/experiments/{d.experiment}/reports/jobs/{handle.job_id}/log.txt")
+        log = shlex.quote(f"{d.pool}/experiments/{d.experiment}/reports/jobs/{handle.job_id}/log.txt")
         start = f"+{int(offset) + 1}"
         if not follow:
             body = f'tail -c {start} {log} 2>/dev/null || cat "$S/setup.log" 2>/dev/null; true'
