@@ -527,7 +527,9 @@ def upload(snap: Snapshot, store_url: str, *, endpoint_url: str | None = None) -
         if have is not None and have.size == snap.size:
             progress.report(progress.SNAPSHOT, "already in store")
             return 0
-        store.put_file(snap.path, name, Entry(name, snap.size, snap.path.stat().st_mtime, snap.sha256))
+        with progress.transfer("snapshot", snap.size) as sent:  # a bar on a terminal, by what the store took
+            store.on_bytes = sent
+            store.put_file(snap.path, name, Entry(name, snap.size, snap.path.stat().st_mtime, snap.sha256))
         progress.report(progress.SNAPSHOT, f"uploaded {progress.human_bytes(snap.size)} to the store")
         return snap.size
     finally:

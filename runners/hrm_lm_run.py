@@ -1,6 +1,6 @@
 """Train HRM-LM (hierarchical-reasoning encoder + LM decoder). See docs/hrm_lm.md.
 
-    python runners/hrm_lm_run.py --dry_run                                   # configs/hrm_lm/default.yaml, one batch
+    python runners/hrm_lm_run.py                                             # no dataset named: one dry-run batch
     python runners/hrm_lm_run.py --config configs/hrm_lm/smoke.yaml --run_name demo
 """
 import sys

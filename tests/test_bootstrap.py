@@ -218,18 +218,24 @@ def _corrupt_same_size(tar: Path) -> None:
     tar.write_bytes(bytes(data))
 
 
-def test_a_corrupt_cached_snapshot_is_fetched_again_and_the_job_runs(node, tmp_path):
+def _serve_snapshot(n: Node, tmp_path: Path):
+    """An http server on 127.0.0.1 holding the node's snapshot at /snap.tar.gz (shut it down after)."""
     import http.server
     import threading
 
-    ran = tmp_path / "ran.txt"
-    n = node("hello.py", HELLO, env={"RAN": str(ran)})
     served = tmp_path / "served"
     served.mkdir()
     shutil.copyfile(n.snap.path, served / "snap.tar.gz")
     handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(served), **kw)  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_corrupt_cached_snapshot_is_fetched_again_and_the_job_runs(node, tmp_path):
+    ran = tmp_path / "ran.txt"
+    n = node("hello.py", HELLO, env={"RAN": str(ran)})
+    server = _serve_snapshot(n, tmp_path)
     try:
         _corrupt_same_size(n.place_snapshot())  # a cached copy of the right size and the wrong bytes
         n.start(url=f"http://127.0.0.1:{server.server_address[1]}/snap.tar.gz")
@@ -383,20 +389,11 @@ def test_a_failed_job_tears_down_unless_kept_for_debugging(node, keep):
 def test_the_snapshot_comes_through_the_jobs_proxy_trusting_its_ca(node, tmp_path):
     """The node: section's proxy and CA reach the bootstrap's own download: an https:// snapshot URL whose
     certificate only the job's CA signs, fetched through the job's proxy (a CONNECT tunnel)."""
-    import dataclasses
-    import http.server
-    import threading
-
     from .netparts import Proxy, TlsFront, ca_and_cert
 
     ran = tmp_path / "ran.txt"
     n = node("hello.py", HELLO, env={"RAN": str(ran)})
-    served = tmp_path / "served"
-    served.mkdir()
-    shutil.copyfile(n.snap.path, served / "snap.tar.gz")
-    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(served), **kw)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _serve_snapshot(n, tmp_path)
     ca, cert, key = ca_and_cert(tmp_path)
     front = TlsFront(f"http://127.0.0.1:{server.server_address[1]}", cert, key)
     proxy = Proxy()

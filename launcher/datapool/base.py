@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(slots=True)
@@ -26,6 +27,9 @@ class Entry:
 class Store:
     url: str
     is_local = False
+    # Told the size of each piece of an upload once the store has it (a transfer bar: launcher/progress.py); a
+    # store that moves a file in one piece tells it once, at the end.
+    on_bytes: Callable[[int], None] | None = None
 
     def list(self) -> dict[str, Entry]:
         raise NotImplementedError

@@ -124,6 +124,8 @@ class S3Store(Store):
         for attempt in range(2):  # the store's view of what it kept is not ours: resend once
             h = self.http.put_object(self.bucket, key, body, headers, sha)
             if _put_verified(h, md5, sha):
+                if self.on_bytes is not None:
+                    self.on_bytes(len(body))
                 return Entry(rel, len(body), entry.mtime, sha, md5)
         raise IntegrityError(f"{rel}: upload verification failed (ETag {h.get('ETag')} != md5 {md5})")
 
@@ -152,6 +154,8 @@ class S3Store(Store):
             got = (h.get("ETag") or "").strip('"')
             if got != md5.hexdigest():
                 raise IntegrityError(f"{rel}: part {i + 1} verification failed (ETag {got} != md5 {md5.hexdigest()})")
+            if self.on_bytes is not None:
+                self.on_bytes(len(data))
             return {"PartNumber": i + 1, "ETag": f'"{got}"', "ChecksumSHA256": part_sha}, md5.digest()
 
         try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import envvars
 from ..errors import UserError
-from .spec import Step, parse_steps
+from .spec import Step, parse_steps, unlisted_tokenize_steps
 
 # Pipeline-level settings the launcher reads; everything else upper-case is a default for every step's env file.
 # Each registered backend's section is one too (SSH = {...}), for the steps on that backend.
@@ -39,14 +39,17 @@ class Pipeline:
     seed: int = 0
     defaults: dict[str, Any] = field(default_factory=dict)  # job fields for every step (lower-case names)
     shared: dict[str, Any] = field(default_factory=dict)  # other variables: every step's env file starts with them
+    # steps/tokenize_{cpt,sft}_<idx> files not in STEPS: prepared (their RAW), never run
+    unlisted: list[Step] = field(default_factory=list)
 
     @property
     def enabled(self) -> list[Step]:
         return [s for s in self.steps if s.enabled]
 
 
-def read_vars(path: Path, what: str) -> dict[str, Any]:
-    """The upper-case variables of a .py file, or the keys (upper-cased) of a .yaml file."""
+def read_vars(path: Path, what: str, *, lower: bool = False) -> dict[str, Any]:
+    """The upper-case variables of a .py file (`lower`: the lower-case ones too), or the keys (upper-cased) of a
+    .yaml file."""
     if path.suffix in (".yaml", ".yml"):
         from ..profile import read_mapping
 
@@ -62,8 +65,17 @@ def read_vars(path: Path, what: str) -> dict[str, Any]:
         raise UserError(f"{what} {path}: Python syntax error at line {exc.lineno}: {exc.msg}") from None
     except Exception as exc:  # noqa: BLE001 - the user's file: say where it broke, in one line
         raise UserError(f"{what} {path}: failed to load: {type(exc).__name__}: {exc}") from None
-    return {k: v for k, v in names.items() if k.isupper() and not k.startswith("_") and not callable(v)
+    return {k: v for k, v in names.items() if (lower or k.isupper()) and not k.startswith("_") and not callable(v)
             and type(v).__name__ != "module"}
+
+
+def read_step_config(step: Step, path: Path) -> dict[str, Any]:
+    """A step config's variables. One that sets SCRIPT keeps its lower-case names too: the seed exports every
+    variable of such a config to its script (`lr = "2e-5"` -> $lr), and so do we (stepenv.script_env)."""
+    names = read_vars(path, f"step {step.id}: config", lower=True)
+    if "SCRIPT" in names:
+        return names
+    return {k: v for k, v in names.items() if k.isupper()}
 
 
 def load_pipeline(path: str | Path, project: str | Path = ".") -> Pipeline:
@@ -74,9 +86,10 @@ def load_pipeline(path: str | Path, project: str | Path = ".") -> Pipeline:
     source = str(path)
     data = read_vars(p, "pipeline")
     steps = parse_steps(data.get("STEPS"), source, p.parent)
-    for step in steps:
+    unlisted = unlisted_tokenize_steps(p.parent, {s.id for s in steps})
+    for step in (*steps, *unlisted):
         if step.config is not None:
-            step.values = read_vars(step.config, f"step {step.id}: config")
+            step.values = read_step_config(step, step.config)
     experiment = data.get("EXPERIMENT") or p.parent.name
     if not isinstance(experiment, str):
         raise UserError(f"{source}: EXPERIMENT must be a name such as 'demo', got {experiment!r}")
@@ -92,4 +105,4 @@ def load_pipeline(path: str | Path, project: str | Path = ".") -> Pipeline:
     datapool = data.get("DATAPOOL") or envvars.get("DATAPOOL") or None
     return Pipeline(path=p, project=Path(project).resolve(), experiment=experiment, steps=steps,
                     base_model=data.get("BASE_MODEL"), datapool=datapool, endpoint_url=data.get("ENDPOINT_URL"),
-                    profile=data.get("PROFILE"), seed=seed, defaults=defaults, shared=shared)
+                    profile=data.get("PROFILE"), seed=seed, defaults=defaults, shared=shared, unlisted=unlisted)

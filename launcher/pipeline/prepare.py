@@ -5,7 +5,9 @@
     with the pipeline's SEED, into data/raw/<mode>/<id>.jsonl -> reports/prepare.json -> push to the store
 
 Idempotent: a file is copied or written only when its content differs, so a second prepare with the same inputs
-copies nothing (and its sync to the store moves nothing). Disabled steps are prepared too, as in the seed.
+copies nothing (and its sync to the store moves nothing). Disabled steps are prepared too, as in the seed, and so
+are tokenize step files in steps/ that STEPS does not name (the seed's prepare scans that folder): a one-line note
+names them.
 """
 from __future__ import annotations
 
@@ -122,9 +124,9 @@ def _hf_cached(repo_id: str) -> Path:
 
 
 def raw_plan(pipe: Pipeline) -> dict[str, list[Path]]:
-    """Every tokenize step's RAW sources (disabled steps too), checked to exist and be mergeable."""
+    """Every tokenize step's RAW sources (disabled and unlisted steps too), checked to exist and be mergeable."""
     out = {}
-    for step in pipe.steps:
+    for step in (*pipe.steps, *pipe.unlisted):
         if not step.type.startswith("tokenize_"):
             continue
         files = []
@@ -236,7 +238,7 @@ def prepare(pipe: Pipeline, bind: Binding, log=print) -> Prepared:
     if name:
         report["base_model"]["files"] = _tree_fingerprint(exp / "model" / "base" / name)
     report["raw"] = {}
-    for step in pipe.steps:
+    for step in (*pipe.steps, *pipe.unlisted):
         if step.id not in raw:
             continue
         mode = step.type.removeprefix("tokenize_")
@@ -257,7 +259,14 @@ def prepare(pipe: Pipeline, bind: Binding, log=print) -> Prepared:
             copied.append(merged)
         report["raw"][step.id] = {"sources": [str(p) for p in raw[step.id]], "copies": kept, "merged": merged,
                                   "rows": len(rows), "sha256": hashlib.sha256(data).hexdigest()}
-    inputs = {"base_model": report.get("base_model"), "raw": {k: v["sha256"] for k, v in report["raw"].items()}}
+    if pipe.unlisted:
+        log(unlisted_note(pipe, raw))
+        report["unlisted"] = [s.id for s in pipe.unlisted]
+    # Unlisted steps never run, so no step computes from their data: it stays out of the fingerprint (a new
+    # tokenize file dropped into steps/ does not re-run the pipeline).
+    unlisted = {s.id for s in pipe.unlisted}
+    inputs = {"base_model": report.get("base_model"),
+              "raw": {k: v["sha256"] for k, v in report["raw"].items() if k not in unlisted}}
     report["fingerprint"] = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     report["copied"] = copied
     _write_if_changed(exp / "reports" / "prepare.json", (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
@@ -265,6 +274,16 @@ def prepare(pipe: Pipeline, bind: Binding, log=print) -> Prepared:
         push(bind, ["data/raw/", "model/base/", "reports/prepare.json"])
     log(f"[pipeline] prepare: {exp} ready; " + (f"copied {len(copied)} file(s)" if copied else "nothing new to copy"))
     return Prepared(report, copied)
+
+
+def unlisted_note(pipe: Pipeline, raw: dict[str, list[Path]]) -> str:
+    """One line: the steps/ files STEPS does not name, what was prepared for them, how to run them."""
+    names = ", ".join(f"steps/{Path(s.config or s.id).name}" for s in pipe.unlisted)
+    done = [raw_target(s) for s in pipe.unlisted if s.id in raw]
+    what = f"raw data prepared ({', '.join(done)})" if done else "no RAW to prepare"
+    first = pipe.unlisted[0]
+    return (f"[pipeline] prepare: note: {names} not in STEPS: {what}, not run; to run one, add it to STEPS, "
+            f"e.g. {{\"id\": \"{first.id}\", \"type\": \"{first.type}\"}}")
 
 
 def push(bind: Binding, include: list[str]) -> None:

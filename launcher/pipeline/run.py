@@ -121,11 +121,13 @@ def dry_run(checked: Checked, selected: set[str], output: str = "yaml") -> str:
             unknown.append(sj.step.id)
         else:
             total += worst
+        notes = [*(d.get("notes") or []), *([sj.note] if sj.note else [])]  # SCRIPT replacing the type's runner
         docs.append({"step": sj.step.id, "type": sj.step.type, "backend": plan.backend, "script": job.script,
+                     **({"replaces": sj.replaces} if sj.replaces else {}),
                      "args": job.args, "env_file": sj.env_path, "outputs": sj.outputs, "deadline": d["deadline"],
                      "price": price, "worst_case_usd": worst, "request": d["request"],
                      **({"warnings": d["warnings"]} if d.get("warnings") else {}),
-                     **({"notes": d["notes"]} if d.get("notes") else {})})
+                     **({"notes": notes} if notes else {})})
         if output == "summary":
             from ..backends import get_backend
             from ..units import format_duration
@@ -135,9 +137,13 @@ def dry_run(checked: Checked, selected: set[str], output: str = "yaml") -> str:
                          "runtime": format_duration(job.max_runtime) if job.max_runtime else "-",
                          "warnings": plan.warnings})
     if output == "summary":
-        from ..summary import pipeline_lines
+        from ..summary import _wrapped, pipeline_lines
 
-        return "\n".join(pipeline_lines(rows, round(total, 2), unknown, color=sys.stdout.isatty())) + "\n"
+        lines = pipeline_lines(rows, round(total, 2), unknown, color=sys.stdout.isatty())
+        # A step whose SCRIPT replaced its type's runner is said so, above the last line (the --full hint).
+        said = [x for sj, _ in checked.steps if sj.step.id in selected and sj.note
+                for x in _wrapped(f"note: {sj.step.id}: ", sj.note)]
+        return "\n".join(lines[:-1] + said + lines[-1:]) + "\n"
     if output == "json":
         import json
 
@@ -238,7 +244,8 @@ def run(path: str, *, project: str | Path = ".", datapool: str | None = None, pr
                 _log(f"[pipeline] {step.id}: up to date (job {rec.get('job_id')}), skipped")
                 rows.append(_row(step, rec, "skipped (up to date)"))
                 continue
-            _log(f"[pipeline] {step.id}: {why}; running {job.script} on {job.backend}")
+            _log(f"[pipeline] {step.id}: {why}; running {job.script} on {job.backend}"
+                 + (f" (its SCRIPT, in place of {sj.replaces})" if sj.replaces else ""))
             rec, code = _run_step(sj, job, bind, store, inputs)
             records[step.id] = rec
             rows.append(_row(step, rec))

@@ -31,6 +31,9 @@ OUT_OF_SCOPE = {"mg2hf", "hf2mg"}
 PLACEMENT = ("backend", "gpu", "cpus", "memory", "disk", "max_runtime", "spot", "env", "secrets")
 STEP_KEYS = ("id", "type", "config", "enabled", *PLACEMENT)
 _ID = re.compile(r"^(?P<type>[a-z][a-z0-9_]*?)_(?P<idx>\d+)$")
+# A tokenize step's config file in the experiment's steps/ folder, as the seed's prepare finds them.
+TOKENIZE_FILE = re.compile(r"^(?P<id>tokenize_(?P<mode>cpt|sft)_(?P<idx>\d+))\.(?:py|yaml|yml)$")
+CONFIG_EXTS = (".py", ".yaml", ".yml")
 
 
 @dataclass
@@ -116,13 +119,31 @@ def parse_steps(raw: Any, source: str, base_dir: Path) -> list[Step]:
             if not path.is_file():
                 raise UserError(f"{where}: config {config} not found ({path}); create it or fix the path")
         else:
-            for ext in (".py", ".yaml", ".yml"):  # the seed's convention: steps/<id>.py beside the pipeline
+            for ext in CONFIG_EXTS:  # the seed's convention: steps/<id>.py beside the pipeline
                 if (base_dir / "steps" / f"{sid}{ext}").is_file():
                     path = base_dir / "steps" / f"{sid}{ext}"
                     break
         placement = {k: entry[k] for k in PLACEMENT if k in entry}
         steps.append(Step(id=sid, type=step_type, config=path, enabled=enabled, placement=placement))
     return steps
+
+
+def unlisted_tokenize_steps(base_dir: Path, listed: set[str]) -> list[Step]:
+    """`steps/tokenize_{cpt,sft}_<idx>.py` (or .yaml) files whose id is not in STEPS: the seed's prepare scans the
+    folder and prepares their raw data, so ours does too (they never run: only STEPS run). `.py` wins over `.yaml`,
+    as for a listed step; ordered by mode, then index."""
+    folder = base_dir / "steps"
+    if not folder.is_dir():
+        return []
+    found: dict[str, tuple[str, int, Path]] = {}
+    for path in sorted(folder.iterdir(), key=lambda p: CONFIG_EXTS.index(p.suffix) if p.suffix in CONFIG_EXTS
+                       else len(CONFIG_EXTS)):
+        m = TOKENIZE_FILE.match(path.name)
+        if m is None or not path.is_file() or m["id"] in listed or m["id"] in found:
+            continue
+        found[m["id"]] = (m["mode"], int(m["idx"]), path)
+    return [Step(id=sid, type=f"tokenize_{mode}", config=path, enabled=False)
+            for sid, (mode, _, path) in sorted(found.items(), key=lambda kv: kv[1][:2])]
 
 
 def pick(steps: list[Step], name: str | None, flag: str) -> Step | None:

@@ -6,6 +6,11 @@ data/ on every backend) for scripts that want them. `read_step_env()` reads it b
 
 The variables read here: CONFIG, TASK, SET, ARGS, SCRIPT, RAW, OUTPUTS, INPUTS (docs/pipelines.md).
 
+SCRIPT, on any step type, replaces the type's runner the seed's way: the script gets the step's settings (the
+pipeline's shared variables and every variable of its config) as environment variables, plus ARGS as its
+arguments, and no runner flags. The type then only names the step's outputs (what a skip checks) and its place in
+the chaining (MODEL_PREFIX, INPUTS); the script learns its outputs from STEP_OUTPUTS.
+
 Chaining, unless the step's SET says otherwise: a training/eval runner is named after its step (run_name) and
 starts from MODEL_PREFIX, the previous training step's final model (model/hf/<id>) or else the base model; an
 SFT (CPT) step reads the last tokenize_sft (tokenize_cpt) step's output; an eval step writes
@@ -16,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +48,16 @@ class StepJob:
     outputs: list[str]  # experiment-relative: what must be in the store for the step to count as done
     config_hash: str
     fields: dict[str, Any] = field(default_factory=dict)  # the Job's fields
+    replaces: str | None = None  # the type's runner that the step's SCRIPT replaced (None: the type's own runner)
+
+    @property
+    def note(self) -> str | None:
+        """What --dry-run says of a step whose SCRIPT replaced its type's runner."""
+        if not self.replaces:
+            return None
+        outs = ", ".join(self.outputs) or "none"
+        return (f"SCRIPT {self.script} replaces {self.replaces} (settings as environment variables, ARGS as "
+                f"arguments); {self.step.type} still names its outputs, checked before a skip: {outs}")
 
     @property
     def env_path(self) -> str:
@@ -79,6 +96,37 @@ def _list(step: Step, key: str) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, int, float)) for v in value):
         raise UserError(f"step {step.id}: {key} must be a list of strings, got {value!r}")
     return [str(v) for v in value]
+
+
+def _args(step: Step) -> list[str]:
+    """ARGS: a list, appended as written, or one string split as a shell would (the seed's ARGS is a string)."""
+    value = step.values.get("ARGS", [])
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as exc:
+            raise UserError(f"step {step.id}: ARGS {value!r}: {exc}; fix the quoting or give a list") from None
+    return _list(step, "ARGS")
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def script_env(pipe: Pipeline, step: Step) -> dict[str, str]:
+    """A SCRIPT step's settings as environment variables (the seed exports each variable of the step config to
+    its script): the pipeline's shared variables, then the config's, flattened as in the env file."""
+    from ..job import RESERVED_ENV
+
+    out = {}
+    for key, value in {**pipe.shared, **step.values}.items():
+        if not _ENV_NAME.match(key):
+            raise UserError(f"step {step.id}: {key!r} cannot be an environment variable, and a SCRIPT step gets "
+                            "each setting as one; rename it with letters, digits and '_'")
+        if key in RESERVED_ENV:
+            raise UserError(f"step {step.id}: {key} is set by launch on every node, so a SCRIPT step cannot get "
+                            "it from its config; rename the setting")
+        out[key] = _value(value)
+    return out
 
 
 def _flat_set(step: Step) -> dict[str, Any]:
@@ -192,12 +240,20 @@ def build_step(pipe: Pipeline, step: Step, before: list[Step], profile: dict[str
     model_prefix = (f"model/hf/{_run_name(trained[-1])}" if trained
                     else f"model/base/{base}" if base else "")
     outputs: list[str] = []
-    if step.type == "script":
-        script = values.get("SCRIPT")
-        if not script:
-            raise UserError(f"step {step.id}: a script step needs SCRIPT = \"path/to/script.py\" in its config "
-                            f"({step.config or f'steps/{step.id}.py'})")
-        args = []
+    replaces = None
+    if "SCRIPT" in values and not values["SCRIPT"]:
+        raise UserError(f"step {step.id}: SCRIPT is empty; give the script's path (relative to the project root) "
+                        "or drop SCRIPT to run the type's runner")
+    if step.type == "script" and not values.get("SCRIPT"):
+        raise UserError(f"step {step.id}: a script step needs SCRIPT = \"path/to/script.py\" in its config "
+                        f"({step.config or f'steps/{step.id}.py'})")
+    if values.get("SCRIPT"):
+        # The seed's way, on any type: SCRIPT instead of the type's runner, with the step's settings in its
+        # environment (script_env below) and ARGS alone as its arguments; the type keeps naming its outputs.
+        script = values["SCRIPT"]
+        args: list[str] = []
+        outputs = _type_outputs(pipe, step)
+        replaces = runner_for(step.type, pipe.project)
     else:
         script = runner_for(step.type, pipe.project)
         if step.type.startswith("tokenize_"):
@@ -225,7 +281,7 @@ def build_step(pipe: Pipeline, step: Step, before: list[Step], profile: dict[str
                 outputs.append(f"reports/eval/{sets.get('eval.name', step.id)}.json")
             elif step.type in MODEL_TYPES:
                 outputs.append(f"model/hf/{run_name}")
-    args += _list(step, "ARGS")
+    args += _args(step)
     if "OUTPUTS" in values:
         outputs = _list(step, "OUTPUTS")
     for out in outputs:
@@ -251,8 +307,13 @@ def build_step(pipe: Pipeline, step: Step, before: list[Step], profile: dict[str
         "files": {rel: _file_digest(pipe.project, rel) for rel in (config, task, values.get("SCRIPT")) if rel},
         "env": {k: v for k, v in sorted(fields["env"].items())},
     }, sort_keys=True, default=str).encode()).hexdigest()
+    if values.get("SCRIPT"):
+        # Added after the hash: the settings are in the env file's text and the outputs follow from it, so a step
+        # that ran before scripts got these variables is still up to date. Settings win over the pipeline's ENV
+        # (the seed: the step config over the environment); the STEP_* variables win over both.
+        fields["env"] = {**fields["env"], **script_env(pipe, step), **env, "STEP_OUTPUTS": ",".join(outputs)}
     return StepJob(step=step, script=script, args=args, env_file=text, env=env, outputs=outputs, config_hash=digest,
-                   fields=fields)
+                   fields=fields, replaces=None if step.type == "script" else replaces)
 
 
 def job_fields(pipe: Pipeline, step: Step, profile: dict[str, Any], script: str, args: list[str],
@@ -290,6 +351,11 @@ def _tokenize_output(pipe: Pipeline, step: Step) -> str:
 def default_outputs(pipe: Pipeline, step: Step) -> list[str]:
     if "OUTPUTS" in step.values:
         return _list(step, "OUTPUTS")
+    return _type_outputs(pipe, step)
+
+
+def _type_outputs(pipe: Pipeline, step: Step) -> list[str]:
+    """The folders a step type names in the experiment (the runners' chaining; SET may rename them)."""
     if step.type.startswith("tokenize_"):
         return [_tokenize_output(pipe, step)]
     if step.type == "eval":

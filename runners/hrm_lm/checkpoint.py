@@ -6,8 +6,10 @@
   best-model/  best.pt  best.yaml  tokenizer.json  meta.json   lowest validation loss so far
   config.yaml  tokenizer.json  meta.json   the current invocation's config; tokenizer and meta of every checkpoint
 
-Every .pt has its sibling .yaml (as the seed writes them), so a checkpoint copied out alone with the run's
-tokenizer.json and meta.json is self-describing.
+Every .pt carries its config, meta and tokenizer (the tokenizer.json text, key "tokenizer"), so a `.pt` copied out
+alone loads (generate, resume); the sibling .yaml (as the seed writes them) and the run folder's tokenizer.json and
+meta.json stay for people and tools. Checkpoints written before the tokenizer was embedded still load, with the
+tokenizer.json (and meta.json) found beside them: see `tokenizer_and_meta`.
 """
 from __future__ import annotations
 
@@ -121,3 +123,28 @@ def save_best(state: dict, run_dir: Path, config_yaml: str) -> Path:
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, best_dir / name)
     return path
+
+
+def tokenizer_and_meta(state: dict, path: Path):
+    """(tokenizer, meta) of a loaded checkpoint: the copies inside it, else (a checkpoint from before they were
+    embedded) the tokenizer.json / meta.json in its folder."""
+    import json
+
+    from .errors import HRMUserError
+    from .tokenizer import load_tokenizer, tokenizer_from_json
+
+    if state.get("tokenizer") is not None:
+        tokenizer = tokenizer_from_json(state["tokenizer"], f"{path} (embedded tokenizer)")
+    else:
+        side = path.parent / "tokenizer.json"
+        if not side.is_file():
+            raise HRMUserError(f"{path} holds no tokenizer (written before checkpoints carried one) and there is no "
+                               f"{side}; copy the run's tokenizer.json and meta.json beside it")
+        tokenizer = load_tokenizer(side)
+    meta = state.get("meta")
+    if meta is None:
+        side = path.parent / "meta.json"
+        if not side.is_file():
+            raise HRMUserError(f"{path} holds no meta and there is no {side}; copy the run's meta.json beside it")
+        meta = json.loads(side.read_text())
+    return tokenizer, meta

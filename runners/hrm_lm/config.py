@@ -82,7 +82,9 @@ class DataConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    dataset: str = "synthetic"
+    # None = no dataset: the trainer then does the seed's one dry-run batch and says how to train (naming
+    # `synthetic` is how to train on the built-in arithmetic set).
+    dataset: Optional[str] = None
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     optimizer: Literal["adamw", "adamw_8bit"] = "adamw"
@@ -93,9 +95,10 @@ class TrainConfig(_Strict):
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    # steps wins over epochs when both are set.
-    steps: Optional[int] = Field(None, ge=1)
-    epochs: Optional[float] = Field(None, gt=0)
+    # A positive steps wins over epochs when both are set. 0 (or unset) = not limited by that key, so the seed's
+    # `--epochs N --steps 0` trains N epochs; one of the two must be > 0.
+    steps: Optional[int] = Field(None, ge=0)
+    epochs: Optional[float] = Field(None, ge=0)
     # 0 turns validation off (the seed's default) and, unless save_every says otherwise, periodic checkpoints too.
     val_every: int = Field(200, ge=0)
     save_every: Optional[int] = Field(None, ge=0, description="default: val_every; 0 = only final.pt")
@@ -113,8 +116,9 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _length(self):
-        if self.steps is None and self.epochs is None:
-            raise ValueError("set train.steps or train.epochs")
+        if not self.steps and not self.epochs:
+            raise ValueError("nothing limits the run: set train.steps or train.epochs > 0 (0 or unset = not "
+                             "limited by it; --epochs N --steps 0 trains N epochs)")
         return self
 
 
@@ -130,6 +134,8 @@ def _format_error(err: ValidationError, source: str) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+    elif first["type"] == "value_error":  # our own validators' sentences, without pydantic's prefix
+        msg = msg.removeprefix("Value error, ")
     extra = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}: {key}: {msg}{extra}"
 
@@ -154,10 +160,12 @@ def load_config(path: str | Path, overrides: dict | None = None) -> HRMConfig:
     for key, value in (overrides or {}).items():
         if value is not None:
             train[key] = value
-    if overrides and overrides.get("steps") is not None:
+    steps, epochs = (overrides or {}).get("steps"), (overrides or {}).get("epochs")
+    if steps:  # a positive --steps decides the length, whatever epochs the YAML or the flags give
         train.pop("epochs", None)
-    elif overrides and overrides.get("epochs") is not None:
+    elif epochs is not None and steps is None:  # --epochs alone replaces the YAML's steps
         train.pop("steps", None)
+    # --steps 0 (with or without --epochs): steps stay 0 = "not limited by steps", so the epochs decide.
     raw["train"] = train
     return validate_config(raw, str(path))
 

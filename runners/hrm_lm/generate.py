@@ -26,9 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run_name", help="the run's folder under $CHECKPOINT_DIR (default: hrm_lm)")
     p.add_argument("--save_dir", help="the checkpoint directory of a run trained with --save_dir")
     p.add_argument("--dataset", help="'synthetic' or the prepared directory the run trained on; checked against the "
-                                     "checkpoint (the tokenizer always comes from the checkpoint's folder)")
+                                     "checkpoint (the tokenizer always comes from the checkpoint itself)")
     p.add_argument("--checkpoint", default="auto",
-                   help="auto (best-model if present, else newest), best, latest, or a path to a .pt file")
+                   help="auto (best-model if present, else newest), best, latest, or a path to a .pt file (a lone "
+                        ".pt loads: it carries its tokenizer, meta and config)")
     p.add_argument("--max_new_tokens", type=int, default=32)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top_k", type=int, default=0, help="sample only from the k most likely tokens (0 = all)")
@@ -80,22 +81,27 @@ def load_run(run_name: str | None, which: str = "auto", save_dir: str | None = N
     from . import checkpoint as ck
     from .config import validate_config
     from .model import HRMLM
-    from .tokenizer import load_tokenizer
 
     if save_dir and not run_name:
         run_dir = Path(save_dir).expanduser().resolve()
     else:
         run_dir = ck.run_root() / (run_name or "hrm_lm")
     path = find_checkpoint(run_dir, which)
-    state = ck.load(path)
-    check_dataset(dataset, state["meta"], path)
+    try:
+        state = ck.load(path)
+    except Exception as exc:  # a truncated copy, a text file: one line, not a traceback
+        raise HRMUserError(f"{path}: not an HRM-LM checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or not {"config", "model"} <= state.keys():  # another framework's .pt
+        raise HRMUserError(f"{path}: not an HRM-LM checkpoint (no model and config inside)")
+    # The checkpoint's own tokenizer and meta; a checkpoint from before they were embedded reads its folder's files.
+    tokenizer, meta = ck.tokenizer_and_meta(state, path)
+    check_dataset(dataset, meta, path)
     cfg = validate_config(state["config"], str(path))
-    tokenizer = load_tokenizer(path.parent / "tokenizer.json")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = HRMLM(cfg.model).to(device)
     model.load_state_dict(state["model"])
     model.eval()
-    return model, tokenizer, state["meta"], path
+    return model, tokenizer, meta, path
 
 
 def complete(model, tokenizer, meta, prompts: list[str], max_new_tokens=32, temperature=0.0, top_k=0, seed=0):

@@ -33,8 +33,11 @@ class CharTokenizer:
     def decode(self, ids: list[int]) -> str:
         return "".join(self.itos[i] for i in ids if i >= len(SPECIALS) and i < len(self.itos))
 
+    def to_json(self) -> str:
+        return json.dumps({"type": "char", "chars": self.chars})
+
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps({"type": "char", "chars": self.chars}))
+        Path(path).write_text(self.to_json())
 
 
 class BPETokenizer:
@@ -60,6 +63,9 @@ class BPETokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=True)
+
+    def to_json(self) -> str:
+        return self.tok.to_str()
 
     def save(self, path: Path) -> None:
         self.tok.save(str(path))
@@ -87,12 +93,17 @@ def load_tokenizer(path: str | Path):
         path = path / "tokenizer.json"
     if not path.is_file():
         raise HRMUserError(f"tokenizer not found: {path}")
+    return tokenizer_from_json(path.read_text(), str(path))
+
+
+def tokenizer_from_json(text: str, source: str = "tokenizer"):
+    """The tokenizer a `tokenizer.json` text describes: a file's, or the copy embedded in every checkpoint."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
     except json.JSONDecodeError:
-        raise HRMUserError(f"{path}: not a JSON tokenizer file") from None
+        raise HRMUserError(f"{source}: not a JSON tokenizer file") from None
     if data.get("type") == "char":
         return CharTokenizer(data["chars"])
     from tokenizers import Tokenizer
 
-    return BPETokenizer(Tokenizer.from_file(str(path)))
+    return BPETokenizer(Tokenizer.from_str(text))

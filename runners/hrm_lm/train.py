@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hrm_lm_run.py", description="Train an HRM encoder + LM decoder. See docs/hrm_lm.md.",
         epilog="examples:\n"
-               "  hrm_lm_run.py --dry_run              # one random batch through configs/hrm_lm/default.yaml\n"
+               "  hrm_lm_run.py                        # no dataset named: one random batch through default.yaml\n"
                "  hrm_lm_run.py --config configs/hrm_lm/smoke.yaml --run_name demo     # CPU, seconds\n"
+               "  hrm_lm_run.py --config configs/hrm_lm/smoke.yaml --epochs 2 --steps 0  # 2 epochs\n"
                "  hrm_lm_run.py --dataset data/tokenized/hrm_lm --run_name v1 --val_every 1000 --save_best_model",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(DEFAULT_CONFIG),
@@ -56,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run_name", help=f"artifacts under $CHECKPOINT_DIR/<run_name>/ (default: {DEFAULT_RUN_NAME})")
     p.add_argument("--save_dir", help="put the checkpoints in exactly this directory instead (the seed's legacy "
                                       "flag; --run_name wins when both are given)")
-    p.add_argument("--dataset", help="'synthetic' or a directory made by runners/hrm_lm/prepare.py")
+    p.add_argument("--dataset", help="'synthetic' (built-in arithmetic) or a directory made by "
+                                      "runners/hrm_lm/prepare.py; with none here or in the config (train.dataset) "
+                                      "the run is one dry-run batch")
     p.add_argument("--batch_size", type=int)
     p.add_argument("--eval_batch_size", type=int)
     p.add_argument("--optimizer", choices=["adamw", "adamw_8bit"])
@@ -64,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight_decay", type=float)
     p.add_argument("--lr_scheduler", choices=["cosine", "linear", "constant"])
     p.add_argument("--warmup_steps", type=int)
-    p.add_argument("--steps", type=int, help="total optimizer steps (wins over --epochs)")
-    p.add_argument("--epochs", type=float)
+    p.add_argument("--steps", type=int, help="total optimizer steps (wins over --epochs); 0 = not limited by steps "
+                                             "(--epochs N --steps 0 trains N epochs)")
+    p.add_argument("--epochs", type=float, help="epochs over the train split (used when --steps is unset or 0)")
     p.add_argument("--val_every", type=int, help="evaluate every N steps and at the end; 0 = never")
     p.add_argument("--save_every", type=int, help="write step_N.pt every N steps (default: val_every; 0 = only "
                                                   "final.pt)")
@@ -98,6 +102,9 @@ class Plan:
     resume_from: Path | None = None
     resume_step: int = 0
     device: str = "cpu"
+    dry_run: bool = False
+    # True when neither the command line nor the config names a dataset (the run is then a dry-run batch).
+    no_dataset: bool = False
 
 
 def _cuda_available() -> bool:
@@ -118,10 +125,31 @@ def resolve_dataset_dir(raw: str) -> Path:
     return in_pool if in_pool.exists() else path.resolve()
 
 
-def is_dry_run(args) -> bool:
+def is_dry_run(args, cfg: HRMConfig) -> bool:
     """Bare `--dry_run` or `--dry_run 1` is a dry run, `--dry_run 0` trains, and so does `--dry_run` with
-    `--dataset` (the seed's rule: naming a dataset means training on it)."""
-    return bool(args.dry_run) and args.dataset is None
+    `--dataset` (the seed's rule: naming a dataset means training on it). Without `--dry_run`, a run with no dataset
+    on the command line or in the config is a dry run too (the seed's default: one batch, not a training run on
+    data nobody asked for)."""
+    if args.dataset is not None:
+        return False
+    if args.dry_run is None:
+        return cfg.train.dataset is None
+    return bool(args.dry_run)
+
+
+NO_DATASET_HINT = ("hrm_lm: no dataset given (neither --dataset nor train.dataset in the config): that was one dry-run "
+                   "batch, nothing written.\n"
+                   "hrm_lm: to train, add --dataset synthetic (built-in arithmetic) or --dataset DIR (made by "
+                   "runners/hrm_lm/prepare.py), or set train.dataset in the config.")
+
+
+def check_flags(args) -> None:
+    """Values no config could make right: one line each, before anything is read or built."""
+    if args.steps is not None and args.steps < 0:
+        raise HRMUserError(f"--steps {args.steps}: must be >= 0 (0 = not limited by steps: --epochs N --steps 0 "
+                           f"trains N epochs)")
+    if args.epochs is not None and (args.epochs < 0 or not math.isfinite(args.epochs)):
+        raise HRMUserError(f"--epochs {args.epochs:g}: must be a number >= 0 (0 = not limited by epochs)")
 
 
 def resolve_run_dir(args) -> tuple[str, Path]:
@@ -145,8 +173,13 @@ def resolve(args) -> Plan:
     from .data import load_split, read_meta, synthetic_samples
     from .tokenizer import CharTokenizer, load_tokenizer
 
+    check_flags(args)
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS}
     cfg = load_config(args.config, overrides)
+    dry = is_dry_run(args, cfg)
+    if not dry and cfg.train.dataset is None:  # only `--dry_run 0` gets here: training asked for, on nothing
+        raise HRMUserError("--dry_run 0 trains, but no dataset is given: add --dataset synthetic (built-in "
+                           "arithmetic) or --dataset DIR, or set train.dataset in the config")
     t = cfg.train
     run_name, run_dir = resolve_run_dir(args)
     device = "cuda" if _cuda_available() else "cpu"
@@ -159,7 +192,7 @@ def resolve(args) -> Plan:
             raise HRMUserError("--optimizer adamw_8bit needs a CUDA GPU; use adamw on CPU")
 
     dataset_dir = None
-    if t.dataset == "synthetic":
+    if t.dataset in (None, "synthetic"):  # a dry run without a dataset uses the synthetic set's vocabulary
         tokenizer = CharTokenizer()
         meta = {"vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id,
                 "eos_id": tokenizer.eos_id, "tokenizer": "char", "source": "synthetic"}
@@ -180,8 +213,8 @@ def resolve(args) -> Plan:
 
     plan = Plan(cfg=cfg, config_path=args.config, run_name=run_name, run_dir=run_dir,
                 reports_dir=ck.reports_dir(run_name), tokenizer=tokenizer, meta=meta, dataset_dir=dataset_dir,
-                device=device)
-    if is_dry_run(args):
+                device=device, dry_run=dry, no_dataset=t.dataset is None)
+    if dry:
         return plan
 
     if dataset_dir is None:
@@ -193,19 +226,37 @@ def resolve(args) -> Plan:
         plan.val_samples = load_split(dataset_dir, "val") if t.val_every else None
     plan.n_train = len(plan.train_samples)
     steps_per_epoch = max(1, plan.n_train // t.batch_size)
-    plan.total_steps = t.steps if t.steps is not None else max(1, math.ceil(t.epochs * steps_per_epoch))
+    # steps 0 or unset = not limited by steps: the epochs decide (the config guarantees one of them is > 0).
+    plan.total_steps = t.steps if t.steps else max(1, math.ceil(t.epochs * steps_per_epoch))
 
     found = ck.latest(plan.run_dir)
     if found is not None:
         plan.resume_step, plan.resume_from = found
-        saved = ck.load(plan.resume_from, mmap=True)["config"]["model"]
+        state = ck.load(plan.resume_from, mmap=True)
+        saved = state["config"]["model"]
         now = cfg.model.model_dump(mode="json")
         diff = sorted(k for k in now if saved.get(k) != now[k])
         if diff:
             raise HRMUserError(f"run '{run_name}' ({run_dir}) was trained with a different model config "
                                f"({', '.join(f'model.{k}: {saved.get(k)} -> {now[k]}' for k in diff[:3])}); "
                                f"use a new --run_name or the original config")
+        check_same_tokenizer(state, plan)
     return plan
+
+
+def check_same_tokenizer(state: dict, plan: Plan) -> None:
+    """Resuming on data tokenized differently would silently train on garbage: compare the checkpoint's own
+    tokenizer (embedded; older checkpoints: its meta's ids) with the dataset's."""
+    where = f"run '{plan.run_name}' ({plan.resume_from})"
+    saved_meta = state.get("meta") or {}
+    for key in ("vocab_size", "pad_id", "bos_id", "eos_id"):
+        if key in saved_meta and saved_meta[key] != plan.meta[key]:
+            raise HRMUserError(f"{where} was trained with {key}={saved_meta[key]}, but the dataset has "
+                               f"{plan.meta[key]}; use a new --run_name or the run's own dataset")
+    if state.get("tokenizer") is not None and \
+            json.loads(state["tokenizer"]) != json.loads(plan.tokenizer.to_json()):
+        raise HRMUserError(f"{where} was trained with another tokenizer than the dataset's; use a new --run_name or "
+                           f"the run's own dataset")
 
 
 # ---- training ------------------------------------------------------------------------------------------------
@@ -294,6 +345,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(t.seed + 1)
         self.stop_requested = False
         self.config_yaml = dump_config(self.cfg)
+        # Embedded in every checkpoint (with meta and config), so a lone .pt loads; serialised once, not per save.
+        self.tokenizer_json = plan.tokenizer.to_json()
 
     def autocast(self):
         import torch
@@ -320,6 +373,7 @@ class Trainer:
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             "config": self.cfg.model_dump(mode="json"),
             "meta": self.plan.meta,
+            "tokenizer": self.tokenizer_json,
         }
 
     def load_state(self, path: Path) -> None:
@@ -363,8 +417,9 @@ class Trainer:
         save_every = t.save_every if t.save_every is not None else t.val_every
         if t.save_best_model and not t.val_every:
             log.line("note: --save_best_model needs validation; with --val_every 0 no best model is written")
+        length = "" if t.steps else f" ({t.epochs:g} epochs)"
         log.line(f"HRM-LM run '{plan.run_name}': {self.model.num_params():,} params, {plan.n_train} train samples, "
-                 f"steps {self.step}->{plan.total_steps}, device {self.device.type}, dir {plan.run_dir}")
+                 f"steps {self.step}->{plan.total_steps}{length}, device {self.device.type}, dir {plan.run_dir}")
         stream = batch_stream(plan, self.step)
         window_tokens, window_start, window_loss = 0, time.perf_counter(), []
         last_eval = -1
@@ -482,6 +537,8 @@ def dry_run(plan: Plan) -> int:
     stats = train_step(model, batch, plan.cfg.model)
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
     print(f"dry run: loss={stats['loss']:.4f} grad_norm={grad_norm:.4f} params={model.num_params():,}")
+    if plan.no_dataset:
+        print(NO_DATASET_HINT)
     return 0
 
 
@@ -493,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(exc))
     if args.save_dir and args.run_name:
         print(f"hrm_lm: --run_name given, so --save_dir {args.save_dir} is not used (checkpoints in {plan.run_dir})")
-    if is_dry_run(args):
+    if plan.dry_run:
         return dry_run(plan)
     if args.dry_run:
         print(f"hrm_lm: --dataset {args.dataset} given: training (not a dry run)")

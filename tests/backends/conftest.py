@@ -97,7 +97,8 @@ def moto(tmp_path_factory):
     yield from moto_with_bucket(tmp_path_factory, BUCKET)
 
 
-def ssh_target(tmp_path: Path, sshd, moto, **ssh_overrides) -> Target:
+def ssh_profile(tmp_path: Path, sshd, **ssh_overrides) -> tuple[Path, Path]:
+    """(project, profile): an empty project and a profile naming the test's box (its node dir under tmp_path)."""
     project = tmp_path / "project"
     project.mkdir(exist_ok=True)
     node = tmp_path / "node"
@@ -106,6 +107,11 @@ def ssh_target(tmp_path: Path, sshd, moto, **ssh_overrides) -> Target:
            "python": sys.executable, "remote_dir": str(node), **ssh_overrides}
     profile = tmp_path / "ssh.yaml"
     profile.write_text(yaml.safe_dump({"backend": "ssh", "ssh": ssh}))
+    return project, profile
+
+
+def ssh_target(tmp_path: Path, sshd, moto, **ssh_overrides) -> Target:
+    project, profile = ssh_profile(tmp_path, sshd, **ssh_overrides)
     env = {**base_env(tmp_path), **MOTO_ENV}
     flags = ["--profile", str(profile), "--datapool", f"s3://{BUCKET}/{tmp_path.name}", "--endpoint-url",
              moto.endpoint, "--secret", "AWS_ACCESS_KEY_ID", "--secret", "AWS_SECRET_ACCESS_KEY",

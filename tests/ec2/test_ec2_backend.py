@@ -21,8 +21,8 @@ from launcher.registry import Registry
 
 from ..resumable import STEPS
 from ..waiting import wait_for
-from .ec2moto import GPU_AMI_PARAM, seed_ami_parameter
-from .nodesim import NodeSimulator
+from .conftest import simulated_nodes
+from .ec2moto import GPU_AMI_PARAM
 
 _wait = functools.partial(wait_for, timeout=90, poll=0.3)  # a node boots, then pushes
 
@@ -55,12 +55,7 @@ for _ in range(1200):
 def cloud(ec2_moto, tmp_path_factory):
     """The account: a bucket, the AMI parameter, and the hosts (a node simulator for the whole module)."""
     ec2_moto.client("s3").create_bucket(Bucket=BUCKET)
-    seed_ami_parameter(ec2_moto.client("ec2"), ec2_moto.client("ssm"))
-    scratch = tmp_path_factory.mktemp("hosts")
-
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **ec2_moto.aws_env(scratch)}
-    with NodeSimulator(ec2_moto.endpoint, ec2_moto.region, scratch, env) as sim:
-        yield sim
+    yield from simulated_nodes(ec2_moto, tmp_path_factory)
 
 
 @pytest.fixture

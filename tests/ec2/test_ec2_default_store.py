@@ -4,7 +4,6 @@ item 5). moto plays the account, the node simulator the instance."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -14,8 +13,8 @@ import yaml
 from launcher.datapool.records import RECORD_DAYS, RECORD_TAG_KEY, RECORD_TAG_VALUE
 from launcher.registry import Registry
 
-from .ec2moto import GPU_AMI_PARAM, seed_ami_parameter
-from .nodesim import NodeSimulator
+from .conftest import simulated_nodes
+from .ec2moto import GPU_AMI_PARAM
 
 ACCOUNT = "123456789012"  # moto's
 BUCKET = f"launcher-{ACCOUNT}-us-east-1"
@@ -31,11 +30,7 @@ print("trained", flush=True)
 
 @pytest.fixture(scope="module")
 def cloud(ec2_moto, tmp_path_factory):
-    seed_ami_parameter(ec2_moto.client("ec2"), ec2_moto.client("ssm"))
-    scratch = tmp_path_factory.mktemp("hosts")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **ec2_moto.aws_env(scratch)}
-    with NodeSimulator(ec2_moto.endpoint, ec2_moto.region, scratch, env) as sim:
-        yield sim
+    yield from simulated_nodes(ec2_moto, tmp_path_factory)
 
 
 @pytest.fixture

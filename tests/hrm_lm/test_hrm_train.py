@@ -163,7 +163,7 @@ def test_act_deep_supervision_and_bf16_through_the_trainer(datapool, tmp_path):
     cfg = tmp_path / "act.yaml"
     cfg.write_text("model: {d_model: 32, n_heads: 4, h_layers: 1, l_layers: 1, dec_layers: 1, segments: 2,\n"
                    "        act: {enabled: true, max_segments: 3, exploration_prob: 1.0}}\n"
-                   "train: {steps: 3, batch_size: 8, val_every: 3, log_steps: 1, mixed_precision: bf16,\n"
+                   "train: {dataset: synthetic, steps: 3, batch_size: 8, val_every: 3, log_steps: 1, mixed_precision: bf16,\n"
                    "        eval_max_samples: 16}\n")
     from runners.hrm_lm.train import main
 

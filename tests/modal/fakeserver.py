@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,7 @@ class FakeModalServer:
         path.write_text(json.dumps(known))
 
     def stop(self) -> None:
-        _forget_process_client()  # it points here: the next server's tests make their own
+        forget_process_client()  # it points here: the next server's tests make their own
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -54,7 +55,7 @@ class FakeModalServer:
             self.proc.kill()
 
 
-def _forget_process_client() -> None:
+def forget_process_client() -> None:
     """The client is one per process, made on first use from MODAL_SERVER_URL and kept: a test module that points
     MODAL_SERVER_URL at a new server must not get the last module's client (connected to a server now gone)."""
     from launcher.backends.modal import private
@@ -62,10 +63,29 @@ def _forget_process_client() -> None:
     private.forget_env_client()
 
 
+@contextmanager
+def client_pointed_at(server: FakeModalServer, url: str | None = None):
+    """For a module-scoped fixture: this process's Modal client talks to `server` (or to `url`, a proxy in front of
+    it) inside the block: its MODAL_* variables in os.environ, restored after, and a fresh client on either side."""
+    env = {**server.env, **({"MODAL_SERVER_URL": url} if url else {})}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    forget_process_client()
+    try:
+        yield server
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        forget_process_client()
+
+
 def start_fake_modal(workdir: Path) -> FakeModalServer:
     """A fresh fake server; the process's client is forgotten, so the first call after the caller sets `env`
     connects here."""
-    _forget_process_client()
+    forget_process_client()
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     log = open(workdir / "server.log", "ab")

@@ -2,8 +2,6 @@
 item 5), against the fake control plane with the real client."""
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ from launcher import api
 from launcher.backends.modal.backend import DEFAULT_VOLUME_URL
 from launcher.job import Job
 
-from .fakeserver import start_fake_modal
+from .fakeserver import client_pointed_at, start_fake_modal
 
 WORK = """
 import os, pathlib
@@ -26,14 +24,8 @@ print("pool is", os.environ["DATAPOOL_ROOT"], flush=True)
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
     server = start_fake_modal(tmp_path_factory.mktemp("fakemodal"))
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)  # before the client's first use: it keeps one connection per process
-    yield server
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with client_pointed_at(server):
+        yield server
     server.stop()
 
 

@@ -23,7 +23,7 @@ from launcher.images import GPU_LOCK_FILE, LOCK_FILE, lock_hash
 from launcher.job import Job
 from launcher.registry import Registry
 
-from .fakeserver import start_fake_modal
+from .fakeserver import client_pointed_at, start_fake_modal
 
 SECRET_VALUE = "s3cr3t-from-the-laptop-env"
 
@@ -48,14 +48,8 @@ time.sleep(300)
 def fake(tmp_path_factory):
     server = start_fake_modal(tmp_path_factory.mktemp("fakemodal"))
     server.add_secret("team-hf", {"HF_TOKEN": "named-secret-value"})
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)  # before the client's first use: it keeps one connection per process
-    yield server
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with client_pointed_at(server):
+        yield server
     server.stop()
 
 

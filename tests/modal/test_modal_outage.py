@@ -31,39 +31,23 @@ from ..faults import FaultProxy
 from ..outage import TICKS
 from ..motoserver import MOTO_ENV, start_moto
 from ..waiting import wait_for
-from .fakeserver import start_fake_modal
+from .fakeserver import client_pointed_at, start_fake_modal
 
 BUCKET = "modal-outage"
 SCALE = 0.1  # MODAL_CALL_S 30 s -> 3 s
 LOOK_BOUND_S = 12.0  # one look during an outage: MODAL_CALL_S (3 s) and the store's read, with room for a busy CI
 
 
-def _fresh_client() -> None:
-    """The Modal client is one per process, made on first use from MODAL_SERVER_URL: forget it, so the next call
-    makes one for the URL set now."""
-    from modal.client import _Client
-
-    _Client._client_from_env = None
-
-
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
     server = start_fake_modal(tmp_path_factory.mktemp("fakemodal"))
     proxy = FaultProxy(("127.0.0.1", int(server.url.rpartition(":")[2])), name="client->fake Modal")
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update({**server.env, "MODAL_SERVER_URL": f"http://{proxy.address}"})
-    _fresh_client()
     server.proxy = proxy
     server.moto = start_moto(tmp_path_factory.mktemp("moto"))
     server.moto.client().create_bucket(Bucket=BUCKET)
-    yield server
+    with client_pointed_at(server, f"http://{proxy.address}"):
+        yield server
     server.moto.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    _fresh_client()
     proxy.stop()
     server.stop()
 

@@ -6,7 +6,6 @@ and stay bounded by MODAL_CALL_S when it does not answer.
 from __future__ import annotations
 
 import ast
-import os
 import re
 import time
 from importlib import metadata
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ..faults import FaultProxy
-from .fakeserver import start_fake_modal
+from .fakeserver import client_pointed_at, forget_process_client, start_fake_modal
 
 REPO = Path(__file__).resolve().parents[2]
 PRIVATE = REPO / "launcher" / "backends" / "modal" / "private.py"
@@ -64,29 +63,13 @@ def test_the_private_module_names_the_client_it_is_tested_on():
     assert all(v in PRIVATE.read_text().split('"""')[1] for v in private.TESTED_ON)  # and its docstring says so
 
 
-def _fresh_client() -> None:
-    """The client is one per process, made on first use from MODAL_SERVER_URL: the next call makes one for the URL
-    set now (another test module's server may be gone)."""
-    from launcher.backends.modal import private
-
-    private.forget_env_client()
-
-
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
     server = start_fake_modal(tmp_path_factory.mktemp("fakemodal"))
     proxy = FaultProxy(("127.0.0.1", int(server.url.rpartition(":")[2])), name="client->fake Modal")
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update({**server.env, "MODAL_SERVER_URL": f"http://{proxy.address}"})
-    _fresh_client()
     server.proxy = proxy
-    yield server
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    _fresh_client()
+    with client_pointed_at(server, f"http://{proxy.address}"):
+        yield server
     proxy.stop()
     server.stop()
 
@@ -136,5 +119,5 @@ def test_the_public_calls_stay_bounded_when_modal_does_not_answer(fake, proxy, c
     assert took < LOOK_BOUND_S, took
     assert "\n" not in str(raised.value) and "Modal" in str(raised.value), raised.value
     proxy.heal()
-    _fresh_client()
+    forget_process_client()
     fn()  # answered again once it is back

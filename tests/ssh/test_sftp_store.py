@@ -11,11 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from launcher.registry import Registry
 
-from ..backends.conftest import Target, base_env
+from ..backends.conftest import Target, base_env, ssh_profile
 from ..motoserver import free_port
 
 TRAIN = """
@@ -29,14 +27,7 @@ print("trained to", ck.name, flush=True)
 
 def box_target(tmp_path: Path, sshd, **ssh_overrides) -> Target:
     """An ssh launch with no --datapool: the profile names the box and nothing else."""
-    project = tmp_path / "project"
-    project.mkdir(exist_ok=True)
-    node = tmp_path / "node"
-    node.mkdir(exist_ok=True)
-    ssh = {"host": sshd.target, "identity": str(sshd.identity), "known_hosts": str(sshd.known_hosts),
-           "python": sys.executable, "remote_dir": str(node), **ssh_overrides}
-    profile = tmp_path / "ssh.yaml"
-    profile.write_text(yaml.safe_dump({"backend": "ssh", "ssh": ssh}))
+    project, profile = ssh_profile(tmp_path, sshd, **ssh_overrides)
     env = base_env(tmp_path)
     env.pop("LAUNCHER_DATAPOOL", None)
     env["LAUNCHER_PROFILE"] = ""  # the user's own default profile stays out
