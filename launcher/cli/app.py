@@ -1,6 +1,7 @@
 """The `launch` command: the group, its help page and `main`. `launch SCRIPT` is `launch run SCRIPT`; each
 subcommand lives in its own module (run.py, jobs.py: jobs/status/watch/logs/down; sync.py, pipeline.py, image.py,
-loaded only when used). Heavy modules are imported inside commands: `launch --help` must stay light."""
+...), imported only when that command runs. Heavy modules are imported inside commands: `launch --help` must stay
+light."""
 from __future__ import annotations
 
 import importlib
