@@ -5,8 +5,14 @@
     launch --backend modal --gpu A100 runners/cpt_run.py --config configs/cpt/smoke.yaml
 
 Data: `data.tokenized` (a tokenize output), `data.prepare` (a tokenize config run first, a no-op when up to date),
-or `--data_config MIXTURE` (tokenized with the model's tokenizer into data/tokenized/cpt/<name>); `--use_prepared`
-trains on what is already tokenized and never tokenizes. Checkpoints: CHECKPOINT_DIR/<run_name>/checkpoint-N
+or `--data_config MIXTURE` (configs/data/pretrain/*.yaml, tokenized into data/tokenized/cpt/<name>: with the
+model's tokenizer, or, for a tiny model not built yet, with one the tokenize step trains on the mixture, vocab
+model.tiny.vocab_size); `--use_prepared` trains on what is already tokenized and never tokenizes. A data source
+given on the command line (--data_config, --set data.tokenized=..., --set data.prepare=...) replaces the YAML's:
+
+    python runners/cpt_run.py --config configs/cpt/smoke.yaml --data_config configs/data/pretrain/smoke.yaml
+
+Checkpoints: CHECKPOINT_DIR/<run_name>/checkpoint-N
 (default model/cpt_checkpoints); metrics: reports/<run_name>/metrics.jsonl; final model: model/hf/<run_name>.
 SIGTERM saves and exits 143; a restart resumes from the newest checkpoint.
 """
@@ -28,7 +34,7 @@ class CPT(Recipe):
     def load_config(self, path, overrides):
         from runners.common.cpt_model import load_cpt_config
 
-        return load_cpt_config(path, overrides)
+        return load_cpt_config(path, command_line_source_wins(overrides))
 
     def config_class(self):
         from transformers import TrainingArguments
@@ -44,9 +50,6 @@ class CPT(Recipe):
 
         data, exp = ctx.config.data, ctx.paths.experiment_dir
         check_data_section(data, "cpt", exp, other="data.tokenized")
-        if data.mixture and ctx.config.model.init == "tiny":
-            raise RunnerError("--data_config tokenizes with the model's tokenizer; a tiny model has none yet: use "
-                              "data.prepare with a tokenize config that trains one (configs/tokenize/smoke.yaml)")
         if data.mixture and data.prepare:
             raise RunnerError("give data.prepare or --data_config (data.mixture), not both")
         if not data.mixture and (data.use_prepared or not data.prepare):
@@ -130,6 +133,11 @@ def prepare_data(ctx: RunContext) -> Path:
     if cfg.data.mixture:
         if cfg.data.use_prepared:
             return prepared_dir("cpt", cfg.data.mixture, exp)
+        if cfg.model.init == "tiny":
+            # A tiny model is built on its data's tokenizer (load_model): the mixture's tokenize step trains one,
+            # as data.prepare's config does (a no-op when the output is up to date).
+            return tokenize_mixture("cpt", cfg.data.mixture, None, exp, block_size=mixture_block_size(ctx),
+                                    train_tokenizer=True, vocab_size=cfg.model.tiny.vocab_size)
         return tokenize_mixture("cpt", cfg.data.mixture, ctx.source, exp, block_size=mixture_block_size(ctx))
     if not cfg.data.prepare or cfg.data.use_prepared:
         return check_tokenized(resolve_in_experiment(cfg.data.tokenized, exp))
@@ -160,10 +168,26 @@ def prepare_data(ctx: RunContext) -> Path:
 def mixture_block_size(ctx: RunContext) -> int:
     if ctx.config.data.block_size:
         return ctx.config.data.block_size
+    if ctx.config.model.init == "tiny":
+        return min(2048, ctx.config.model.tiny.max_position_embeddings)
     import json
 
     context = json.loads((Path(ctx.source) / "config.json").read_text()).get("max_position_embeddings") or 2048
     return min(2048, int(context))
+
+
+_SOURCES = ("tokenized", "prepare", "mixture")
+
+
+def command_line_source_wins(overrides: list[str]) -> list[str]:
+    """A data source named on the command line (--data_config = data.mixture, --set data.tokenized/prepare, as a
+    pipeline's tokenize_cpt step passes it) replaces the YAML's: the YAML's other sources are dropped, so the shipped
+    config runs with any of them without `give ... not both`."""
+    given = {o.split("=", 1)[0].removeprefix("data.") for o in overrides
+             if o.split("=", 1)[0] in {f"data.{s}" for s in _SOURCES}}
+    if not given:
+        return list(overrides)
+    return [f"data.{s}=null" for s in _SOURCES if s not in given] + list(overrides)
 
 
 def check_tokenized(path: Path) -> Path:

@@ -3,7 +3,14 @@
     python runners/dpo_run.py --config configs/dpo/smoke.yaml --task tasks/smoke_task.py [--set key=value ...]
     python runners/dpo_run.py --config configs/dpo/smoke.yaml --task tasks/smoke_task.py --eval_interval 5
 
-Task hooks: get_dpo_dataset(config, tokenizer) -> rows with "prompt", "chosen", "rejected" (strings or chat
+    python runners/dpo_run.py --config configs/dpo/smoke.yaml --data_config configs/data/posttrain/dpo/smoke.yaml
+    python runners/dpo_run.py --config configs/dpo/smoke.yaml --task tasks/smoke_task.py --use_prepared
+
+Data: a mixture (`--data_config MIX`, YAML `data.mixture`; configs/data/posttrain/dpo/*.yaml) whose sources map
+their records to prompt/chosen/rejected (dotted field paths: `fields: {prompt_field: pair.q, chosen_field: ...}`);
+its draw is written to data/prepared/dpo/<name>/{train,validation}.jsonl (a no-op when up to date) and
+`--use_prepared` trains on that JSONL as it is. Without a mixture, the task's hooks:
+get_dpo_dataset(config, tokenizer) -> rows with "prompt", "chosen", "rejected" (strings or chat
 messages); optional get_dpo_eval_dataset(config, tokenizer), the held-out pairs the eval loop measures reward
 accuracy on (without it, 10% of the training pairs are held out). With LoRA the frozen base is the reference
 model; a full fine-tune keeps a frozen copy.
@@ -22,6 +29,11 @@ COLUMNS = ("prompt", "chosen", "rejected")
 class DPO(Recipe):
     kind = "dpo"
     description = "DPO with TRL's DPOTrainer (full or LoRA)"
+    data_mode = "dpo"  # --data_config: pairs, prepared as JSONL (runners/common/prepared.py)
+
+    def required_hooks(self, ctx: RunContext):
+        # A mixture gives the pairs: the task is optional (a tiny model still takes its tokenizer text from one).
+        return [] if ctx.config.data.mixture else None
 
     def config_class(self):
         from trl import DPOConfig
@@ -32,6 +44,13 @@ class DPO(Recipe):
         return {"max_length": ctx.config.trainer.get("max_length", ctx.config.model.max_seq_length)}
 
     def load_data(self, ctx: RunContext) -> None:
+        from runners.common.prepared import mixture_rows
+
+        mixed = mixture_rows(ctx, self.data_mode)
+        if mixed is not None:
+            where = f"--data_config {ctx.config.data.mixture}"
+            ctx.train, ctx.eval = _pairs(mixed[0], where), _pairs(mixed[1], where)
+            return
         ctx.train = _pairs(ctx.task.get_dpo_dataset(ctx.config, ctx.tokenizer), "get_dpo_dataset")
         ctx.eval = _pairs(self.optional_hook(ctx, "get_dpo_eval_dataset", ctx.config, ctx.tokenizer),
                           "get_dpo_eval_dataset")

@@ -21,6 +21,12 @@ from runners.common.skeleton import Recipe, RunContext, run  # noqa: E402
 class GRPO(Recipe):
     kind = "rl"
     description = "GRPO training with TRL's GRPOTrainer"
+    data_mode = "rlaif"  # --data_config: prompt rows (and an optional `answer`), prepared as JSONL
+
+    def required_hooks(self, ctx: RunContext):
+        from runners.common.prepared import rl_required_hooks
+
+        return rl_required_hooks(ctx)
 
     def config_class(self):
         from runners.common.grpo import GRPOConfig  # TRL's, plus the rollout-saving keys
@@ -31,9 +37,16 @@ class GRPO(Recipe):
         return vllm_trainer_args(ctx.config, ctx.choice)
 
     def load_data(self, ctx: RunContext) -> None:
-        ctx.train = ctx.task.get_rl_dataset(ctx.config)
-        ctx.eval = self.optional_hook(ctx, "get_rl_eval_dataset", ctx.config)
-        ctx.extra["rewards"] = ctx.task.get_reward_funcs(ctx.config, ctx.tokenizer)
+        from runners.common.prepared import mixture_rows
+
+        mixed = mixture_rows(ctx, self.data_mode)  # None: no mixture, the task's prompts
+        ctx.train, ctx.eval = mixed if mixed is not None else (
+            ctx.task.get_rl_dataset(ctx.config), self.optional_hook(ctx, "get_rl_eval_dataset", ctx.config))
+        from runners.common.reward_model import reward_funcs
+
+        ctx.extra["rewards"] = rewards = reward_funcs(ctx)  # the task's, plus reward.model when set
+        if ctx.args.reward_weights is None:  # reward.weights, as TRL weighs: rewards/<name> stay unweighted
+            ctx.args.reward_weights = rewards.weights
 
     def eval_rows_per_batch(self, ctx: RunContext) -> int:
         # An eval batch holds per_device_eval_batch_size completions, num_generations_eval per prompt.

@@ -6,7 +6,7 @@
 Data comes from the task (get_sft_dataset(config, tokenizer): "messages", "prompt"/"completion" or "text" rows;
 optional get_sft_eval_dataset, get_sft_formatting_func, get_sft_data_collator), from a pre-tokenized dataset
 (`data.pretokenized: DIR`, made by runners/tokenize_run.py --mode sft), or from a mixture YAML tokenized with the
-model's tokenizer for this run (`--data_config configs/mixtures/NAME.yaml`; `--use_prepared` trains on what an
+model's tokenizer for this run (`--data_config configs/data/posttrain/sft/NAME.yaml`; `--use_prepared` trains on what an
 earlier tokenize left in data/tokenized/sft/<name> without tokenizing again).
 """
 import sys

@@ -1,7 +1,8 @@
 """Tokenize raw corpora into training-ready shards in the datapool.
 
   python runners/tokenize_run.py --mode cpt --input data/raw/cpt --tokenizer model/base --block-size 2048
-  python runners/tokenize_run.py --mode sft --mixture configs/mixtures/sft_example.yaml --train-tokenizer --vocab-size 8000
+  python runners/tokenize_run.py --mode sft --mixture configs/data/posttrain/sft/smoke.yaml \
+      --train-tokenizer --vocab-size 8000
   python runners/tokenize_run.py --config configs/tokenize/smoke.yaml
 
 See docs/tokenize.md.
@@ -28,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="runners/tokenize_run.py", description=__doc__.split("\n")[1])
     p.add_argument("--config", help="YAML with any of the options below (command-line flags win)")
-    p.add_argument("--mode", choices=["cpt", "sft"])
+    p.add_argument("--mode", choices=["cpt", "sft", "dpo", "rlaif"])
     p.add_argument("--input", help="file or dir of raw data (default: $EXPERIMENT_DIR/data/raw/<mode>)")
     p.add_argument("--input-format", help="jsonl|json|parquet|arrow|text (default: auto-detect)")
     p.add_argument("--mixture", help="mixture YAML (sources, ratios/weights, caps, seed, validation fraction)")

@@ -65,7 +65,7 @@ CLOUD_ENV = re.compile(r"^export (?:LAUNCHER_DATAPOOL=(?!file://)|AWS_ENDPOINT_U
 # Your own model or data, not in the repo.
 USER_DATA = {
     r"model/base/my-model": "your own model (model/base/my-model)",
-    r"--mixture configs/mixtures/cpt_example\.yaml": "your own raw data (web/, code.parquet, books.txt in data/raw/cpt)",
+    r"--mixture configs/data/pretrain/example\.yaml": "your own raw data (web/, code.parquet, books.txt in data/raw/cpt)",
     r"(?:^|\s)squad/|squad_prompts": "the SQuAD download (squad/train.jsonl)",
     r"datapool/experiments/hrm/data/raw/cpt": "your own corpus (data/raw/cpt of experiment hrm)",
 }
@@ -124,14 +124,49 @@ RUN_ELSEWHERE = {
                         "--eval_interval 10 --eval_batches 2 --set run_name=dpo-eval"):
         ("tests/runners/test_runner_dpo.py::test_dpo_reward_accuracy_rises", "a DPO smoke run with evals (~20 s)"),
     ("docs/runners.md", "python runners/sft_run.py --config configs/sft/smoke.yaml --task-module tasks.smoke_task "
-                        "--data_config configs/mixtures/sft_smoke.yaml --eval_interval 10 --eval_batches 1 "
+                        "--data_config configs/data/posttrain/sft/raw_chat.yaml --eval_interval 10 --eval_batches 1 "
                         "--set run_name=sft-mix"):
         ("tests/runners/test_runner_seed_cli.py::test_minimind_data_config_use_prepared_eval_and_wandb",
          "tokenize + SFT smoke (~15 s), and the raw chat rows it needs are yours"),
     ("docs/runners.md", "python runners/sft_run.py --config configs/sft/smoke.yaml --task-module tasks.smoke_task "
-                        "--data_config configs/mixtures/sft_smoke.yaml --use_prepared --set run_name=sft-again"):
+                        "--data_config configs/data/posttrain/sft/raw_chat.yaml --use_prepared "
+                        "--set run_name=sft-again"):
         ("tests/runners/test_runner_seed_cli.py::test_minimind_data_config_use_prepared_eval_and_wandb",
          "reads what the line above tokenized (~15 s)"),
+    ("docs/runners.md", "python runners/dpo_run.py --config configs/dpo/smoke.yaml --task tasks/smoke_task.py "
+                        "--data_config configs/data/posttrain/dpo/smoke.yaml --set trainer.max_steps=2 --set "
+                        "run_name=dpo-mix"):
+        ("tests/runners/test_runner_mixtures.py::test_seed_data_config_then_use_prepared",
+         "the seed's --data_config/--use_prepared line, dpo (a training each)"),
+    ("docs/runners.md", "python runners/dpo_run.py --config configs/dpo/smoke.yaml --task tasks/smoke_task.py "
+                        "--data_config configs/data/posttrain/dpo/smoke.yaml --use_prepared --set trainer.max_steps=2 "
+                        "--set run_name=dpo-prep"):
+        ("tests/runners/test_runner_mixtures.py::test_seed_data_config_then_use_prepared",
+         "the seed's --data_config/--use_prepared line, dpo (a training each)"),
+    ("docs/runners.md", "python runners/rl_run.py --config configs/rl/smoke.yaml --task tasks/smoke_task.py "
+                        "--data_config configs/data/posttrain/rlaif/grpo.yaml --set trainer.max_steps=2 --set "
+                        "run_name=grpo-mix"):
+        ("tests/runners/test_runner_mixtures.py::test_seed_data_config_then_use_prepared",
+         "the seed's --data_config/--use_prepared line, grpo (a training each)"),
+    ("docs/runners.md", "python runners/rl_run.py --config configs/rl/smoke.yaml --task tasks/smoke_task.py "
+                        "--data_config configs/data/posttrain/rlaif/grpo.yaml --use_prepared --set "
+                        "trainer.max_steps=2 --set run_name=grpo-prep"):
+        ("tests/runners/test_runner_mixtures.py::test_seed_data_config_then_use_prepared",
+         "the seed's --data_config/--use_prepared line, grpo (a training each)"),
+    ("docs/runners.md", "python runners/ppo_run.py --config configs/ppo/smoke.yaml --task tasks/smoke_task.py "
+                        "--data_config configs/data/posttrain/rlaif/ppo.yaml --set trainer.max_steps=2 --set "
+                        "run_name=ppo-mix"):
+        ("tests/runners/test_runner_mixtures.py::test_seed_data_config_then_use_prepared",
+         "the seed's --data_config/--use_prepared line, ppo (a training each)"),
+    ("docs/runners.md", "python runners/spo_run.py --config configs/spo/smoke.yaml --task tasks/smoke_task.py "
+                        "--data_config configs/data/posttrain/rlaif/spo.yaml --set trainer.max_steps=2 --set "
+                        "run_name=spo-mix"):
+        ("tests/runners/test_runner_mixtures.py::test_seed_data_config_then_use_prepared",
+         "the seed's --data_config/--use_prepared line, spo (a training each)"),
+    ("docs/runners.md", "python runners/cpt_run.py --config configs/cpt/smoke.yaml --data_config "
+                        "configs/data/pretrain/smoke.yaml --set trainer.max_steps=4 --set run_name=cpt-mix"):
+        ("tests/runners/test_runner_mixtures.py::test_cpt_data_config_on_the_shipped_config",
+         "tokenize + train a tokenizer + CPT (the test runs the line without overrides)"),
 }
 # Python blocks that are not run here: (doc, first line) -> reason.
 PYTHON_NOT_RUN = {

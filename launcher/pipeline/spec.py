@@ -20,6 +20,8 @@ RUNNERS: dict[str, tuple[str, ...]] = {
     "train_sft": ("runners/sft_run.py",),
     "train_rl": ("runners/rl_run.py",),
     "train_dpo": ("runners/dpo_run.py",),
+    "train_ppo": ("runners/ppo_run.py",),
+    "train_spo": ("runners/spo_run.py",),
     "train_hrm_lm": ("runners/hrm_lm_run.py",),
     "eval": ("runners/evals.py",),
     "script": (),

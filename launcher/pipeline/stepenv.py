@@ -33,7 +33,7 @@ from .spec import Step, runner_for
 
 # Runners whose config has run_name and model.name_or_path: the pipeline chains them (MODEL_TYPES write
 # model/hf/<run_name>). train_hrm_lm keeps its own config untouched.
-MODEL_TYPES = ("train_cpt", "train_sft", "train_rl", "train_dpo")
+MODEL_TYPES = ("train_cpt", "train_sft", "train_rl", "train_dpo", "train_ppo", "train_spo")
 RUN_CONFIG_TYPES = (*MODEL_TYPES, "eval")
 ENV_DIR = "data/pipeline"  # inside the experiment: pulled with data/ before every step
 

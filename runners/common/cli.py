@@ -6,8 +6,9 @@ Every seed flag is a `--set` in disguise, so a YAML key and a flag never disagre
     --eval_interval N      = --set eval_interval=N        (seed MiniMind; also --eval-interval)
     --eval_batches K       = --set eval_batches=K
     --wandb_project P      = --set output.wandb_project=P, and wandb added to output.report_to
-    --data_config MIX      = --set data.mixture=MIX       (a mixture YAML, tokenized for this run)
-    --use_prepared         = --set data.use_prepared=true (train on the mixture's tokenized output as it is)
+    --data_config MIX      = --set data.mixture=MIX       (a mixture YAML, prepared for this run: tokenized for
+                                                          SFT/CPT, mixed JSONL rows for DPO/GRPO/PPO/SPO)
+    --use_prepared         = --set data.use_prepared=true (train on the mixture's prepared output as it is)
 """
 from __future__ import annotations
 
@@ -42,9 +43,10 @@ def build_parser(prog: str | None, description: str, needs_task: bool, train_fla
     p.add_argument("--wandb_project", "--wandb-project", metavar="NAME",
                    help="log to Weights & Biases under this project (YAML: output.wandb_project + report_to)")
     p.add_argument("--data_config", "--data-config", metavar="MIXTURE_YAML",
-                   help="SFT/CPT: a mixture YAML (configs/mixtures/*.yaml) to tokenize, then train on (data.mixture)")
+                   help="a mixture YAML (configs/data/{pretrain,posttrain/{sft,dpo,rlaif}}/*.yaml) to prepare, then "
+                        "train on (data.mixture)")
     p.add_argument("--use_prepared", "--use-prepared", action="store_true",
-                   help="SFT/CPT: train on the mixture's tokenized output as it is, never tokenize (data.use_prepared)")
+                   help="train on the mixture's prepared output as it is, never prepare (data.use_prepared)")
     return p
 
 

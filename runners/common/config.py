@@ -81,8 +81,20 @@ class GenerationSection(Strict):
 
 class DataSection(Strict):
     pretokenized: str | None = None  # dir from runners/data/pretokenized.py; relative = inside EXPERIMENT_DIR
-    mixture: str | None = None  # a mixture YAML (--data_config) tokenized for this run before it trains (SFT)
-    use_prepared: bool = False  # --use_prepared: train on the mixture's tokenized output as it is, never re-tokenize
+    mixture: str | None = None  # a mixture YAML (--data_config) prepared for this run (SFT: tokenized; DPO, GRPO,
+    # PPO, SPO: mixed JSONL rows; runners/common/prepared.py)
+    use_prepared: bool = False  # --use_prepared: train on the mixture's prepared output as it is, never prepare again
+
+
+class RewardSection(Strict):
+    """GRPO, PPO, SPO: a sequence-classification reward model beside the task's rewards
+    (runners/common/reward_model.py)."""
+
+    model: str | None = None  # hub id or local dir (relative = inside EXPERIMENT_DIR); None: the task's rewards only
+    batch_size: int = Field(16, ge=1)  # completions per forward pass
+    max_length: int = Field(512, ge=8)  # tokens of prompt + completion; a longer row loses its prompt's start
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")  # auto: CUDA when present, else cpu
+    weights: dict[str, float] = {}  # reward function name (the task's, or reward_model) -> weight; default 1.0
 
 
 class OutputSection(Strict):
@@ -107,6 +119,7 @@ class RunConfig(Strict):
     trainer: dict[str, Any] = {}
     generation: GenerationSection = GenerationSection()
     data: DataSection = DataSection()
+    reward: RewardSection = RewardSection()
     output: OutputSection = OutputSection()
     eval: EvalSection = EvalSection()
     # Periodic eval while training (seed spellings, also flags): every N optimizer steps, K batches of held-out data.

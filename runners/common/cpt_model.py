@@ -21,6 +21,7 @@ class CptTiny(Strict):
     layers: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)
     max_position_embeddings: int = Field(1024, ge=16)
+    vocab_size: int = Field(512, ge=300)  # the tokenizer --data_config trains for a tiny model (data.prepare: its own)
 
 
 class CptModel(Strict):
@@ -76,7 +77,8 @@ def build_tiny_on_tokenizer(tok_dir: Path, out_dir: Path, tiny: CptTiny, seed: i
     from runners.data.tokenizer_io import tokenizer_fingerprint
 
     # The fingerprint is in the spec: the same sizes on another tokenizer would read the blocks' ids wrongly.
-    spec = {**tiny.model_dump(), "tokenizer": tokenizer_fingerprint(tok_dir)}
+    # vocab_size is left out: the tokenizer's fingerprint says it, and models built before it existed stay valid.
+    spec = {**tiny.model_dump(exclude={"vocab_size"}), "tokenizer": tokenizer_fingerprint(tok_dir)}
     try:
         if tiny_model_ready(out_dir, spec, _MARKER):
             return out_dir

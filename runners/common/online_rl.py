@@ -132,7 +132,9 @@ class OnlineRLTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
-        """Mean reward of one sampled completion per held-out prompt (the training temperature, a fixed seed)."""
+        """Mean reward of one sampled completion per held-out prompt (the training temperature, a fixed seed), and
+        what the algorithm measures on them without learning (`eval_stats(batch, scores)`: PPO's policy loss, value
+        loss and KL; SPO's KL when it has a reference)."""
         data = self.eval_dataset if eval_dataset is None else eval_dataset
         if data is None:
             return {}
@@ -142,9 +144,11 @@ class OnlineRLTrainer(Trainer):
             torch.manual_seed(self.args.seed)
             for start in range(0, len(data), batch_size):
                 rows = [data[i] for i in range(start, min(len(data), start + batch_size))]
-                scores, means = score(self.reward_funcs, rows, rollout(self.sampler, self.processing_class, rows,
-                                                                       device))
+                batch = rollout(self.sampler, self.processing_class, rows, device)
+                scores, means = score(self.reward_funcs, rows, batch)
                 totals.extend(scores.tolist())
+                if hasattr(self.algo, "eval_stats"):
+                    means.update(self.algo.eval_stats(batch, scores))
                 for key, value in means.items():
                     parts.setdefault(key, []).append((value, len(rows)))
         metrics = {f"{metric_key_prefix}_reward": sum(totals) / max(len(totals), 1)}
@@ -158,6 +162,13 @@ class OnlineRLRecipe(Recipe):
     """PPO and SPO: GRPO's task hooks and data; a runner script sets kind, description, config_class and
     make_algorithm(policy, tokenizer, args, reward_funcs, sampler, num_prompts)."""
 
+    data_mode = "rlaif"  # --data_config: prompt rows (and an optional `answer`), prepared as JSONL
+
+    def required_hooks(self, ctx: RunContext):
+        from runners.common.prepared import rl_required_hooks
+
+        return rl_required_hooks(ctx)
+
     def make_algorithm(self, policy, tokenizer, args, reward_funcs, sampler, num_prompts):
         raise NotImplementedError
 
@@ -168,9 +179,18 @@ class OnlineRLRecipe(Recipe):
         return {"use_vllm": ctx.choice.generation == "vllm" if wants is None else bool(wants)}
 
     def load_data(self, ctx: RunContext) -> None:
-        ctx.train = _prompts(ctx.task.get_rl_dataset(ctx.config), "get_rl_dataset")
-        ctx.eval = _prompts(self.optional_hook(ctx, "get_rl_eval_dataset", ctx.config), "get_rl_eval_dataset")
-        ctx.extra["rewards"] = ctx.task.get_reward_funcs(ctx.config, ctx.tokenizer)
+        from runners.common.prepared import mixture_rows
+
+        mixed = mixture_rows(ctx, self.data_mode)  # None: no mixture, the task's prompts
+        if mixed is not None:
+            where = f"--data_config {ctx.config.data.mixture}"
+            ctx.train, ctx.eval = _prompts(mixed[0], where), _prompts(mixed[1], where)
+        else:
+            ctx.train = _prompts(ctx.task.get_rl_dataset(ctx.config), "get_rl_dataset")
+            ctx.eval = _prompts(self.optional_hook(ctx, "get_rl_eval_dataset", ctx.config), "get_rl_eval_dataset")
+        from runners.common.reward_model import reward_funcs
+
+        ctx.extra["rewards"] = reward_funcs(ctx)  # the task's, plus reward.model when set; with reward.weights
 
     def seq_len(self, ctx: RunContext) -> int:
         return int(ctx.config.model.max_seq_length)

@@ -205,15 +205,17 @@ def rollout(sampler, tokenizer, rows: list[dict], device) -> Batch:
 
 def score(reward_funcs, rows: list[dict], batch: Batch, per_func: dict | None = None
           ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Sum of the task's rewards per completion (None counts 0), and each function's mean for the log;
-    `per_func`, when given, gets each function's values (name -> list[float])."""
+    """Weighted sum of the rewards per completion (None counts 0; weights: `reward_funcs.weights` when it is a
+    runners.common.reward_model.RewardFuncs, else 1 each), and each function's unweighted mean for the log;
+    `per_func`, when given, gets each function's unweighted values (name -> list[float])."""
     prompts = [r["prompt"] for r in rows]
     total = torch.zeros(len(rows))
     means = {}
-    for func in reward_funcs:
+    weights = getattr(reward_funcs, "weights", None) or [1.0] * len(reward_funcs)
+    for func, weight in zip(reward_funcs, weights):
         values = func(prompts=prompts, completions=batch.completions, **batch.columns)
         values = torch.tensor([0.0 if v is None else float(v) for v in values])
-        total += values
+        total += weight * values
         name = getattr(func, "__name__", "reward")
         means[f"rewards/{name}"] = values.mean().item()
         if per_func is not None:
@@ -348,6 +350,29 @@ class PPO:
     def load_state_dict(self, state: dict) -> None:
         self.value_head.load_state_dict(state["value_head"])
         self.generator.set_state(state["generator"])
+
+    @torch.no_grad()
+    def eval_stats(self, batch: Batch, scores: torch.Tensor) -> dict:
+        """On held-out prompts, what a step measures before it learns: the KL to the reference (0 without one),
+        the value loss against the GAE returns, and the policy loss at ratio 1 with the advantages unwhitened
+        (-mean advantage: below 0 when the completions beat what the value head expected; whitened it would be
+        0 by construction)."""
+        cfg, mask = self.cfg, batch.completion_mask
+        scores = scores.to(self.device)
+        if cfg.missing_eos_penalty is not None:
+            scores = scores - cfg.missing_eos_penalty * (~batch.ended).float()
+        n = mask.size(0)
+        logp, _, states = forward_logprobs(self.policy, batch, slice(None), cfg.temperature, hidden=True)
+        values = self.value_head(states) * mask
+        ref_logp = reference_logprobs(self.policy, self.ref, batch, cfg.temperature, n) if cfg.kl_coef > 0 else logp
+        kl = (logp - ref_logp) * mask
+        rewards = -cfg.kl_coef * kl
+        rewards[torch.arange(n, device=rewards.device), (mask.sum(1).long() - 1).clamp(min=0)] += scores
+        advantages = gae(rewards, values, cfg.gamma, cfg.lam)
+        returns = advantages + values
+        return {"policy_loss": masked_mean(-advantages, mask).item(),
+                "value_loss": (0.5 * masked_mean((values - returns) ** 2, mask)).item(),
+                "kl": masked_mean(kl, mask).item()}
 
     def step(self, rows: list[dict], idx=None) -> dict:
         cfg = self.cfg

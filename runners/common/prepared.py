@@ -1,8 +1,12 @@
-"""Tokenized training data for SFT and CPT: `data.pretokenized`, `--data_config` (data.mixture), `--use_prepared`.
+"""Mixtures for every trainer: `--data_config` (data.mixture), `--use_prepared` (data.use_prepared).
 
-A mixture YAML (configs/mixtures/*.yaml, the format runners/tokenize_run.py --mixture reads) is tokenized for the
-run with the model's own tokenizer into data/tokenized/<mode>/<mixture name> (a no-op when that output is up to
-date). `--use_prepared` skips tokenizing and trains on that output as it is: the raw data need not be on the node.
+A mixture YAML (configs/data/{pretrain,posttrain/{sft,dpo,rlaif}}/*.yaml, the format runners/tokenize_run.py
+--mixture reads) is prepared for the run by runners/data's one job (runners/data/pipeline.py), a no-op when its
+output is up to date:
+  SFT, CPT: tokenized with the model's own tokenizer into data/tokenized/<mode>/<mixture name>;
+  DPO (mode dpo), GRPO/PPO/SPO (mode rlaif): the mixed rows as JSONL in data/prepared/<mode>/<mixture name>
+  (the seed's "prepared" data: {prompt, chosen, rejected} or {prompt[, answer]}, train.jsonl + validation.jsonl).
+`--use_prepared` skips that step and trains on the output as it is: the raw data need not be on the node.
 """
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ def mixture_name(mixture: str) -> str:
 
 
 def prepared_dir(mode: str, mixture: str, exp_dir: Path) -> Path:
-    return exp_dir / "data" / "tokenized" / mode / mixture_name(mixture)
+    from runners.data.pipeline import output_dir
+
+    return output_dir(exp_dir, mode, mixture_name(mixture))
 
 
 def check_data_section(data, mode: str, exp_dir: Path, other: str | None = None) -> None:
@@ -32,20 +38,26 @@ def check_data_section(data, mode: str, exp_dir: Path, other: str | None = None)
     if data.mixture:
         out = prepared_dir(mode, data.mixture, exp_dir)  # reads the YAML: a missing file fails here
         if data.use_prepared and not (out / "meta.json").is_file():
-            raise RunnerError(f"--use_prepared: {out} holds no tokenized data yet; run once without --use_prepared "
+            what = "tokenized" if mode in ("cpt", "sft") else "prepared"
+            raise RunnerError(f"--use_prepared: {out} holds no {what} data yet; run once without --use_prepared "
                               f"(or `runners/tokenize_run.py --mode {mode} --mixture {data.mixture}`) first")
+        if not data.use_prepared and mode not in ("cpt", "sft"):
+            check_mixture(mode, data.mixture)
     elif data.use_prepared and not (other and getattr(data, other.split(".")[-1], None)):
         raise RunnerError("--use_prepared needs --data_config MIXTURE (whose tokenized output to use)"
                           + (f" or {other}" if other else ""))
 
 
 def tokenize_mixture(mode: str, mixture: str, tokenizer, exp_dir: Path, **settings) -> Path:
-    """Tokenize `mixture` with `tokenizer` (an object or a local dir) for this run; returns the output dir."""
+    """Tokenize `mixture` with `tokenizer` (an object or a local dir; None with train_tokenizer=True: the job trains
+    one on the mixture) for this run; returns the output dir."""
     from runners.data.errors import DataError
     from runners.data.pipeline import TokenizeConfig, TokenizeJob
 
     with tempfile.TemporaryDirectory(prefix="tokenizer-") as tmp:
-        if isinstance(tokenizer, (str, Path)) and (Path(tokenizer) / "tokenizer.json").is_file():
+        if tokenizer is None:
+            tok_dir = None
+        elif isinstance(tokenizer, (str, Path)) and (Path(tokenizer) / "tokenizer.json").is_file():
             tok_dir = str(tokenizer)
         else:
             tokenizer.save_pretrained(tmp)  # a hub model's tokenizer: the job reads a local dir
@@ -54,17 +66,83 @@ def tokenize_mixture(mode: str, mixture: str, tokenizer, exp_dir: Path, **settin
             cfg = TokenizeConfig(mode=mode, mixture=mixture, tokenizer=tok_dir, workers=1 if _one_core() else 0,
                                  **settings)
             job = TokenizeJob(cfg)  # the same env contract as the run: the same experiment
-            if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-                job.run()
-            else:
-                import time
-
-                fp = job.fingerprint()  # torchrun: one process per node tokenizes; the others wait for it
-                while not job.up_to_date(fp):
-                    time.sleep(2)
+            _run_once_per_node(job)
         except DataError as exc:
             raise RunnerError(f"--data_config {mixture}: {exc}") from None
         return job.out
+
+
+def _run_once_per_node(job) -> None:
+    """torchrun: one process per node runs the data job; the others wait until its output is up to date."""
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        job.run()
+        return
+    import time
+
+    fp = job.fingerprint()
+    while not job.up_to_date(fp):
+        time.sleep(2)
+
+
+def _row_job(mode: str, mixture: str):
+    from runners.data.errors import DataError
+    from runners.data.pipeline import TokenizeConfig, TokenizeJob
+
+    try:
+        return TokenizeJob(TokenizeConfig(mode=mode, mixture=mixture, workers=1))
+    except DataError as exc:
+        raise RunnerError(f"--data_config {mixture}: {exc}") from None
+
+
+def check_mixture(mode: str, mixture: str) -> None:
+    """Every refusal of the mixture (ratios, missing files, field paths of each source's first record) before
+    anything is built or written: the job's own checks, which write nothing."""
+    _row_job(mode, mixture)
+
+
+def prepare_rows(mode: str, mixture: str) -> Path:
+    """The mixture's rows as JSONL in data/prepared/<mode>/<name> (a no-op when up to date); returns that dir."""
+    from runners.data.errors import DataError
+
+    job = _row_job(mode, mixture)
+    try:
+        _run_once_per_node(job)
+    except DataError as exc:
+        raise RunnerError(f"--data_config {mixture}: {exc}") from None
+    return job.out
+
+
+def _read_rows(path: Path):
+    import json
+
+    from datasets import Dataset
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return Dataset.from_list(rows)
+    except Exception as exc:  # pyarrow: e.g. a prompt that is a string in one row and chat messages in another
+        raise RunnerError(f"{path}: rows do not form one table ({str(exc).splitlines()[0]}); give every source "
+                          "the same shape (all strings or all chat messages)") from None
+
+
+def mixture_rows(ctx, mode: str):
+    """(train, eval) rows from data.mixture for DPO (mode dpo) and GRPO/PPO/SPO (mode rlaif), or None when the
+    config names no mixture (the task's hooks then give the data). eval: the mixture's validation split, if any."""
+    data, exp = ctx.config.data, ctx.paths.experiment_dir
+    if not data.mixture:
+        return None
+    out = prepared_dir(mode, data.mixture, exp) if data.use_prepared else prepare_rows(mode, data.mixture)
+    val = out / "validation.jsonl"
+    return _read_rows(out / "train.jsonl"), (_read_rows(val) if val.is_file() else None)
+
+
+def rl_required_hooks(ctx):
+    """GRPO/PPO/SPO: with a mixture the prompts come from it; the task still gives the rewards."""
+    from runners.common.tasks import HOOKS
+
+    if not ctx.config.data.mixture:
+        return None
+    return [h for h in HOOKS[ctx.recipe.hooks_kind][0] if h != "get_rl_dataset"]
 
 
 def _one_core() -> bool:

@@ -76,6 +76,9 @@ class Recipe:
     kind: str = ""
     description: str = ""
     needs_task: bool = True
+    # The mixture mode this recipe's --data_config prepares (runners/common/prepared.py): "dpo" (pairs) or "rlaif"
+    # (prompts); None = a recipe with its own data handling (SFT, CPT) or no mixtures at all.
+    data_mode: str | None = None
 
     # ---- what a recipe must say ----
     def config_class(self) -> type:
@@ -106,9 +109,13 @@ class Recipe:
 
     def check(self, ctx: RunContext) -> None:
         """Recipe-specific input checks, before anything is built."""
-        if getattr(ctx.config.data, "mixture", None) or getattr(ctx.config.data, "use_prepared", False):
-            raise RunnerError(f"--data_config/--use_prepared (data.mixture, data.use_prepared) are for sft_run.py "
-                              f"and cpt_run.py; {self.script_stem}.py reads its data from the task's hooks")
+        if self.data_mode:
+            from runners.common.prepared import check_data_section
+
+            check_data_section(ctx.config.data, self.data_mode, ctx.paths.experiment_dir)
+        elif getattr(ctx.config.data, "mixture", None) or getattr(ctx.config.data, "use_prepared", False):
+            raise RunnerError(f"--data_config/--use_prepared (data.mixture, data.use_prepared): {self.script_stem}.py "
+                              "reads its data from the task's hooks only")
         if getattr(ctx.config.data, "pretokenized", None):
             raise RunnerError("data.pretokenized is read by sft_run.py only; remove it from this config")
 
@@ -222,6 +229,9 @@ def _check_inputs(ctx: RunContext, argv) -> None:
 
     ctx.args = trainer_args(cls, config, ctx.paths, recipe.default_args(ctx),
                             **_eval_args(config), **recipe.forced_args(ctx))
+    from runners.common.reward_model import check_reward_section
+
+    check_reward_section(ctx)  # reward.model's path, before any model is built or anything written
     print(f"runner: backend {ctx.choice.loader}/{ctx.choice.generation} ({ctx.choice.reason})", flush=True)
 
 

@@ -134,6 +134,16 @@ class SPO:
         return torch.multinomial(self.tracker.priorities(), batch_size, replacement=batch_size > num_prompts,
                                  generator=g)
 
+    @torch.no_grad()
+    def eval_stats(self, batch, scores: torch.Tensor) -> dict:
+        """On held-out prompts: the KL (k3) of the policy to its reference, when there is one (beta > 0)."""
+        if self.cfg.beta <= 0:
+            return {}
+        n = batch.completion_mask.size(0)
+        logp = forward_logprobs(self.policy, batch, slice(None), self.cfg.temperature)[0]
+        log_ratio = reference_logprobs(self.policy, self.ref, batch, self.cfg.temperature, n) - logp
+        return {"kl": masked_mean(log_ratio.exp() - log_ratio - 1, batch.completion_mask).item()}
+
     def step(self, rows: list[dict], idx: torch.Tensor) -> dict:
         cfg = self.cfg
         # 1. One completion per prompt, scored; rewards mapped into [0, 1] for the tracker.
@@ -183,8 +193,9 @@ class SPO:
         # 4. The tracker learns this batch's outcomes; its forgetting follows the policy's drift on each prompt.
         rho = self.tracker.update(idx, r01, masked_mean(old_logp, mask, dim=1).cpu())
         mean = [sum(s[i] for s in stats) / len(stats) for i in range(4)]
+        kl = {"kl": mean[2]} if cfg.beta > 0 else {}  # without a reference there is no KL to speak of
         return {
-            "loss": mean[0], "policy_loss": mean[1], "kl": mean[2], "grad_norm": mean[3],
+            "loss": mean[0], "policy_loss": mean[1], **kl, "grad_norm": mean[3],
             "reward": raw.mean().item(), "reward_std": raw.std().item() if len(rows) > 1 else 0.0, **reward_means,
             "baseline": baseline.mean().item(), "rho": rho.mean().item(),
             "entropy": masked_mean(entropy, mask).item(),

@@ -121,6 +121,11 @@ def build_tiny_llama(
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
+    return _save_whole(model, tokenizer, out_dir, spec, marker)
+
+
+def _save_whole(model, tokenizer, out_dir: Path, spec: dict, marker: str) -> Path:
+    """Model, tokenizer and marker written beside `out_dir`, then renamed into place: a reader sees all or none."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -157,3 +162,68 @@ def build_tiny_model(
     # 4 query heads sharing 2 key/value heads: the GQA layout of the real models these runs stand in for.
     return build_tiny_llama(_train_tokenizer(texts, vocab_size), out_dir, hidden, layers, heads=4, kv_heads=2,
                             max_position_embeddings=1024, seed=seed, spec=spec)
+
+
+def build_tiny_reward_model(base_dir: Path, out_dir: Path, seed: int = 0) -> Path:
+    """Build (or reuse) a tiny reward model in `out_dir`: LlamaForSequenceClassification (one output) with the tiny
+    LM's config, trunk and tokenizer from `base_dir` (a tiny model built above) and a fresh score head; saved like
+    the policy (weights, tokenizer, marker), so `reward.model: <out_dir>` loads it. Returns `out_dir`.
+
+    Its head is random: tests train it for what they want it to prefer (a few torch steps) and save it again.
+    """
+    out_dir, base_dir = Path(out_dir), Path(base_dir)
+    spec = {"reward_model_of": json.loads((base_dir / _MARKER).read_text()), "seed": seed}
+    if tiny_model_ready(out_dir, spec):
+        return out_dir
+
+    import torch
+    from transformers import AutoTokenizer, LlamaForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    torch.manual_seed(seed)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "score.weight newly initialized": that is the point
+    try:
+        model = LlamaForSequenceClassification.from_pretrained(base_dir, num_labels=1,
+                                                               pad_token_id=tokenizer.pad_token_id)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return _save_whole(model, tokenizer, out_dir, spec, _MARKER)
+
+
+def main(argv=None) -> None:
+    """`python -m runners.common.tiny_model --reward_model NAME --task TASK`: a tiny reward model in the
+    experiment's model/reward/NAME (EXPERIMENT_DIR, as the runners resolve it) on its tiny base model/base/BASE,
+    built from the task's text first if no run has built it yet (the smoke configs' sizes). Its score head is
+    random: a model to wire `reward.model` up with, not a judge."""
+    import argparse
+    import sys
+
+    from launcher.layout import experiment_dir
+
+    parser = argparse.ArgumentParser(prog="python -m runners.common.tiny_model", description=main.__doc__)
+    parser.add_argument("--reward_model", required=True, help="name: written to model/reward/NAME")
+    parser.add_argument("--base", default="tiny-smoke", help="the tiny policy in model/base/ (default tiny-smoke)")
+    parser.add_argument("--task", help="builds the base from this task's text when it is not built yet")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one line of output, not "Loading weights" bars
+    exp = experiment_dir()
+    base, out = exp / "model" / "base" / args.base, exp / "model" / "reward" / args.reward_model
+    if not (base / _MARKER).is_file():
+        if args.task is None:
+            sys.exit(f"error: {base} holds no tiny model; pass --task (e.g. tasks/smoke_task.py) to build it")
+        from runners.common.config import RunConfig
+        from runners.common.model import corpus_for_tiny
+        from runners.common.tasks import load_task
+
+        build_tiny_model(corpus_for_tiny(load_task(args.task, "rl", required=[]), RunConfig()), base)
+    build_tiny_reward_model(base, out, seed=args.seed)
+    print(f"tiny reward model in {out} (reward.model: model/reward/{args.reward_model})")
+
+
+if __name__ == "__main__":
+    main()

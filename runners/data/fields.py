@@ -11,6 +11,10 @@ Config keys (all optional; the defaults read `text` or `messages`):
   response_template: "{response}"
   system_prompt: "You are concise."    # prepended as a system turn (SFT)
   text_template: "{title}\n\n{text}"   # CPT text built from several fields
+  chosen_field: pair.good              # DPO mixtures (mode dpo): prompt_field, chosen_field, rejected_field
+  rejected_field: pair.bad             #   (defaults: prompt, chosen, rejected)
+  answer_field: meta.reference         # prompt mixtures (mode rlaif): prompt_field (default prompt) and an
+                                       #   optional reference the reward functions receive as `answer`
 """
 from __future__ import annotations
 
@@ -26,7 +30,12 @@ _MISSING = object()
 KNOWN_KEYS = {
     "text_field", "messages_field", "prompt_field", "response_field", "context_field",
     "prompt_template", "response_template", "system_prompt", "text_template",
+    "chosen_field", "rejected_field", "answer_field",
 }
+# Modes whose records become rows (JSONL) rather than tokens: their prompt stands alone (no response_field).
+ROW_MODES = ("dpo", "rlaif")
+_ROW_KEYS = {"dpo": {"prompt_field", "chosen_field", "rejected_field", "system_prompt"},
+             "rlaif": {"prompt_field", "answer_field", "system_prompt"}}
 
 
 def parse_path(path: str) -> list[str | int]:
@@ -67,18 +76,31 @@ class FieldMap:
     response_template: str | None = None
     system_prompt: str | None = None
     text_template: str | None = None
+    chosen_field: str | None = None
+    rejected_field: str | None = None
+    answer_field: str | None = None
     source: str = "input"
     _compiled: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_config(cls, cfg: dict | None, source: str = "input") -> "FieldMap":
+    def from_config(cls, cfg: dict | None, source: str = "input", mode: str | None = None) -> "FieldMap":
         cfg = dict(cfg or {})
-        unknown = set(cfg) - KNOWN_KEYS
+        allowed = _ROW_KEYS[mode] if mode in ROW_MODES else KNOWN_KEYS - {"chosen_field", "rejected_field",
+                                                                           "answer_field"}
+        unknown = set(cfg) - allowed
         if unknown:
+            what = f"{mode} " if mode in ROW_MODES else ""
             raise DataError(
-                f"source {source!r}: unknown field mapping key(s) {sorted(unknown)}; allowed: {sorted(KNOWN_KEYS)}"
+                f"source {source!r}: unknown {what}field mapping key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
             )
         fm = cls(**cfg, source=source)
+        for p in (fm.chosen_field, fm.rejected_field, fm.answer_field):
+            if p is not None:
+                parse_path(p)
+        if mode in ROW_MODES:
+            if fm.prompt_field is not None:
+                parse_path(fm.prompt_field)
+            return fm
         if (fm.prompt_field is None) != (fm.response_field is None):
             raise DataError(f"source {source!r}: prompt_field and response_field go together; set both")
         if fm.context_field is not None and fm.prompt_field is None:
@@ -152,6 +174,39 @@ class FieldMap:
         if not any(m["role"] == "assistant" for m in msgs):
             raise DataError(f"source {self.source!r}: a conversation has no assistant turn; SFT trains on assistant turns")
         return msgs
+
+    def _value(self, record: dict, path: str):
+        """A row value kept as it is when it is chat messages (a list of turns), else text."""
+        val = self._required(record, path)
+        if isinstance(val, list) and val and all(isinstance(m, dict) for m in val):
+            return val
+        return _as_text(val)
+
+    def pair(self, record: dict) -> dict:
+        """DPO view of a record: {prompt, chosen, rejected} (strings or chat messages, as the source holds them)."""
+        row = {"prompt": self._value(record, self.prompt_field or "prompt"),
+               "chosen": self._value(record, self.chosen_field or "chosen"),
+               "rejected": self._value(record, self.rejected_field or "rejected")}
+        return self._with_system(row)
+
+    def prompt_row(self, record: dict) -> dict:
+        """Prompt view (GRPO/PPO/SPO): {prompt[, answer]}; the answer reaches the reward functions as `answer`."""
+        row = {"prompt": self._value(record, self.prompt_field or "prompt")}
+        if self.answer_field:
+            row["answer"] = self._value(record, self.answer_field)
+        elif self.has(record, "answer"):
+            row["answer"] = self._value(record, "answer")
+        return self._with_system(row)
+
+    def _with_system(self, row: dict) -> dict:
+        if self.system_prompt:
+            p = row["prompt"]
+            if isinstance(p, list):
+                if not (p and p[0].get("role") == "system"):
+                    row["prompt"] = [{"role": "system", "content": self.system_prompt}, *p]
+            else:
+                row["prompt"] = f"{self.system_prompt}\n\n{p}"
+        return row
 
     def text(self, record: dict) -> str:
         """CPT view of a record: one document string."""

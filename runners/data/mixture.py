@@ -8,7 +8,8 @@ Mixture YAML:
   tolerance: 0.001             # how far ratios may sum from 1
   sources:
     - name: wiki
-      path: wiki/              # relative to data/raw/<mode> of the experiment, or absolute
+      path: wiki/              # relative to data/raw/<mode> of the experiment, or absolute; a path starting
+                               # with ./ is relative to the mixture YAML's own folder (shipped small files)
       ratio: 0.7               # or `weight:` (relative, normalised); all sources use the same one
       max_samples: 50000       # optional cap on what this source may contribute
       format: jsonl            # optional; auto-detected
@@ -71,8 +72,10 @@ def _seed_for(seed: int, *parts: str) -> int:
     return int.from_bytes(h[:8], "big")
 
 
-def load_mixture(spec: dict, raw_dir: Path, default_name: str) -> Mixture:
-    """Validate a mixture spec; every refusal names the source at fault."""
+def load_mixture(spec: dict, raw_dir: Path, default_name: str, base_dir: Path | None = None,
+                 mode: str | None = None) -> Mixture:
+    """Validate a mixture spec; every refusal names the source at fault. `base_dir`: the YAML's folder, which
+    `./` paths are relative to; `mode`: the tokenize/prepare mode, which decides the field mapping keys."""
     if not isinstance(spec, dict):
         raise DataError("mixture must be a mapping with a `sources:` list")
     unknown = set(spec) - _TOP_KEYS
@@ -123,16 +126,18 @@ def load_mixture(spec: dict, raw_dir: Path, default_name: str) -> Mixture:
         if fmt not in (None, "auto", *FORMATS):
             raise DataError(f"{where}: format {fmt!r} unknown; use one of {', '.join(FORMATS)}")
         path = Path(str(s["path"])).expanduser()
+        beside = str(s["path"]).startswith("./") and base_dir is not None
         if not path.is_absolute():
-            path = raw_dir / path
+            path = (base_dir / path) if beside else raw_dir / path
         if not path.exists():
-            raise DataError(f"{where}: {path} does not exist; fix `path:` (relative paths are under {raw_dir})")
+            under = f"./ paths are under {base_dir}" if beside else f"relative paths are under {raw_dir}"
+            raise DataError(f"{where}: {path} does not exist; fix `path:` ({under})")
         try:
             files = list_files(path)
         except DataError as e:
             raise DataError(f"{where}: {e}") from None
         parsed.append((name, files, None if fmt in (None, "auto") else fmt,
-                       FieldMap.from_config(s.get("fields"), source=name), val, cap))
+                       FieldMap.from_config(s.get("fields"), source=name, mode=mode), val, cap))
 
     total_w = sum(p[4] for p in parsed)
     if use_ratio and abs(total_w - 1.0) > tol:

@@ -1,5 +1,9 @@
 """The tokenize job: sources -> (mixture draw) -> batched encoding in worker processes -> shards + meta.json.
 
+Modes dpo and rlaif (ROW_MODES) run the same job without a tokenizer: the mixture's draw, mapped to rows
+({prompt, chosen, rejected} or {prompt[, answer]}), is written as JSONL to data/prepared/<mode>/<name>/
+{train,validation}.jsonl: the seed's "prepared" data, cached by the same fingerprint as a tokenized output.
+
 Everything the job will need is checked before anything is written; the output is built in a temp dir next
 to its final place and renamed in at the end, so a failed run leaves nothing behind and readers never see a
 half-written dataset.
@@ -17,12 +21,18 @@ from pathlib import Path
 
 from runners.data import mixture as mx
 from runners.data.errors import DataError
-from runners.data.fields import FieldMap
+from runners.data.fields import ROW_MODES, FieldMap
 from runners.data.readers import FORMATS, iter_raw, to_record
 
 FORMAT_VERSION = 1
-MODES = ("cpt", "sft")
-OUT_FORMATS = {"cpt": ("bin", "arrow", "parquet"), "sft": ("arrow", "parquet")}
+MODES = ("cpt", "sft", *ROW_MODES)
+OUT_FORMATS = {"cpt": ("bin", "arrow", "parquet"), "sft": ("arrow", "parquet"), "dpo": ("jsonl",),
+               "rlaif": ("jsonl",)}
+
+
+def output_dir(exp_dir: Path, mode: str, name: str) -> Path:
+    """Where a mode's output lands: tokens under data/tokenized/, rows (dpo, rlaif) under data/prepared/."""
+    return exp_dir / "data" / ("prepared" if mode in ROW_MODES else "tokenized") / mode / name
 
 
 @dataclass
@@ -60,7 +70,7 @@ class TokenizeConfig:
 
     def validate(self) -> None:
         if self.mode not in MODES:
-            raise DataError(f"--mode {self.mode!r} unknown; use cpt or sft")
+            raise DataError(f"--mode {self.mode!r} unknown; use one of {', '.join(MODES)}")
         self.format = self.format or OUT_FORMATS[self.mode][0]
         if self.format not in OUT_FORMATS[self.mode]:
             raise DataError(f"--format {self.format!r} not available for {self.mode}; "
@@ -76,6 +86,8 @@ class TokenizeConfig:
             raise DataError(f"--validation-fraction {self.validation_fraction} must be in [0, 1)")
         if self.input and self.mixture:
             raise DataError("give either --input or --mixture, not both")
+        if self.mode in ROW_MODES and self.train_tokenizer:
+            raise DataError(f"mode {self.mode} writes rows, not tokens: drop --train-tokenizer")
         if self.train_tokenizer and self.tokenizer:
             raise DataError("give either --tokenizer DIR or --train-tokenizer, not both")
 
@@ -137,8 +149,7 @@ class TokenizeJob:
         self.exp_dir = experiment_dir(env)
         self.raw_dir = self.exp_dir / "data" / "raw" / cfg.mode
         self.mix = self._load_sources()
-        self.out = Path(cfg.out).resolve() if cfg.out else (
-            self.exp_dir / "data" / "tokenized" / cfg.mode / self.mix.name)
+        self.out = Path(cfg.out).resolve() if cfg.out else output_dir(self.exp_dir, cfg.mode, self.mix.name)
         self.tok_dir = self._tokenizer_dir()
         self._check_first_records()
 
@@ -151,7 +162,7 @@ class TokenizeJob:
             if not isinstance(spec, dict):
                 mpath = Path(str(spec))
                 if not mpath.is_file():
-                    raise DataError(f"mixture file {mpath} not found; pass --mixture configs/mixtures/NAME.yaml")
+                    raise DataError(f"mixture file {mpath} not found; pass --mixture configs/data/.../NAME.yaml")
                 import yaml
 
                 try:
@@ -159,7 +170,8 @@ class TokenizeJob:
                 except yaml.YAMLError as e:
                     raise DataError(f"mixture file {mpath} is not valid YAML: {str(e).splitlines()[0]}") from None
                 default_name = mpath.stem
-            mix = mx.load_mixture(spec, self.raw_dir, cfg.name or default_name)
+            base = mpath.resolve().parent if not isinstance(cfg.mixture, dict) else None
+            mix = mx.load_mixture(spec, self.raw_dir, cfg.name or default_name, base_dir=base, mode=cfg.mode)
             if cfg.name:
                 mix.name = cfg.name
             return mix
@@ -167,14 +179,14 @@ class TokenizeJob:
         fmt = None if cfg.input_format in (None, "auto") else cfg.input_format
         name = cfg.name or (src.stem if cfg.input else "default")
         label = src.stem if cfg.input else "input"  # not the output name: it is part of the fingerprint
-        return mx.single_source(src, FieldMap.from_config(cfg.fields, source=label), fmt,
+        return mx.single_source(src, FieldMap.from_config(cfg.fields, source=label, mode=cfg.mode), fmt,
                                 float(cfg.validation_fraction), int(cfg.seed), name)
 
     def _tokenizer_dir(self) -> Path | None:
         from runners.data.tokenizer_io import check_tokenizer_dir
 
-        if self.cfg.train_tokenizer:
-            return None
+        if self.cfg.train_tokenizer or self.cfg.mode in ROW_MODES:
+            return None  # trained by the job, or not needed (rows)
         if self.cfg.tokenizer:
             return check_tokenizer_dir(_resolve(self.cfg.tokenizer, self.exp_dir))
         base = self.exp_dir / "model" / "base"
@@ -193,8 +205,12 @@ class TokenizeJob:
                 if first is None:
                     continue
                 rec = to_record(first)
-                (s.fields.text if self.cfg.mode == "cpt" else s.fields.messages)(rec)
+                self._view(s.fields)(rec)
                 break
+
+    def _view(self, fields: FieldMap):
+        return {"cpt": fields.text, "sft": fields.messages, "dpo": fields.pair, "rlaif": fields.prompt_row}[
+            self.cfg.mode]
 
     # ---- fingerprint / no-op ----
     def fingerprint(self) -> str:
@@ -246,6 +262,9 @@ class TokenizeJob:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if self.cfg.mode in ROW_MODES:
+            self.log(f"wrote {self.out}: " + ", ".join(f"{n:,} {split} rows" for split, n in meta["splits"].items()))
+            return meta
         self.log(f"wrote {self.out}: {meta['docs']:,} docs, {meta['tokens']:,} tokens"
                  + (f", {meta['blocks']:,} blocks of {self.cfg.block_size}" if self.cfg.mode == "cpt" else "")
                  + f" ({meta['docs_per_s']:,.0f} docs/s, {meta['tokens_per_s']:,.0f} tokens/s)")
@@ -275,6 +294,8 @@ class TokenizeJob:
         from runners.data.writers import CptPacker, SftWriter, token_dtype
 
         cfg = self.cfg
+        if cfg.mode in ROW_MODES:
+            return self._build_rows(tmp, fp)
         tok_dir = self._train_tokenizer(tmp) if cfg.train_tokenizer else self.tok_dir
         light = load_fast(tok_dir) if cfg.mode == "cpt" else None
         if light is not None:
@@ -385,6 +406,30 @@ class TokenizeJob:
             meta.update(max_length=cfg.max_length)
         manifest = mx.manifest(self.mix)
         meta["sources"] = manifest["sources"]
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        (tmp / "mixture_manifest.json").write_text(json.dumps(manifest, indent=2))
+        return meta
+
+    def _build_rows(self, tmp: Path, fp: str) -> dict:
+        """dpo/rlaif: the mixture's draw, each record mapped to a row, as {train,validation}.jsonl."""
+        files, counts = {}, collections.Counter()
+        try:
+            for i, raw, split in mx.draw(self.mix):
+                row = self._view(self.mix.sources[i].fields)(to_record(raw))
+                if split not in files:
+                    files[split] = open(tmp / f"{split}.jsonl", "w")
+                files[split].write(json.dumps(row, ensure_ascii=False) + "\n")
+                counts[split] += 1
+        finally:
+            for f in files.values():
+                f.close()
+        if not counts["train"]:
+            raise DataError(f"mixture {self.mix.name}: the draw left no training rows; add data or lower "
+                            "validation_fraction")
+        manifest = mx.manifest(self.mix)
+        meta = {"format_version": FORMAT_VERSION, "mode": self.cfg.mode, "name": self.mix.name, "format": "jsonl",
+                "fingerprint": fp, "docs": sum(counts.values()), "splits": dict(counts),
+                "sources": manifest["sources"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         (tmp / "mixture_manifest.json").write_text(json.dumps(manifest, indent=2))
         return meta

@@ -19,8 +19,8 @@ CASES = {
                                   "config steps/other_0.py must be named after the step: steps/script_0.py"),
     "duplicate id": ([OK, OK], OK_CFG, {}, "STEPS[1] (script_0): id 'script_0' is used twice (also STEPS[0]); "
                                            "give each step its own index, e.g. script_1"),
-    "unknown type": ([{"id": "train_ppo_0", "type": "train_ppo"}], {}, {},
-                     "unknown type 'train_ppo' (did you mean 'train_dpo'?); known types: tokenize_cpt"),
+    "unknown type": ([{"id": "train_dop_0", "type": "train_dop"}], {}, {},
+                     "unknown type 'train_dop' (did you mean 'train_dpo'?); known types: tokenize_cpt"),
     "mg2hf": ([{"id": "mg2hf_0", "type": "mg2hf"}], {}, {},
               "type 'mg2hf' is out of scope: checkpoints are HF format throughout"),
     "hf2mg": ([{"id": "hf2mg_0", "type": "hf2mg"}], {}, {}, "type 'hf2mg' is out of scope"),

@@ -79,8 +79,10 @@ def test_each_step_writes_one_rollout_file_and_none_without_the_flag(pool, runne
 def test_chat_prompts_are_saved_as_the_model_saw_them(pool, runner):
     """Arithmetic has chat prompts and two reward functions: prompts rendered with the chat template, completions
     as text, rewards the sum of the functions'."""
+    # data.mixture=null: the arithmetic task's own chat prompts, not the smoke config's shipped mixture.
     assert run_main(runner, "--config", RUNNERS[runner][0], "--task", "tasks/arithmetic_task.py", *SAVE,
-                    "--set", "model.name_or_path=tiny-arithmetic", "--set", "task.num_examples=16",
+                    "--set", "data.mixture=null", "--set", "model.name_or_path=tiny-arithmetic",
+                    "--set", "task.num_examples=16",
                     "--set", "run_name=chat", "--set", "trainer.max_steps=1") == 0
     record = load(pool / "model" / RUNNERS[runner][1] / "chat" / "rollouts" / DEFAULT_PATTERN.format(rollout_id=1))
     assert all(p.startswith("<|im_start|>system") and p.endswith("<|im_start|>assistant\n") for p in record["prompts"])

@@ -31,7 +31,7 @@ def prebuilt(pool):
 def test_task_missing_hook(tmp_path, pool, capsys):
     task = tmp_path / "sft_only_task.py"
     task.write_text("def get_sft_dataset(config, tokenizer):\n    return []\n")
-    code = run_main("rl_run", "--config", "configs/rl/smoke.yaml", "--task", str(task))
+    code = run_main("rl_run", "--config", "configs/rl/smoke.yaml", "--task", str(task), "--set", "data.mixture=null")
     assert_refused(code, capsys, pool.parent.parent, [], "missing get_rl_dataset, get_reward_funcs")
 
 
@@ -93,7 +93,7 @@ def test_cli_exit_code_and_single_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: configs/rl/smoke.yaml: unknown key 'modle' (did you mean 'model'?); allowed here: run_name, seed, "
-        "model, lora, trainer, generation, data, output, eval, eval_interval, eval_batches, task"
+        "model, lora, trainer, generation, data, reward, output, eval, eval_interval, eval_batches, task"
     ]
     assert not (tmp_path / "pool").exists()
 
@@ -135,8 +135,9 @@ def test_sequence_length_leaves_no_example(tmp_path, pool, capfd):
 
 @pytest.mark.parametrize("extra, expect", [
     (["--use_prepared"], "--use_prepared needs --data_config MIXTURE"),
-    (["--data_config", "configs/mixtures/nope.yaml"], "config file not found: configs/mixtures/nope.yaml"),
-    (["--data_config", "configs/mixtures/sft_smoke.yaml", "--use_prepared"], "holds no tokenized data yet"),
+    (["--data_config", "configs/data/posttrain/sft/nope.yaml"],
+     "config file not found: configs/data/posttrain/sft/nope.yaml"),
+    (["--data_config", "configs/data/posttrain/sft/smoke.yaml", "--use_prepared"], "holds no tokenized data yet"),
     (["--eval_interval", "x"], "argument --eval_interval/--eval-interval: invalid int value: 'x'"),
     (["--set", "eval_interval=-1"], "'eval_interval': Input should be greater than or equal to 0"),
 ])
@@ -145,7 +146,8 @@ def test_seed_flags_bad_input(pool, capsys, extra, expect):
     assert_refused(code, capsys, pool.parent.parent, [], expect)
 
 
-def test_data_config_is_for_tokenized_runners(pool, capsys):
+def test_dpo_refuses_an_sft_mixture_naming_the_field(pool, capsys):
+    # Chat rows have no chosen/rejected: the first record of the source is mapped before anything is built.
     code = run_main("dpo_run", "--config", "configs/dpo/smoke.yaml", "--task", SMOKE,
-                    "--data_config", "configs/mixtures/sft_smoke.yaml")
-    assert_refused(code, capsys, pool.parent.parent, [], "dpo_run.py reads its data from the task's hooks")
+                    "--data_config", "configs/data/posttrain/sft/smoke.yaml")
+    assert_refused(code, capsys, pool.parent.parent, [], "source 'chats': field 'prompt' missing in a record")

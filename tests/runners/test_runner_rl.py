@@ -56,6 +56,8 @@ def test_grpo_raises_reward_and_writes_outputs(pool, capfd, monkeypatch):
     all_rows = read_metrics(pool, "rl-smoke")
     rows = train_rows(all_rows)
     assert [r["step"] for r in rows] == list(range(1, 41))
+    # The smoke config's shipped mixture (configs/data/posttrain/rlaif/grpo.yaml) gave the prompts.
+    assert len((pool / "data/prepared/rlaif/grpo_smoke/train.jsonl").read_text().splitlines()) == 64
     first, last = [r["reward"] for r in rows[:10]], [r["reward"] for r in rows[-10:]]
     assert sum(last) / 10 > sum(first) / 10 + 0.3, (first, last)
     for key in ("loss", "learning_rate", "grad_norm", "reward", "tokens_per_s", "samples_per_s"):

@@ -20,10 +20,10 @@ def test_minimind_data_config_use_prepared_eval_and_wandb(pool, capfd, monkeypat
     raw.parent.mkdir(parents=True)
     raw.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CHATS))
     seed = ["--config", "configs/sft/smoke.yaml", "--task-module", "tasks.smoke_task",
-            "--data_config", "configs/mixtures/sft_smoke.yaml", "--eval_interval", "2", "--eval_batches", "1",
+            "--data_config", "configs/data/posttrain/sft/raw_chat.yaml", "--eval_interval", "2", "--eval_batches", "1",
             "--wandb_project", "minimind", "--set", "trainer.max_steps=4", "--set", "trainer.save_steps=4"]
     assert run_main("sft_run", *seed) == 0
-    tokenized = pool / "data" / "tokenized" / "sft" / "sft_smoke"
+    tokenized = pool / "data" / "tokenized" / "sft" / "sft_chat"
     meta = json.loads((tokenized / "meta.json").read_text())
     assert meta["mode"] == "sft" and (tokenized / "validation").is_dir()
     rows = read_metrics(pool, "sft-smoke")

@@ -43,7 +43,9 @@ def test_spo_learns_through_launch_with_an_eval_loop(pool):
     every = read_metrics(pool, "spo-smoke")
     rows, evals = [r for r in every if "reward" in r], [r for r in every if "eval_reward" in r]
     assert [r["step"] for r in rows] == list(range(1, 31))
-    # Held-out prompts (10% of the task's 64: it has no get_rl_eval_dataset) score better after training on.
+    # The smoke config's shipped mixture (configs/data/posttrain/rlaif/spo.yaml) gave the prompts.
+    assert len((pool / "data/prepared/rlaif/spo_smoke/train.jsonl").read_text().splitlines()) == 64
+    # Held-out prompts (10% of the mixture's 64: it has no get_rl_eval_dataset) score better after training on.
     assert [r["step"] for r in evals] == [15, 30] and evals[1]["eval_reward"] > evals[0]["eval_reward"]
     first, last = [r["reward"] for r in rows[:10]], [r["reward"] for r in rows[-10:]]
     assert sum(last) / 10 > sum(first) / 10 + 0.3, (first, last)
@@ -104,7 +106,7 @@ def test_sigterm_then_resume_matches_a_straight_run(pool, tmp_path, capsys):
     # The tracker belongs to the prompts it tracked: another dataset cannot resume it (one line, exit 2).
     capsys.readouterr()
     assert run_main("spo_run", *common, "--task", "tasks/smoke_task.py", "--set", "run_name=split",
-                    "--set", "trainer.max_steps=6", "--set", "task.num_examples=32") == 2
+                    "--set", "trainer.max_steps=6", "--set", "task.num_examples=32", "--set", "data.mixture=null") == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "value tracker holds 64 prompts, the dataset has 32" in errors[0], errors
 
