@@ -42,6 +42,12 @@ class FaultProxy:
         self._stopped = threading.Event()
         threading.Thread(target=self._accept_loop, name=f"fault-proxy {self.name}", daemon=True).start()
 
+    @classmethod
+    def before(cls, url: str, *, name: str = "") -> "FaultProxy":
+        """A proxy in front of the server at `url` (http://host:port, as the stand-ins give their endpoints)."""
+        host, _, port = url.split("://", 1)[-1].rstrip("/").rpartition(":")
+        return cls((host, int(port)), name=name)
+
     # -- commands ------------------------------------------------------------------------------------------------
 
     @property

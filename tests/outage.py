@@ -26,6 +26,37 @@ print("done", flush=True)
 sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
 """
 
+def numbered(lines: int) -> str:
+    """numbered.py: LINES numbered lines (`line 00`...), one every 0.4 s: a line printed twice or lost shows."""
+    return f"""
+import time
+for i in range({lines}):
+    print(f"line {{i:02d}}", flush=True)
+    time.sleep(0.4)
+"""
+
+
+def until_sigterm(seconds: int) -> str:
+    """slow.py: prints `started`, then waits up to SECONDS for a SIGTERM, which it exits with (143)."""
+    return f"""
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+print("started", flush=True)
+for i in range({seconds * 10}):
+    time.sleep(0.1)
+"""
+
+
+def finish(proc, timeout: float) -> tuple[int, str, str]:
+    """A launch run in the background: (exit code, stdout, stderr) once it ends, killed past `timeout`."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out, err
+
+
 TICKS = """
 import os, sys, time
 i, end = 0, time.time() + 120
@@ -34,3 +65,46 @@ while i < int(sys.argv[1]) or (len(sys.argv) > 3 and not os.path.exists(sys.argv
     time.sleep(float(sys.argv[2]))
     i += 1
 """
+
+
+def assert_status_running(out) -> None:
+    """`launch status JOB` (a CompletedProcess) while the backend may not answer: exit 0, and the first line is
+    `running`, or the CLI's `running (unreachable since HH:MM:SS: <why>)` (launcher/cli/jobs.py)."""
+    import re
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("running"), out.stdout
+    if "unreachable" in first:
+        assert re.match(r"running \(unreachable since \d\d:\d\d:\d\d: .+\)$", first), first
+
+
+def follow_through_drops(backend, handle, drop, errors, *, marker: bytes = b"tick ", max_tries: int | None = 60,
+                         give_up_s: float | None = None, on_chunk=None) -> tuple[bytes, int]:
+    """A followed log read as a client reconnecting from its byte offset would: `backend.logs(handle, follow=True,
+    offset=len(got))` again after each error in `errors` (or while the stream is not there yet: None). After every
+    ten more `marker`s, three times, `drop()` cuts the connection. `on_chunk(got, drops)` sees each chunk. Bounded by
+    `max_tries` reconnects and/or `give_up_s` seconds. Returns (every byte read, drops)."""
+    import time
+
+    got, drops, tries = bytearray(), 0, 0
+    give_up = None if give_up_s is None else time.monotonic() + give_up_s
+    while True:
+        tries += 1
+        assert (max_tries is None or tries < max_tries) and (give_up is None or time.monotonic() < give_up), \
+            f"no end after {tries} reconnects: {bytes(got[-300:])!r}"
+        try:
+            stream = backend.logs(handle, follow=True, offset=len(got))
+            if stream is None:  # not answering yet (a reconnect inside the drop)
+                time.sleep(0.3)
+                continue
+            for chunk in stream:
+                got += chunk
+                if drops < 3 and got.count(marker) >= 10 * (drops + 1):
+                    drops += 1
+                    drop()
+                if on_chunk is not None:
+                    on_chunk(got, drops)
+            return bytes(got), drops  # the stream ended: the job is done
+        except errors:
+            time.sleep(0.3)

@@ -28,6 +28,7 @@ from launcher.registry import Registry
 
 from .backends.conftest import base_env, no_socket_without_timeout
 from .faults import FaultProxy
+from . import outage
 from .outage import CHECKPOINT_THEN_WAIT as SCRIPT
 from .motoserver import MOTO_ENV, moto_with_bucket
 
@@ -47,8 +48,7 @@ def moto(tmp_path_factory):
 
 @pytest.fixture
 def proxy(moto):
-    host, port = moto.endpoint.removeprefix("http://").split(":")
-    with FaultProxy((host, int(port)), name="node->store") as p:
+    with FaultProxy.before(moto.endpoint, name="node->store") as p:
         yield p
 
 
@@ -98,13 +98,8 @@ class Job:
             time.sleep(0.1)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, out, err
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    return outage.finish(proc, timeout=120)
 
 
 def test_an_outage_mid_job_costs_time_not_the_job(job):

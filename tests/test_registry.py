@@ -4,7 +4,6 @@ against records written through launcher.registry.Registry."""
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,9 +14,10 @@ import pytest
 
 from launcher.errors import UserError
 from launcher.registry import ACTIVE_STATES, Registry
+from . import unprivileged
 from .user_errors import one_error_line as _one_error_line
 
-NOBODY = 65534
+NOBODY = unprivileged.NOBODY
 
 
 @pytest.fixture
@@ -134,16 +134,6 @@ def test_a_healthy_registry_passes_the_check_and_keeps_nothing_of_it(registry):
     assert [r.id for r in registry.list()] == ["a-000001"]
 
 
-def _unprivileged_prefix() -> list[str]:
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("setpriv"):
-        return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    if shutil.which("runuser"):
-        return ["runuser", "-u", "nobody", "--"]
-    pytest.skip("running as root with neither setpriv nor runuser: cannot make a directory read-only")
-
-
 _CHECK = """
 import sys
 import time
@@ -163,7 +153,7 @@ for call in (reg.check_writable, lambda: reg.add("x-000001", "x", "local", None,
 @pytest.mark.parametrize("case", ["home-read-only", "db-read-only", "parent-read-only"])
 def test_read_only_registry_is_a_user_error(tmp_path, launcher_env, case):
     """Root ignores permission bits: the check runs as nobody against directories owned by root."""
-    prefix = _unprivileged_prefix()
+    prefix = unprivileged.prefix()
     for p in (tmp_path, *tmp_path.parents):
         if p in (Path("/tmp"), Path("/")):
             break

@@ -23,6 +23,7 @@ import yaml
 from launcher.registry import Registry
 
 from ..faults import FaultProxy
+from ..outage import numbered, until_sigterm
 from ..waiting import wait_for
 from ..slurm.target import slurm_profile
 from ..sshd import start_sshd
@@ -32,24 +33,8 @@ NET_BACKENDS = ["ssh", "ec2", "modal", "k8s", pytest.param("slurm", marks=pytest
 SCALE = "0.2"
 
 LINES = 30
-COUNT = f"""
-import time
-for i in range({LINES}):
-    print(f"line {{i:02d}}", flush=True)
-    time.sleep(0.4)
-"""
-
-SLOW = """
-import signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
-print("started", flush=True)
-for i in range(1800):
-    time.sleep(0.1)
-"""
-
-
-def _port(url: str) -> int:
-    return int(url.rstrip("/").rsplit(":", 1)[1])
+COUNT = numbered(LINES)
+SLOW = until_sigterm(180)
 
 
 @pytest.fixture(scope="module")
@@ -86,17 +71,17 @@ def net_target(request, tmp_path):
     elif name == "ec2":
         server = request.getfixturevalue("ec2_cloud")
         t = ec2_target(tmp_path, server)
-        proxy = FaultProxy(("127.0.0.1", _port(server.endpoint)), name="client->EC2 API")
+        proxy = FaultProxy.before(server.endpoint, name="client->EC2 API")
         t.env["AWS_ENDPOINT_URL"] = f"http://{proxy.address}"  # the store keeps its own --endpoint-url
     elif name == "modal":
         server = request.getfixturevalue("fake_modal")
         t = modal_target(tmp_path, server)
-        proxy = FaultProxy(("127.0.0.1", _port(server.url)), name="client->fake Modal")
+        proxy = FaultProxy.before(server.url, name="client->fake Modal")
         t.env["MODAL_SERVER_URL"] = f"http://{proxy.address}"
     else:
         cluster = request.getfixturevalue("k8s_cloud")
         t = k8s_target(tmp_path, cluster, request.getfixturevalue("moto"))
-        proxy = FaultProxy(("127.0.0.1", _port(cluster.url)), name="client->kmock")
+        proxy = FaultProxy.before(cluster.url, name="client->kmock")
         config = yaml.safe_load(cluster.kubeconfig.read_text())
         config["clusters"][0]["cluster"]["server"] = f"http://{proxy.address}"
         kubeconfig = tmp_path / "kubeconfig"

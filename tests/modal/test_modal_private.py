@@ -66,7 +66,7 @@ def test_the_private_module_names_the_client_it_is_tested_on():
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
     server = start_fake_modal(tmp_path_factory.mktemp("fakemodal"))
-    proxy = FaultProxy(("127.0.0.1", int(server.url.rpartition(":")[2])), name="client->fake Modal")
+    proxy = FaultProxy.before(server.url, name="client->fake Modal")
     server.proxy = proxy
     with client_pointed_at(server, f"http://{proxy.address}"):
         yield server

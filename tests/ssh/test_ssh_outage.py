@@ -16,25 +16,13 @@ from launcher.registry import Registry
 
 from ..backends.conftest import BUCKET, Target, base_env
 from ..faults import FaultProxy
+from ..outage import numbered, until_sigterm
 from ..waiting import wait_for
 from ..motoserver import MOTO_ENV, moto_with_bucket
 
 LINES = 24
-# One numbered line every 0.4 s: a line printed twice or lost shows in the count.
-COUNT = f"""
-import time
-for i in range({LINES}):
-    print(f"line {{i:02d}}", flush=True)
-    time.sleep(0.4)
-"""
-
-SLOW = """
-import signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
-print("started", flush=True)
-for i in range(1200):
-    time.sleep(0.1)
-"""
+COUNT = numbered(LINES)
+SLOW = until_sigterm(120)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +35,7 @@ def net(tmp_path, sshd, moto):
     """The ssh target with its box behind `box` (client->sshd) and its store behind `store` (client and node ->
     moto: on one machine the two sides share the store's address)."""
     box = FaultProxy(("127.0.0.1", sshd.port), name="client->sshd")
-    store = FaultProxy(("127.0.0.1", int(moto.endpoint.rsplit(":", 1)[1])), name="->store")
+    store = FaultProxy.before(moto.endpoint, name="->store")
     project = tmp_path / "project"
     project.mkdir()
     node = tmp_path / "node"

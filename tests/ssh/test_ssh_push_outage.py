@@ -26,6 +26,7 @@ from launcher.registry import Registry
 
 from ..backends.conftest import base_env
 from ..faults import FaultProxy
+from .. import outage
 from ..outage import CHECKPOINT_THEN_WAIT as SCRIPT
 from ..motoserver import MOTO_ENV, moto_with_bucket
 
@@ -39,8 +40,7 @@ def moto(tmp_path_factory):
 
 @pytest.fixture
 def proxy(moto):
-    host, port = moto.endpoint.removeprefix("http://").split(":")
-    with FaultProxy((host, int(port)), name="node->store") as p:
+    with FaultProxy.before(moto.endpoint, name="node->store") as p:
         yield p
 
 
@@ -98,13 +98,8 @@ def box(tmp_path, sshd, proxy, moto):
     return Box(tmp_path, sshd, proxy, moto)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, out, err
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    return outage.finish(proc, timeout=180)
 
 
 def test_an_outage_of_several_seconds_mid_job_is_survived(box):
