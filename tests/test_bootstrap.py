@@ -318,7 +318,10 @@ def test_dead_man_switch_kills_a_hung_agent(node, tmp_path):
     # shell dies of that SIGTERM and is reaped at once (by init on a real box; here by us, its parent).
     n = _stubborn_node(node, tmp_path, lead_s=7)
     n.start(teardown="none")
-    assert _wait_for(lambda: (tmp_path / "ready").exists() and (n.state / "agent.pid").exists()), n.setup_log()
+    # Stopped once it has recorded the script it started (script.pid): stopped sooner, it never would, and the
+    # script's own "ready" can come first.
+    assert _wait_for(lambda: (tmp_path / "ready").exists() and (n.state / "agent.pid").exists()
+                     and (n.state / "script.pid").exists()), n.setup_log()
     agent = ProcRef.load(n.state / "agent.pid")
     assert agent is not None and agent.signal(signal.SIGSTOP)
     script = _script_alive_just_before_the_deadline(n, tmp_path)
