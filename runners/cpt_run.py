@@ -34,7 +34,9 @@ class CPT(Recipe):
     def load_config(self, path, overrides):
         from runners.common.cpt_model import load_cpt_config
 
-        return load_cpt_config(path, command_line_source_wins(overrides))
+        from runners.common.prepared import command_line_source_wins
+
+        return load_cpt_config(path, command_line_source_wins(overrides, ("tokenized", "prepare", "mixture")))
 
     def config_class(self):
         from transformers import TrainingArguments
@@ -174,20 +176,6 @@ def mixture_block_size(ctx: RunContext) -> int:
 
     context = json.loads((Path(ctx.source) / "config.json").read_text()).get("max_position_embeddings") or 2048
     return min(2048, int(context))
-
-
-_SOURCES = ("tokenized", "prepare", "mixture")
-
-
-def command_line_source_wins(overrides: list[str]) -> list[str]:
-    """A data source named on the command line (--data_config = data.mixture, --set data.tokenized/prepare, as a
-    pipeline's tokenize_cpt step passes it) replaces the YAML's: the YAML's other sources are dropped, so the shipped
-    config runs with any of them without `give ... not both`."""
-    given = {o.split("=", 1)[0].removeprefix("data.") for o in overrides
-             if o.split("=", 1)[0] in {f"data.{s}" for s in _SOURCES}}
-    if not given:
-        return list(overrides)
-    return [f"data.{s}=null" for s in _SOURCES if s not in given] + list(overrides)
 
 
 def check_tokenized(path: Path) -> Path:

@@ -26,6 +26,14 @@ class SFT(Recipe):
 
         return SFTConfig
 
+    def load_config(self, path, overrides):
+        from runners.common.config import load_config
+        from runners.common.prepared import command_line_source_wins
+
+        # configs/sft/smoke.yaml names its mixture; a pipeline step's data.pretokenized (or another --data_config)
+        # on the command line replaces it rather than clashing with it.
+        return load_config(path, command_line_source_wins(overrides, ("pretokenized", "mixture")))
+
     def required_hooks(self, ctx: RunContext):
         data = ctx.config.data
         # Tokenized data needs no task hooks: the task then only supplies text for a tiny model's tokenizer.

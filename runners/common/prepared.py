@@ -31,6 +31,17 @@ def prepared_dir(mode: str, mixture: str, exp_dir: Path) -> Path:
     return output_dir(exp_dir, mode, mixture_name(mixture))
 
 
+def command_line_source_wins(overrides: list[str], sources: tuple[str, ...]) -> list[str]:
+    """A data source named on the command line (--data_config = data.mixture, or --set data.<source>=..., as a
+    pipeline's train step passes its tokenize step's output) replaces the YAML's: the YAML's other `sources` are
+    dropped, so a shipped config that names a mixture runs with any of them without `give ... not both`."""
+    keys = {f"data.{s}" for s in sources}
+    given = {o.split("=", 1)[0].removeprefix("data.") for o in overrides if o.split("=", 1)[0] in keys}
+    if not given:
+        return list(overrides)
+    return [f"data.{s}=null" for s in sources if s not in given] + list(overrides)
+
+
 def check_data_section(data, mode: str, exp_dir: Path, other: str | None = None) -> None:
     """Combinations of data.pretokenized/tokenized (`other` names the key), data.mixture, data.use_prepared."""
     if data.mixture and other and getattr(data, other.split(".")[-1], None):
@@ -137,11 +148,14 @@ def mixture_rows(ctx, mode: str):
 
 
 def rl_required_hooks(ctx):
-    """GRPO/PPO/SPO: with a mixture the prompts come from it; the task still gives the rewards."""
+    """GRPO/PPO/SPO: with a mixture the prompts come from it; the task still gives the rewards, unless reward.model
+    does (then no task is needed: one given still adds its reward functions)."""
     from runners.common.tasks import HOOKS
 
     if not ctx.config.data.mixture:
         return None
+    if ctx.config.reward.model:
+        return []
     return [h for h in HOOKS[ctx.recipe.hooks_kind][0] if h != "get_rl_dataset"]
 
 

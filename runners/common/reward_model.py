@@ -146,7 +146,9 @@ class RewardModelScorer:
 def reward_funcs(ctx) -> RewardFuncs:
     """The task's reward functions, plus the reward model when reward.model is set, with reward.weights."""
     config = ctx.config
-    funcs = list(ctx.task.get_reward_funcs(config, ctx.tokenizer))
+    # No task (a mixture's prompts scored by reward.model alone), or one without rewards: the model's score only.
+    task_rewards = getattr(ctx.task, "get_reward_funcs", None)
+    funcs = list(task_rewards(config, ctx.tokenizer)) if task_rewards else []
     source = ctx.extra.get("reward_source")
     section = config.reward
     if source is not None:

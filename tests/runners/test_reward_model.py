@@ -145,3 +145,23 @@ def test_a_weight_for_no_reward_function_is_one_line(pool, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == ["error: reward.weights: no reward function named 'a_rewards'; the rewards are a_reward"], errors
     assert not (pool / "model" / "spo_checkpoints").exists()
+
+
+@pytest.mark.parametrize("runner", ["rl_run", "ppo_run", "spo_run"])
+def test_a_mixture_scored_by_the_reward_model_needs_no_task(pool, runner):
+    """The smoke configs' shipped mixture gives the prompts and reward.model the reward: no --task at all (the
+    tiny base is already built, so nothing needs a task's text either)."""
+    make_reward_model(pool, train_steps=0)
+    kind = runner.removesuffix("_run")
+    assert run_main(runner, "--config", f"configs/{kind}/smoke.yaml", "--set", "run_name=rm-alone",
+                    "--set", f"reward.model={RM}", "--set", "trainer.max_steps=1", "--set", "trainer.save_steps=1") == 0
+    (row,) = train_rows(read_metrics(pool, "rm-alone"))
+    assert any("reward_model" in k for k in row), sorted(row)
+    assert not any("a_reward" in k for k in row), sorted(row)  # no task: its reward function is not there
+
+
+def test_a_mixture_without_a_reward_model_still_needs_the_tasks_rewards(pool, capsys):
+    make_reward_model(pool, train_steps=0)
+    assert run_main("rl_run", "--config", "configs/rl/smoke.yaml", "--set", "trainer.max_steps=1") == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--task is required" in errors[0] and "get_reward_funcs" in errors[0], errors

@@ -127,14 +127,14 @@ def test_sequence_length_leaves_no_example(tmp_path, pool, capfd):
     build_tiny_model(wordle_corpus(config), pool / "model" / "base" / "tiny-smoke")
     before = files_under(pool)
     code = run_main("sft_run", "--config", "configs/sft/smoke.yaml", "--task", "tasks/wordle_task.py",
-                    "--set", "task.num_examples=8")
+                    "--set", "task.num_examples=8", "--set", "data.mixture=null")  # the task's rows, not the mixture's
     err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(err) == 1 and "model.max_seq_length (64 tokens)" in err[0], err
     assert files_under(pool) == before
 
 
 @pytest.mark.parametrize("extra, expect", [
-    (["--use_prepared"], "--use_prepared needs --data_config MIXTURE"),
+    (["--use_prepared", "--set", "data.mixture=null"], "--use_prepared needs --data_config MIXTURE"),
     (["--data_config", "configs/data/posttrain/sft/nope.yaml"],
      "config file not found: configs/data/posttrain/sft/nope.yaml"),
     (["--data_config", "configs/data/posttrain/sft/smoke.yaml", "--use_prepared"], "holds no tokenized data yet"),

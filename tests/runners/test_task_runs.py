@@ -11,7 +11,7 @@ from .conftest import read_metrics, run_main
 SMALL = {
     "rl_run": ("configs/rl/smoke.yaml",
                ["trainer.max_steps=2", "trainer.max_completion_length=6", "data.mixture=null"]),
-    "sft_run": ("configs/sft/smoke.yaml", ["trainer.max_steps=2", "model.max_seq_length=256"]),
+    "sft_run": ("configs/sft/smoke.yaml", ["trainer.max_steps=2", "model.max_seq_length=256", "data.mixture=null"]),
     "dpo_run": ("configs/dpo/smoke.yaml", ["trainer.max_steps=2", "model.max_seq_length=256", "data.mixture=null"]),
 }
 
