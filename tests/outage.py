@@ -80,11 +80,14 @@ def assert_status_running(out) -> None:
 
 
 def follow_through_drops(backend, handle, drop, errors, *, marker: bytes = b"tick ", max_tries: int | None = 60,
-                         give_up_s: float | None = None, on_chunk=None) -> tuple[bytes, int]:
+                         give_up_s: float | None = None, on_chunk=None, ended=None) -> tuple[bytes, int]:
     """A followed log read as a client reconnecting from its byte offset would: `backend.logs(handle, follow=True,
     offset=len(got))` again after each error in `errors` (or while the stream is not there yet: None). After every
     ten more `marker`s, three times, `drop()` cuts the connection. `on_chunk(got, drops)` sees each chunk. Bounded by
-    `max_tries` reconnects and/or `give_up_s` seconds. Returns (every byte read, drops)."""
+    `max_tries` reconnects and/or `give_up_s` seconds. Returns (every byte read, drops).
+    `ended(offset)`: for a node that powers off when its job ends, the rest of the log from the store once the job
+    has ended (bytes), else None. The live stream can lose its last lines to the poweroff; `launch logs -f` then
+    reads them from the store's copy (api._follow), and so does this, once the three drops are behind it."""
     import time
 
     got, drops, tries = bytearray(), 0, 0
@@ -108,3 +111,6 @@ def follow_through_drops(backend, handle, drop, errors, *, marker: bytes = b"tic
             return bytes(got), drops  # the stream ended: the job is done
         except errors:
             time.sleep(0.3)
+        rest = ended(len(got)) if ended is not None and drops == 3 else None
+        if rest is not None:
+            return bytes(got + rest), drops
