@@ -20,7 +20,8 @@ later job with the same tree reuses it), so the table is the steady state of a u
 Prints the median wall time of each command over N runs, the overhead (median minus the peer's median), the
 ratio to the peer, and the median CPU time (user + system) of the processes this machine waited for: on a shared
 machine wall time swings with the load, CPU time much less. For the ssh rows that CPU is this side only (the
-node's processes run under sshd, not under us).
+node's processes run under sshd, not under us). Then the SSH logins each ssh run made (counted in the sshd's log):
+one for the bare ssh, and one for a launch (preflight, upload, start and log follow share its connection).
 """
 from __future__ import annotations
 
@@ -68,14 +69,18 @@ def base_env(tmp: Path) -> dict[str, str]:
 
 
 class Case:
-    def __init__(self, name: str, argv: list[str], cwd: Path, env: dict[str, str], peer: str | None = None):
+    def __init__(self, name: str, argv: list[str], cwd: Path, env: dict[str, str], peer: str | None = None,
+                 logins=None):
         self.name, self.argv, self.cwd, self.env, self.peer = name, argv, cwd, env, peer
         self.times: list[float] = []
         self.cpu: list[float] = []
+        self.logins = logins  # ssh cases: () -> SSH logins the sshd has accepted so far (its log)
+        self.login_counts: list[int] = []
 
     def once(self) -> tuple[float, float]:
         """(wall s, CPU s): CPU is user + system of the processes this one waited for, down the tree (for local:
         client, agent and script; for ssh: only this machine's client side, the node's work runs under sshd)."""
+        logins0 = self.logins() if self.logins else 0
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         p = subprocess.run(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
@@ -85,6 +90,8 @@ class Case:
         if p.returncode != 0:
             sys.exit(f"{self.name} failed (exit {p.returncode}):\n$ {shlex.join(self.argv)}\n"
                      f"{p.stdout.decode(errors='replace')}{p.stderr.decode(errors='replace')}")
+        if self.logins:
+            self.login_counts.append(self.logins() - logins0)
         return elapsed, (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
 
     @property
@@ -125,8 +132,12 @@ def ssh_cases(tmp: Path, sshd, moto) -> list[Case]:
               "noop.py"]
     plain = ["ssh", "-i", str(sshd.identity), "-p", str(sshd.port), "-o", f"UserKnownHostsFile={sshd.known_hosts}",
              "-o", "BatchMode=yes", f"{sshd.user}@{sshd.host}", sys.executable, str(project / "noop.py")]
-    return [Case("ssh root@127.0.0.1 python noop.py", plain, project, env),
-            Case("launch --backend ssh noop.py", launch, project, env, peer="ssh root@127.0.0.1 python noop.py")]
+    def logins() -> int:  # sshd logs each accepted login once
+        return sshd.log.read_text(errors="replace").count("Accepted publickey")
+
+    return [Case("ssh root@127.0.0.1 python noop.py", plain, project, env, logins=logins),
+            Case("launch --backend ssh noop.py", launch, project, env, peer="ssh root@127.0.0.1 python noop.py",
+                 logins=logins)]
 
 
 def table(cases: list[Case], markdown: bool) -> str:
@@ -159,6 +170,9 @@ def main() -> None:
     parser.add_argument("--skip-ssh", action="store_true", help="only the local pair (no sshd, no moto)")
     ns = parser.parse_args()
     started = time.perf_counter()
+    # The 1-minute load average before and after: on a shared machine a busy neighbour shows here (issue 26 asks
+    # for the quiet machine's numbers, and says which load they came with).
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     sshd = moto = None
     with tempfile.TemporaryDirectory(prefix="launch-overhead-") as tmp_name:
         tmp = Path(tmp_name)
@@ -183,9 +197,13 @@ def main() -> None:
             if sshd is not None:
                 sshd.stop()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"median of {ns.runs} runs; {datetime.date.today()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, load average {load:.1f}; bench took {time.perf_counter() - started:.0f} s")
+    print(f"median of {ns.runs} runs; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}, load average {load_before:.2f} before, "
+          f"{load:.2f} after; bench took {time.perf_counter() - started:.0f} s")
     print(table(cases, ns.markdown))
+    for c in cases:
+        if c.login_counts:  # the warm-up's too: every run of a case should make the same number
+            print(f"SSH logins per run of `{c.name}`: {', '.join(map(str, c.login_counts))}")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,15 @@ class Run:
         return down_job(self.job_id, wait=wait)
 
 
+def _get_backend(name: str):
+    """The backend, its module imported without pydantic's plugin scan (launcher/fastmodels.py): its handle models
+    would otherwise be the first built outside the CLI's `without_plugins`, and scan every entry point (~25 ms)."""
+    from .fastmodels import without_plugins
+
+    with without_plugins():
+        return get_backend(name)
+
+
 def plan(job: Job) -> Plan:
     """The exact request, rendered offline; nothing is created."""
     from .planner import make_plan
@@ -171,7 +180,7 @@ def _launch(job: Job, *, detach: bool, on_start, confirm) -> Run:
 
     if detach and job.terminate_after:
         raise UserError("--terminate-after waits for the end to tear down: drop --detach (or --terminate-after)")
-    backend = get_backend(job.backend)
+    backend = _get_backend(job.backend)
     snapshot = None
     if backend.capabilities.remote:
         from .snapshot import build
@@ -532,7 +541,7 @@ def attempts(job_id: str) -> tuple[int, int] | None:
 
 def _handle(job_id: str):
     rec = Registry().get(job_id)
-    backend = get_backend(rec.backend)
+    backend = _get_backend(rec.backend)
     return rec, backend, backend.handle(rec.id, rec.handle)
 
 
@@ -635,27 +644,27 @@ def describe(job_id: str, state: str, code: int | None) -> str:
     return state if code is None else f"{state} (exit code {code})"
 
 
-def logs(job_id: str, follow: bool = False):
-    """The job's output. Followed (`follow` while the job is active): the backend's live stream, reconnected
-    after every drop from the byte offset already printed, with the store's copy read meanwhile where it holds
-    the same bytes; it ends once the job has ended and its last bytes are out."""
+def logs(job_id: str, follow: bool = False, offset: int = 0):
+    """The job's output (from byte `offset` on). Followed (`follow` while the job is active): the backend's live
+    stream, reconnected after every drop from the byte offset already printed, with the store's copy read
+    meanwhile where it holds the same bytes; it ends once the job has ended and its last bytes are out."""
     rec, backend, handle = _handle(job_id)
     if follow and rec.state in ACTIVE:
-        yield from _follow(job_id, backend, handle)
+        yield from _follow(job_id, backend, handle, offset)
         return
     try:
-        stream = backend.logs(handle, follow=False)
+        stream = backend.logs(handle, follow=False, offset=offset) if offset else backend.logs(handle, follow=False)
     except Exception:  # noqa: BLE001 - the backend is unreachable: the store's copy answers
         stream = None
     if stream is None:
-        stream = tail_store_log(handle, follow=False)
+        stream = tail_store_log(handle, follow=False, offset=offset)
     yield from stream
 
 
-def _follow(job_id: str, backend, handle: Handle):
+def _follow(job_id: str, backend, handle: Handle, offset: int = 0):
     from . import netpolicy
 
-    offset, drops, said = 0, 0, False
+    drops, said = 0, False
     while True:
         try:
             stream = backend.logs(handle, follow=True, offset=offset)
@@ -692,6 +701,9 @@ def _follow(job_id: str, backend, handle: Handle):
         drops += 1
 
 
+LOG_PIECE = 1 << 20  # bytes of log.txt read and printed at a time (from one open file, or one GET on S3)
+
+
 def tail_store_log(handle: Handle, follow: bool, poll: float = 1.0, offset: int = 0):
     """The store's copy of log.txt from byte `offset`; with follow, new bytes as the agent pushes them, until the
     result is there (then the rest)."""
@@ -702,13 +714,12 @@ def tail_store_log(handle: Handle, follow: bool, poll: float = 1.0, offset: int 
         while True:
             state = status(handle.job_id)[0]  # reads the store's result first; relaunches nothing
             done = not follow or (state not in ACTIVE and not relaunch_due(handle.job_id, state))
-            try:
-                data = js.read("log.txt", offset)
+            try:  # a piece at a time: a 1 GB log starts printing at once and never sits in memory whole
+                for data in js.pieces("log.txt", offset, LOG_PIECE):
+                    offset += len(data)
+                    yield data
             except Exception:  # noqa: BLE001 - the store does not answer now: later, or (not following) nothing
-                data = None
-            if data:
-                offset += len(data)
-                yield data
+                pass
             if done:
                 return
             time.sleep(poll)
@@ -792,11 +803,8 @@ def down_expired(now: float | None = None, *, backend: str | None = None, option
         if dry_run:
             return ended
     elif dry_run:
-        return [r.id for r in Registry().list(1_000_000) if r.deadline is not None and r.deadline < now
-                and (r.state in ACTIVE or r.state == "lost")]
-    for rec in Registry().list(1_000_000):
-        if rec.deadline is None or rec.deadline >= now or not (rec.state in ACTIVE or rec.state == "lost"):
-            continue
+        return [r.id for r in Registry().expired(now)]
+    for rec in Registry().expired(now):  # past the deadline, active or lost: the rest of the registry is not read
         swept = launcher_home() / "jobs" / rec.id / "swept"
         if rec.state == "lost" and swept.exists():
             continue
@@ -834,11 +842,7 @@ def job_records(limit: int | None = 50, *, state: str | list[str] | None = None,
             reconcile(rec.id)
         except Exception as exc:  # noqa: BLE001 - one unreachable machine must not hide the others
             sys.stderr.write(f"[launcher] warning: {rec.id}: state not refreshed: {exc}\n")
-    if states is None and backend is None and limit is not None:
-        return Registry().list(limit)
-    found = [r for r in Registry().list(1_000_000_000) if (states is None or r.state in states)
-             and (backend is None or r.backend == backend)]
-    return found if limit is None else found[:limit]
+    return Registry().list(limit, states=states, backend=backend)  # filtered in SQL: only what is shown is read
 
 
 def _states(state: str | list[str] | tuple[str, ...] | None) -> set[str] | None:
@@ -996,8 +1000,10 @@ def log_lines(job_id: str, follow: bool = False, tail: int | None = None) -> Ite
             seen += len(chunk)
             yield chunk
 
-    # What is there now (read once, not followed): its last `tail` lines.
-    yield from deque(lines(counted(logs(job_id, follow=False))), maxlen=max(tail, 0))
+    # What is there now (read once, not followed): its last `tail` lines, read from where they start when the
+    # log is the store's copy (`tail -f` on a 1 GB log prints at once), else from the beginning.
+    start = _tail_start(job_id, max(tail, 0))
+    yield from deque(lines(counted(logs(job_id, follow=False, offset=start))), maxlen=max(tail, 0))
     if not follow:
         return
     skip = seen
@@ -1012,7 +1018,51 @@ def log_lines(job_id: str, follow: bool = False, tail: int | None = None) -> Ite
             skip = 0
 
     decoder.reset()
-    yield from lines(after(logs(job_id, follow=True)))
+    yield from lines(after(logs(job_id, follow=True, offset=start)))
+
+
+def _tail_start(job_id: str, tail: int) -> int:
+    """The byte offset where the last `tail` lines of the job's log start, found by reading back from its end in
+    the store's copy; 0 (read it all) when the log comes from the backend's own stream or the store cannot say its
+    size."""
+    _, backend, handle = _handle(job_id)
+    if backend.capabilities.remote and not backend.stream_is_store_log:
+        return 0  # its live stream is the platform's own output: its bytes are not counted as log.txt's are
+    try:
+        stream = backend.logs(handle, follow=False)
+    except Exception:  # noqa: BLE001 - unreachable: `logs` reads the store's copy, like here
+        stream = None
+    if stream is not None:
+        if hasattr(stream, "close"):
+            stream.close()
+        return 0
+    js = _jobstore(handle)
+    if js is None:
+        return 0
+    try:
+        size = js.size("log.txt")
+        if not size:
+            return 0
+        if tail == 0:
+            return size
+        window = 64 << 10
+        while True:
+            start = max(0, size - window)
+            data = js.read("log.txt", start, size - start) or b""
+            end = len(data) - 1 if data.endswith(b"\n") else len(data)  # a last line without its newline counts
+            for _ in range(tail):  # the newline before the tail's first line
+                end = data.rfind(b"\n", 0, end)
+                if end < 0:
+                    break
+            if end >= 0:
+                return start + end + 1
+            if start == 0:
+                return 0
+            window *= 4
+    except Exception:  # noqa: BLE001 - the store did not answer: read from the start, as before
+        return 0
+    finally:
+        js.close()
 
 
 def down_job(job_id: str, wait: bool = True) -> JobStatus:

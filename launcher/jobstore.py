@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 from .datapool.records import record_headers
 from .datapool.url import StoreUrl
 
@@ -52,22 +53,26 @@ class JobStore:
             self._http = S3Http(endpoint_url=self.endpoint_url)
         return self._http
 
-    def read(self, name: str, start: int = 0) -> bytes | None:
-        """The object's bytes from `start` on; None if it does not exist (b'' if it has nothing past start)."""
+    def read(self, name: str, start: int = 0, size: int | None = None) -> bytes | None:
+        """The object's bytes from `start` on (at most `size` of them from a file or S3 store: a 1 GB log is read
+        a piece at a time, never whole); None if it does not exist (b'' if it has nothing past start)."""
         if self._vol is not None:
-            return self._vol.read(name, start)
+            return self._vol.read(name, start)  # a volume's reads are whole; `size` is a bound only where honoured
         if self.dir is not None:
             try:
                 with open(self.dir / name, "rb") as f:
                     f.seek(start)
-                    return f.read()
+                    return f.read(-1 if size is None else size)
             except (FileNotFoundError, NotADirectoryError):
                 return None
         from .datapool.s3http import S3Error
 
+        if size is not None and size <= 0:
+            return b""
         try:
+            end = 2**62 if size is None else start + size - 1
             _, data = self.http.get_object(self.bucket, f"{self.prefix}/{name}",
-                                           byte_range=(start, 2**62) if start else None)
+                                           byte_range=(start, end) if start or size is not None else None)
             return data
         except S3Error as exc:
             if exc.status == 416:  # nothing past `start` yet
@@ -75,6 +80,61 @@ class JobStore:
             if exc.status == 404 or exc.code in ("NoSuchKey", "NotFound"):
                 return None
             raise
+
+    def pieces(self, name: str, start: int = 0, piece: int = 1 << 20) -> Iterator[bytes]:
+        """The object's bytes from `start` to its end, in pieces of at most `piece` bytes as they are read: one
+        open file or one GET (read as it arrives), so a 1 GB log starts printing at once and is never in memory
+        whole. Nothing when it does not exist or has nothing past `start`."""
+        if self._vol is not None:
+            data = self._vol.read(name, start)
+            if data:
+                yield data
+            return
+        if self.dir is not None:
+            try:
+                f = open(self.dir / name, "rb")
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            with f:
+                f.seek(start)
+                while data := f.read(piece):
+                    yield data
+            return
+        from .datapool.s3http import S3Error
+
+        try:
+            _, _, body = self.http.request("GET", self.bucket, f"{self.prefix}/{name}",
+                                           headers={"Range": f"bytes={start}-"} if start else None, stream=True)
+        except S3Error as exc:
+            if exc.status in (404, 416) or exc.code in ("NoSuchKey", "NotFound"):
+                return  # 416: nothing past `start` yet
+            raise
+        try:
+            while data := body.read(piece):
+                yield data
+        finally:
+            body.close()
+
+    def size(self, name: str) -> int | None:
+        """The object's size in bytes, or None when it does not exist or this store cannot say without reading it
+        (a volume): `launch logs -n N` then reads the log from its start."""
+        if self._vol is not None:
+            return None
+        if self.dir is not None:
+            try:
+                return os.stat(self.dir / name).st_size
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        from .datapool.s3http import S3Error
+
+        try:
+            _, headers, _ = self.http.request("HEAD", self.bucket, f"{self.prefix}/{name}")
+        except S3Error as exc:
+            if exc.status == 404 or exc.code in ("NoSuchKey", "NotFound"):
+                return None
+            raise
+        length = headers.get("Content-Length")
+        return int(length) if length is not None else None
 
     def write(self, name: str, data: bytes) -> None:
         if self._vol is not None:

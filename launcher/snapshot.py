@@ -14,8 +14,10 @@ files and symlinks travel; symlinks stay symlinks and must point inside the tree
 else when it unpacks). Git submodules are not included.
 
 Same tree -> same bytes -> same sha256: paths sorted, every tar header zeroed (mtime 0, uid/gid 0, no user or
-group name), modes reduced to 0o755 / 0o644, gzip without a timestamp or file name. So the sha256 of the .tar.gz
-names the code, and a store that already holds `code/<sha256>.tar.gz` needs nothing uploaded.
+group name), modes reduced to 0o755 / 0o644, one gzip member without a timestamp or file name, deflated at a level
+set by the tree's size (6 up to 16 MiB, 1 above), files that do not compress stored as they are. Every choice
+follows from the bytes, so the sha256 of the .tar.gz names the code, and a store that already holds
+`code/<sha256>.tar.gz` needs nothing uploaded. Any tar.gz reader unpacks it (the node uses Python's tarfile).
 
 The agent travels with the code: unless the workdir is the launcher's own project (its `launcher/` package is
 importable from the workdir root and part of the snapshot), the `.py` files of the launcher running on this
@@ -23,16 +25,17 @@ machine are added under `.launcher-agent/launcher/`. The node puts `.launcher-ag
 the client's agent version, whatever is installed there.
 
 Snapshots are cached in `$LAUNCHER_HOME/snapshots/` (`<sha256>.tar.gz`, plus `index/` mapping the stat of
-every file to the sha256, so launching an unchanged tree again packs nothing).
+every file that travels (path, size, mtime, ctime, inode, mode; symlink targets) to the sha256, so launching an
+unchanged tree again reads and packs nothing: one `git ls-files` and one lstat per file). Git's ignore rules need
+no key of their own: a rule that changes what travels changes the listing, which is the key.
 
 This module imports no store, boto3 or torch at import time: the node runs it before anything is installed.
 """
 from __future__ import annotations
 
 import argparse
-import gzip
+import collections
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -53,11 +56,17 @@ LIMIT_ENV = "LAUNCHER_SNAPSHOT_LIMIT"  # (the old LAUNCH_SNAPSHOT_LIMIT is still
 AGENT_DIR = ".launcher-agent"
 IGNORE_FILE = ".launchignore"
 # Bumped whenever the packing changes, so a cache index entry never maps a tree to bytes packed differently.
-_FORMAT = "launcher-snapshot-1"
+_FORMAT = "launcher-snapshot-2"
 _WALK_SKIP = {".git", "__pycache__", ".venv"}
-_COMPRESSLEVEL = 6  # fixed: the level is part of the bytes, so part of the sha256
-# A file modified less than this long ago may be modified again within the same mtime tick; such trees are not
-# indexed (they are packed again next time, which gives the same sha256 if nothing changed).
+# Deflate level, decided by the tree's size alone (the level is part of the bytes, so of the sha256): a small tree
+# keeps level 6, which costs well under a second there and keeps it small (k8s with a pvc:// datapool carries it
+# in a ConfigMap); a big one gets level 1, ~6x faster than 6 on source text for ~20% more bytes.
+_COMPRESSLEVEL = 1
+_SMALL_LEVEL = 6
+_SMALL_TREE = 16 * 1024**2
+# A file modified less than this long ago may be modified again within the same mtime/ctime tick, unseen by the
+# stat key; such trees are not indexed (they are packed again next time, which gives the same sha256 if nothing
+# changed).
 _RACY_S = 2.0
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _BUF = 1024 * 1024
@@ -85,7 +94,7 @@ class Snapshot:
 @dataclass(frozen=True)
 class _Item:
     arcname: str
-    src: Path
+    src: str | Path
     st: os.stat_result  # lstat
     link: str | None = None  # symlink target
 
@@ -266,10 +275,11 @@ def _tree_items(workdir: Path) -> list[_Item]:
     elif launchignore:
         paths = [p for p in paths if not launchignore.excludes(p)]
     items: list[_Item] = []
+    base = str(workdir)  # str paths, not Path objects: at 50,000 files pathlib alone was half of an unchanged launch
     for rel in paths:
-        if ".git" in rel.split("/"):
+        if rel == ".git" or rel.startswith(".git/") or "/.git/" in rel or rel.endswith("/.git"):
             continue
-        src = workdir / rel
+        src = f"{base}/{rel}"
         try:
             st = os.lstat(src)
         except (FileNotFoundError, NotADirectoryError):
@@ -342,59 +352,219 @@ def _check_limit(items: list[_Item], limit: int) -> None:
 
 
 # --- packing
+#
+# One gzip member holding one tar stream, written by hand rather than through gzip.GzipFile + tarfile: at 50,000
+# files tarfile's header building (~0.1 ms a member) and zlib at level 6 on one thread were nearly all of the time
+# (docs/benchmarks.md, "Scale: snapshot"). Deflate runs at level 1 on a big tree (_COMPRESSLEVEL), in segments on
+# several threads; a file that deflate cannot shrink (weights, images, archives: checked on two samples) goes in
+# as stored blocks, since level 1 on random bytes is its slowest case (~25 MB/s on the dev VM) for no gain. Every
+# choice depends on the bytes alone, so the same tree still gives the same tarball, and any tar.gz reader reads it
+# (tarfile's "r:gz" on the node, `tar xzf`).
 
-class _HashingWriter:
-    def __init__(self, f):
+_TAR_BLOCK = 512
+_TAR_RECORD = 20 * _TAR_BLOCK  # what tarfile pads the end of an archive to
+_STORED_MAX = 0xFFFF  # bytes in one stored deflate block
+_PROBE = 8 * 1024  # bytes of each of the two samples that decide stored vs deflated
+_PROBE_MIN = 64 * 1024  # smaller files are always deflated: the probe would cost what it could save
+_STORE_RATIO = 0.9  # a sample that deflates to more than this is taken as incompressible
+_STREAM_CHUNK = 4 * 1024 * 1024
+_SEGMENT = 1024 * 1024  # deflated bytes per segment, each compressed on its own (in parallel)
+_WINDOW = 32 * 1024  # deflate's window: what a segment is primed with
+# Threads that deflate: the main thread reads, checksums and writes meanwhile. At most 4: beyond that the main
+# thread is the limit.
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, XFL 0, OS unknown
+# The fixed part of a ustar header (PAX magic) for a member whose name and link fit its fields.
+_UID_GID = b"0000000\x00" * 2
+_MTIME0 = b"00000000000\x00"
+_TAIL = b"ustar\x0000" + b"\x00" * (32 + 32 + 8 + 8 + 155)  # magic, version, uname, gname, dev, prefix
+
+
+def _deflate_segment(data: bytes, zdict: bytes, level: int, final: bool) -> bytes:
+    """One segment of the deflate stream, alone: primed with the 32 KB before it (so matches reach back as in one
+    long stream) and ended on a byte boundary (a sync flush) or, the last, with the final block."""
+    if zdict:
+        z = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
+    else:
+        z = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return z.compress(data) + z.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+
+
+class _GzipOut:
+    """One gzip member written as it goes: deflated segments (compressed on `workers` threads, as pigz does: zlib
+    lets go of the GIL), stored blocks where asked, all in stream order; the sha256 and size of what reaches the
+    file, the crc32 and length of what went in. Where a segment ends depends on the bytes alone, never on the
+    threads, so the output is the same with any number of them."""
+
+    def __init__(self, f, level: int, workers: int = 1):
         self.f = f
         self.h = hashlib.sha256()
-        self.n = 0
+        self.n = 0  # compressed bytes out
+        self.crc = 0
+        self.isize = 0  # bytes in
+        self.level = level
+        self.buf: list[bytes] = []  # bytes to deflate, not cut into a segment yet
+        self.buffered = 0
+        self.window = b""  # the last 32 KB of the stream before self.buf
+        self.workers = workers
+        self.pool = None
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
 
-    def write(self, data) -> int:
-        self.f.write(data)
-        self.h.update(data)
-        self.n += len(data)
-        return len(data)
+            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="snapshot-deflate")
+        self.pending: collections.deque = collections.deque()  # futures (or bytes) in stream order
+        self._write(_GZIP_HEADER)
 
-    def flush(self) -> None:
-        self.f.flush()
+    def _write(self, data) -> None:
+        if data:
+            self.f.write(data)
+            self.h.update(data)
+            self.n += len(data)
+
+    def _drain(self, keep: int) -> None:
+        """Write out finished segments in order, waiting while more than `keep` are in flight."""
+        while self.pending:
+            head = self.pending[0]
+            if isinstance(head, bytes):
+                self._write(self.pending.popleft())
+            elif len(self.pending) > keep or head.done():
+                self._write(self.pending.popleft().result())
+            else:
+                return
+
+    def _cut(self, final: bool = False) -> None:
+        data = b"".join(self.buf)
+        self.buf, self.buffered = [], 0
+        zdict, self.window = self.window, (self.window + data[-_WINDOW:])[-_WINDOW:]
+        if self.pool is None:
+            self.pending.append(_deflate_segment(data, zdict, self.level, final))
+        else:
+            self.pending.append(self.pool.submit(_deflate_segment, data, zdict, self.level, final))
+        self._drain(keep=2 * self.workers)  # bounds the memory in flight
+
+    def deflate(self, data) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+        self.isize += len(data)
+        self.buf.append(data)
+        self.buffered += len(data)
+        if self.buffered >= _SEGMENT:
+            self._cut()
+
+    def store(self, data) -> None:
+        """`data` as stored blocks, after the deflated bytes before it (that segment ends byte-aligned)."""
+        if self.buf:
+            self._cut()
+        self.crc = zlib.crc32(data, self.crc)
+        self.isize += len(data)
+        parts = []
+        view = memoryview(data)
+        for i in range(0, len(view), _STORED_MAX):
+            block = view[i:i + _STORED_MAX]
+            n = len(block)
+            parts.append(bytes((0, n & 0xFF, n >> 8, ~n & 0xFF, (~n >> 8) & 0xFF)))  # BFINAL 0, BTYPE 00, LEN, NLEN
+            parts.append(block)
+        self.pending.append(b"".join(parts))
+        self.window = (self.window + bytes(view[-_WINDOW:]))[-_WINDOW:]
+        self._drain(keep=2 * self.workers)
+
+    def finish(self) -> None:
+        self._cut(final=True)  # always a deflated segment last: it holds the final block
+        self._drain(keep=0)
+        self._write((self.crc & 0xFFFFFFFF).to_bytes(4, "little") + (self.isize & 0xFFFFFFFF).to_bytes(4, "little"))
+        self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
 
-def _tarinfo(name: str) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.mtime = 0
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    return ti
+def _incompressible(data) -> bool:
+    """Two samples (the middle, the end), each deflated alone at level 1, both must not shrink: a file whose
+    header compresses but whose body does not (.npy, safetensors, PNG) is judged by its body."""
+    if len(data) < _PROBE_MIN:
+        return False
+    mid = len(data) // 2
+    for sample in (data[mid:mid + _PROBE], data[-_PROBE:]):
+        z = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+        if len(z.compress(sample)) + len(z.flush()) <= _STORE_RATIO * len(sample):
+            return False
+    return True
+
+
+def _header(name: str, typeflag: bytes, mode: int, size: int, link: str = "") -> bytes:
+    """The tar header block(s) of one member: mtime 0, uid/gid 0, no user or group name. A name or link that is
+    not ASCII or does not fit its 100 bytes, or a size of 8 GiB or more, gets tarfile's PAX header instead."""
+    name_b, link_b = name.encode("utf-8", "surrogateescape"), link.encode("utf-8", "surrogateescape")
+    if len(name_b) > 100 or len(link_b) > 100 or size >= 8**11 or not (name_b + link_b).isascii():
+        ti = tarfile.TarInfo(name)
+        ti.mtime, ti.uid, ti.gid, ti.uname, ti.gname = 0, 0, 0, "", ""
+        ti.type, ti.mode, ti.size, ti.linkname = typeflag, mode, size, link
+        return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    head = b"".join((name_b.ljust(100, b"\x00"), b"%07o\x00" % mode, _UID_GID, b"%011o\x00" % size, _MTIME0))
+    rest = typeflag + link_b.ljust(100, b"\x00") + _TAIL
+    chksum = sum(head) + sum(rest) + 8 * 32  # the checksum field itself counts as 8 spaces
+    return head + b"%06o\x00 " % chksum + rest + b"\x00" * 12
+
+
+def _pad(n: int) -> bytes:
+    return b"\x00" * (-n % _TAR_BLOCK)
+
+
+def _changed(item: _Item, exc: BaseException | str) -> UserError:
+    return UserError(f"{item.arcname} changed while the code snapshot was packed ({exc}); launch again once it is "
+                     f"written")
+
+
+def _pack_file(gz: _GzipOut, item: _Item) -> None:
+    with open(item.src, "rb", buffering=0) as f:
+        st = os.fstat(f.fileno())
+        mode = 0o755 if st.st_mode & 0o111 else 0o644
+        if st.st_size <= _READ_WHOLE:
+            # Read first, size from what was read: a file rewritten meanwhile (an editor saving) cannot leave the
+            # header's size and the bytes disagreeing.
+            data = f.readall()
+            hdr = _header(item.arcname, tarfile.REGTYPE, mode, len(data))
+            if _incompressible(data):
+                gz.deflate(hdr)
+                gz.store(data)
+                gz.deflate(_pad(len(data)))
+            else:
+                gz.deflate(hdr + data + _pad(len(data)))
+            return
+        size, left = st.st_size, st.st_size
+        gz.deflate(_header(item.arcname, tarfile.REGTYPE, mode, size))
+        stored = None  # decided on the first chunk, for the whole file
+        while left:
+            chunk = f.read(min(_STREAM_CHUNK, left))
+            if not chunk:
+                raise _changed(item, f"{size - left} of {size} bytes there")
+            if stored is None:
+                stored = _incompressible(chunk)
+            (gz.store if stored else gz.deflate)(chunk)
+            left -= len(chunk)
+        gz.deflate(_pad(size))
 
 
 def _pack(items: list[_Item], out: Path) -> tuple[str, int]:
-    with open(out, "wb") as raw:
-        w = _HashingWriter(raw)
-        with gzip.GzipFile(fileobj=w, mode="wb", mtime=0, filename="", compresslevel=_COMPRESSLEVEL) as gz:
-            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for item in items:
-                    ti = _tarinfo(item.arcname)
-                    if item.link is not None:
-                        ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, item.link, 0o777
-                        tar.addfile(ti)
-                        continue
-                    try:
-                        with open(item.src, "rb") as f:
-                            st = os.fstat(f.fileno())
-                            ti.mode = 0o755 if st.st_mode & 0o111 else 0o644
-                            if st.st_size <= _READ_WHOLE:
-                                # Read first, size from what was read: a file rewritten meanwhile (an editor
-                                # saving) cannot leave the header's size and the bytes disagreeing.
-                                data = f.read()
-                                ti.size = len(data)
-                                tar.addfile(ti, io.BytesIO(data))
-                            else:
-                                ti.size = st.st_size
-                                tar.addfile(ti, f)
-                    except OSError as exc:  # shrank or vanished between the listing and now
-                        raise UserError(f"{item.arcname} changed while the code snapshot was packed ({exc}); "
-                                        f"launch again once it is written") from None
-    return w.h.hexdigest(), w.n
+    level = _SMALL_LEVEL if sum(i.size for i in items) <= _SMALL_TREE else _COMPRESSLEVEL
+    with open(out, "wb", buffering=_BUF) as raw:
+        gz = _GzipOut(raw, level, _WORKERS)
+        try:
+            for item in items:
+                if item.link is not None:
+                    gz.deflate(_header(item.arcname, tarfile.SYMTYPE, 0o777, 0, item.link))
+                    continue
+                try:
+                    _pack_file(gz, item)
+                except OSError as exc:  # vanished between the listing and now
+                    raise _changed(item, exc) from None
+            end = 2 * _TAR_BLOCK
+            gz.deflate(b"\x00" * (end + (-(gz.isize + end) % _TAR_RECORD)))
+            gz.finish()
+        finally:
+            gz.close()
+    return gz.h.hexdigest(), gz.n
 
 
 def _index_key(items: list[_Item]) -> str:
@@ -455,7 +625,8 @@ def build(workdir: Path, *, limit_bytes: int = DEFAULT_LIMIT, cache_dir: Path | 
         tmp.unlink(missing_ok=True)
         raise
     snap = Snapshot(sha, size, len(items), final)
-    newest = max((i.st.st_mtime for i in items), default=0.0)
+    # ctime too: a file written and then given an old mtime back (cp -p, rsync -t) changed when its ctime says.
+    newest = max((max(i.st.st_mtime, i.st.st_ctime) for i in items), default=0.0)
     if newest < started - _RACY_S:
         _write_index(index, key, snap)
     return snap

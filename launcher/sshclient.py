@@ -382,6 +382,26 @@ class SshClient:
                               stderr=b"")
         return transport
 
+    def alive(self) -> bool:
+        """Connected, and the transport not known to be gone (a silently dead link still reads as alive until a
+        channel open, a keepalive probe or a timeout finds out)."""
+        transport = self._client.get_transport() if self._client is not None else None
+        return transport is not None and transport.is_active()
+
+    def disconnect(self) -> None:
+        """End the connection but keep this object's references, unlike close(): another thread still using a
+        shared client then gets a RemoteError ("closed") instead of an AttributeError, and no new connection."""
+        if self._client is not None:
+            self._client.close()
+
+    def close_sftp(self) -> None:
+        """Close the SFTP channel (its sftp-server process on the node), keeping the connection."""
+        if self._sftp is not None:
+            try:
+                self._sftp.close()
+            finally:
+                self._sftp = None
+
     def close(self) -> None:
         if self._sftp is not None:
             try:
@@ -426,18 +446,34 @@ class SshClient:
             raise self._failed(cmd, code, bytes(err))
         return code, bytes(out), bytes(err)
 
-    def stream(self, cmd: str, *, check: bool = True) -> Iterator[bytes]:
+    def stream(self, cmd: str, *, check: bool = True, first_within: float | None = None) -> Iterator[bytes]:
         """Run `cmd` and yield its stdout in chunks as they arrive, until it ends (e.g. `tail -f log`).
 
         Closing the generator early (break, .close(), garbage collection) closes the channel, and the command's
-        process group on the node is killed with it: don't start background work through stream(). The command's
-        stdin is /dev/null. stderr is kept (its tail) for the RemoteError raised, with check, when the command exits non-zero.
+        process group on the node is killed with it: don't start background work through stream() (a `setsid`
+        child is out of that group). The command's stdin is /dev/null. stderr is kept (its tail) for the
+        RemoteError raised, with check, when the command exits non-zero. `first_within`: RemoteTimeout (channel
+        closed) when no output came by then; after the first output the stream waits as long as it runs.
         """
         chan = self._open_channel()
         try:
             chan.exec_command("sh -c " + shlex.quote(_STREAM_WRAPPER.format(cmd=cmd)))
             err: deque[bytes] = deque()
             size = 0
+            if first_within is not None:
+                deadline = time.monotonic() + first_within
+                try:
+                    for kind, data in self._pump(chan, deadline, None):  # open input: see _STREAM_WRAPPER
+                        if kind == "out":
+                            yield data
+                            break
+                        err.append(data)
+                        size += len(data)
+                except _Deadline:
+                    raise RemoteTimeout(
+                        f"remote command '{_program(cmd)}' on {self.target.hostport} printed nothing in "
+                        f"{first_within:g}s", cmd=cmd, exit_code=None, stderr=b"".join(err),
+                    ) from None
             for kind, data in self._pump(chan, None, None):  # open input: see _STREAM_WRAPPER
                 if kind == "out":
                     yield data

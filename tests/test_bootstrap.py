@@ -70,11 +70,15 @@ class Node:
     """One bootstrap run: the base dir, the store, the stub log; `kill_all` in teardown leaves nothing behind."""
 
     def __init__(self, tmp_path: Path, script: str, source: str, *, deadline_at: float | None = None,
-                 grace_period: int = 5, env: dict | None = None):
+                 grace_period: int = 5, env: dict | None = None, files: dict[str, str] | None = None):
+        """`files`: more of the project ({relative path: text}), e.g. its own images/requirements.lock."""
         self.tmp = tmp_path
         self.project = tmp_path / "project"
         self.project.mkdir()
         (self.project / script).write_text(source)
+        for rel, text in (files or {}).items():
+            (self.project / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.project / rel).write_text(text)
         self.snap = build(self.project, cache_dir=tmp_path / "snapshots")
         self.base = tmp_path / "node"
         self.store = tmp_path / "store"
@@ -105,21 +109,24 @@ class Node:
         return dest
 
     def start(self, *, python: str = sys.executable, teardown: str = "poweroff",
-              keep_on_failure: bool = False, url: str = "") -> subprocess.Popen:
-        """`url`: the node fetches the snapshot from there (as EC2 and k8s nodes do) instead of finding it uploaded."""
+              keep_on_failure: bool = False, url: str = "", path: str | None = None, env: dict | None = None,
+              **render_kw) -> subprocess.Popen:
+        """`url`: the node fetches the snapshot from there (as EC2 and k8s nodes do) instead of finding it uploaded.
+        `path`: the node's PATH after the stubs (default: this one's); `env`: more of the node's environment;
+        `render_kw`: the rest of bootstrap.render's keywords."""
         script = bootstrap.render(self.spec, base=shlex.quote(str(self.base)), snapshot_sha=self.snap.sha256,
                                   snapshot_tar="" if url else f"code/{self.snap.sha256}.tar.gz", snapshot_url=url,
-                                  python=python, teardown=teardown, keep_on_failure=keep_on_failure)
-        path = self.tmp / "bootstrap.sh"
-        path.write_text(script)
+                                  python=python, teardown=teardown, keep_on_failure=keep_on_failure, **render_kw)
+        script_path = self.tmp / "bootstrap.sh"
+        script_path.write_text(script)
         # A node has its own network: the proxies of whoever runs the tests are not its.
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PYTHONPATH", "DATAPOOL_ROOT", "EXPERIMENT", "CHECKPOINT_DIR", "LAUNCH_DATAPOOL")
-               and k.lower() not in ("https_proxy", "http_proxy", "no_proxy", "ssl_cert_file", "aws_ca_bundle")}
-        env.update(PATH=f"{self.stubs}:{env.get('PATH', '/usr/bin:/bin')}", TEARDOWN_LOG=str(self.teardown_log),
-                   OMP_NUM_THREADS="1")
+        node_env = {k: v for k, v in os.environ.items()
+                    if k not in ("PYTHONPATH", "DATAPOOL_ROOT", "EXPERIMENT", "CHECKPOINT_DIR", "LAUNCH_DATAPOOL")
+                    and k.lower() not in ("https_proxy", "http_proxy", "no_proxy", "ssl_cert_file", "aws_ca_bundle")}
+        node_env.update(PATH=f"{self.stubs}:{path or node_env.get('PATH', '/usr/bin:/bin')}",
+                        TEARDOWN_LOG=str(self.teardown_log), OMP_NUM_THREADS="1", **(env or {}))
         # Its own session, as the ssh backend starts it (setsid): the dead-man switch signals its group.
-        self.proc = subprocess.Popen(["bash", str(path)], env=env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(["bash", str(script_path)], env=node_env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         return self.proc
 

@@ -171,7 +171,9 @@ def node(tmp_path, monkeypatch):
     parts.mkdir()
     _stub(parts / "pip", f'echo "$*" >> {shlex.quote(str(pip_log))}\n')
     _stub(parts / "python", f'exec {shlex.quote(real)} "$@"\n')
-    _stub(stubs / "python3.11", f"""[ "$1 $2" = "-m venv" ] || exit 9
+    # Its version asked (launcher/node/venvsetup.py checks the minor before it uses it): the real one's answer.
+    _stub(stubs / "python3.11", f"""[ "$1" = -c ] && exec {shlex.quote(real)} -S "$@"
+[ "$1 $2" = "-m venv" ] || exit 9
 echo "$3" >> {shlex.quote(str(venv_log))}
 mkdir -p "$3/bin" && cp {shlex.quote(str(parts))}/* "$3/bin/"
 """)
@@ -245,7 +247,7 @@ def test_the_bootstrap_builds_its_venv_from_the_lock_that_travels_with_the_agent
 
 def test_the_bootstrap_names_the_lock_it_reads():
     assert bootstrap.LOCK == LOCK_REL
-    assert f"python{images.PYTHON_VERSION} " in bootstrap.TEMPLATE.replace("@@PYVER@@", images.PYTHON_VERSION)
+    assert f"--python-version {images.PYTHON_VERSION} " in bootstrap.TEMPLATE.replace("@@PYVER@@", images.PYTHON_VERSION)
 
 
 # -- launch image build ------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -101,10 +102,12 @@ def test_default_cache_is_under_launcher_home(tmp_path):
 
 
 INDEX_CHECK = """
-import json, os, sys, tarfile
+import json, os, sys, tarfile, time
 from pathlib import Path
 import launcher, launcher.snapshot as s
 src, cache, old = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+s._RACY_S = 0.05  # the files' ctimes are from a moment ago (copied just now): settled after this, not 2 s
+time.sleep(0.1)
 first = s.build(src, cache_dir=cache)
 indexed = len(list((cache / "index").iterdir()))
 again = s.build(src, cache_dir=cache)
@@ -136,6 +139,190 @@ def test_an_unchanged_tree_is_indexed_and_an_edit_is_still_seen(tmp_path, launch
     assert again == first and got["inodes"][0] == got["inodes"][1]
     # Same size, same mtime, new bytes: the index key's ctime catches it.
     assert edited != first and got["model"] == "X = 2\n"
+
+
+@pytest.fixture
+def packs(monkeypatch):
+    """Every tree build() packs, as the number of items; the index used as soon as a tree is 50 ms old."""
+    import launcher.snapshot as snapshot
+
+    # The agent files are this checkout's launcher/, edited by other work while tests run: not the subject here.
+    monkeypatch.setattr(snapshot, "_agent_items", lambda: [])
+    monkeypatch.setattr(snapshot, "_RACY_S", 0.05)
+    calls: list[int] = []
+    real = snapshot._pack
+
+    def counting(items, out):
+        calls.append(len(items))
+        return real(items, out)
+
+    monkeypatch.setattr(snapshot, "_pack", counting)
+    return calls
+
+
+def settled_build(src: Path, cache: Path) -> Snapshot:
+    time.sleep(0.1)  # every file older than _RACY_S: this build may index the tree, so the next may hit
+    return build(src, cache_dir=cache)
+
+
+def _content_same_size_and_mtime(repo: Path) -> None:
+    (repo / "pkg" / "model.py").write_text("X = 2\n")
+    os.utime(repo / "pkg" / "model.py", (OLD, OLD))
+
+
+def _exclude(repo: Path) -> None:
+    (repo / ".git" / "info").mkdir(parents=True, exist_ok=True)
+    (repo / ".git" / "info" / "exclude").write_text("*.log\n")
+
+
+STALE_CHANGES = {
+    # change -> what the new snapshot must show
+    "content, same size and mtime": (_content_same_size_and_mtime,
+                                     lambda s: tar_read(s, "pkg/model.py") == b"X = 2\n"),
+    "added file": (lambda r: (r / "pkg" / "new.py").write_text("new\n"), lambda s: "pkg/new.py" in names(s)),
+    "removed file": (lambda r: (r / "README.md").unlink(), lambda s: "README.md" not in names(s)),
+    "mode": (lambda r: (r / "train.py").chmod(0o755), lambda s: members(s)["train.py"].mode == 0o755),
+    ".gitignore rule": (lambda r: (r / ".gitignore").write_text("*.log\n"), lambda s: "notes.log" not in names(s)),
+    ".git/info/exclude rule (no file in the tree changes)": (_exclude, lambda s: "notes.log" not in names(s)),
+    ".launchignore rule": (lambda r: (r / ".launchignore").write_text("scratch.txt\n"),
+                           lambda s: "scratch.txt" not in names(s) and ".launchignore" in names(s)),
+    "untracked file deleted": (lambda r: (r / "scratch.txt").unlink(), lambda s: "scratch.txt" not in names(s)),
+}
+
+
+def tar_read(snap: Snapshot, name: str) -> bytes:
+    with tarfile.open(snap.path) as tar:
+        return tar.extractfile(name).read()
+
+
+@pytest.mark.parametrize("change", list(STALE_CHANGES))
+def test_the_index_never_returns_a_stale_snapshot(tmp_path, packs, change):
+    repo = write_tree(tmp_path / "repo", {**SMALL, ".gitignore": "", "notes.log": "log\n",
+                                          "scratch.txt": "untracked\n"})
+    git(repo, "init", "-q")
+    git(repo, "add", *SMALL, ".gitignore")
+    git(repo, "commit", "-qm", "init")
+    for p in repo.rglob("*"):
+        if ".git" not in p.relative_to(repo).parts:
+            os.utime(p, (OLD, OLD))
+    cache = tmp_path / "cache"
+    first = settled_build(repo, cache)
+    assert settled_build(repo, cache) == first and len(packs) == 1  # indexed: the second build packed nothing
+    assert {"notes.log", "scratch.txt", "pkg/model.py"} <= names(first)
+
+    apply, shows = STALE_CHANGES[change]
+    apply(repo)
+    changed = settled_build(repo, cache)
+    assert len(packs) == 2 and changed.sha256 != first.sha256
+    assert shows(changed)
+    assert settled_build(repo, cache) == changed and len(packs) == 2  # and that tree is indexed in turn
+
+
+def test_a_tree_changed_in_the_last_seconds_is_not_indexed(tmp_path, monkeypatch):
+    import launcher.snapshot as snapshot
+
+    monkeypatch.setattr(snapshot, "_agent_items", lambda: [])
+    src = write_tree(tmp_path / "proj", SMALL)
+    for p in src.rglob("*"):
+        os.utime(p, (OLD, OLD))  # an old mtime, as cp -p or rsync -t leave it: the ctime still says "just now"
+    cache = tmp_path / "cache"
+    a = build(src, cache_dir=cache)
+    assert not (cache / "index").exists()
+    assert build(src, cache_dir=cache) == a  # packed again, to the same bytes
+
+
+# --- the packed format: one gzip member, one tar stream, read by any reader
+
+@pytest.mark.parametrize("small_tree", [16 * 1024**2, 0], ids=["level 6 (a small tree)", "level 1 (a big tree)"])
+def test_packed_bytes_read_back_with_tarfile_and_gzip(tmp_path, monkeypatch, small_tree):
+    import gzip
+    import random
+
+    import launcher.snapshot as snapshot
+
+    monkeypatch.setattr(snapshot, "_SMALL_TREE", small_tree)
+    monkeypatch.setattr(snapshot, "_READ_WHOLE", 256 * 1024)  # the streamed path too, on files of a few 100 KB
+    monkeypatch.setattr(snapshot, "_STREAM_CHUNK", 100 * 1024)
+    rng = random.Random(7)
+    noise, small = rng.randbytes(400_000), rng.randbytes(1000)
+    text = b"".join(b"def f%d(x):\n    return x * %d\n" % (i, i % 97) for i in range(30_000))[:700_000]
+    long_name = "deep/" + "n" * 120 + ".py"
+    files = {
+        "empty.txt": b"", "block.txt": b"a" * 512, long_name: b"a PAX header for the name\n",
+        "donn\u00e9es/\u00e9t\u00e9.py": b"non-ASCII name\n",
+        "weights.bin": noise[:200_000],  # incompressible, read whole: stored blocks
+        "big_noise.bin": noise,  # incompressible, streamed
+        "big_text.txt": text,  # streamed, deflated
+        "header_then_noise.npy": b"{'descr': '<f4'}" + b" " * 20_000 + noise[:150_000],  # judged by its middle too
+        "small_noise.bin": small,  # below the probe size: deflated whatever it is
+    }
+    src = write_tree(tmp_path / "proj", files)
+    (src / "link").symlink_to(long_name)  # a link target over 100 bytes
+    (src / "big_text.txt").chmod(0o755)
+    snap = build(src, cache_dir=tmp_path / "cache")
+    gz = snap.path.read_bytes()
+    raw = gzip.decompress(gz)  # checks the trailer's crc32 and length
+    assert len(raw) % (20 * 512) == 0
+    with tarfile.open(snap.path) as tar:
+        got = {m.name: m for m in tar.getmembers() if not m.name.startswith(AGENT)}
+        assert set(got) == set(files) | {"link"}
+        for name, data in files.items():
+            m = got[name]
+            assert m.isreg() and tar.extractfile(m).read() == data, name
+            assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
+            assert m.mode == (0o755 if name == "big_text.txt" else 0o644)
+        assert got["link"].issym() and got["link"].linkname == long_name and got["link"].mode == 0o777
+    # Stored, not deflated: a stored block carries up to 64 KB verbatim, which deflate output never does.
+    assert noise[1000:60_000] in gz  # weights.bin
+    assert noise[310_000:360_000] in gz  # big_noise.bin, inside its fourth streamed chunk
+    assert noise[50_000:100_000] in gz  # header_then_noise.npy's body
+    assert text[:4000] not in gz and small[:500] not in gz
+    out = unpack(snap.path, snap.sha256, tmp_path / "node")
+    assert (out / "big_noise.bin").read_bytes() == noise and (out / "link").read_bytes() == files[long_name]
+
+
+@pytest.mark.parametrize("small_tree", [16 * 1024**2, 0], ids=["level 6", "level 1"])
+def test_the_same_bytes_whatever_the_number_of_deflate_threads(tmp_path, monkeypatch, small_tree):
+    import gzip
+    import random
+
+    import launcher.snapshot as snapshot
+
+    monkeypatch.setattr(snapshot, "_SMALL_TREE", small_tree)
+    monkeypatch.setattr(snapshot, "_SEGMENT", 5000)  # hundreds of segments, finished out of order by the threads
+    rng = random.Random(3)
+    files = {f"src/m{i:03d}.py": b"".join(b"x%d = %d\n" % (j, rng.randint(0, 9)) for j in range(rng.randint(0, 900)))
+             for i in range(60)}
+    files.update({"w1.bin": rng.randbytes(90_000), "w2.bin": rng.randbytes(70_000)})  # stored between segments
+    src = write_tree(tmp_path / "proj", files)
+    shas = []
+    for workers in (1, 3):
+        monkeypatch.setattr(snapshot, "_WORKERS", workers)
+        snap = build(src, cache_dir=tmp_path / f"cache-{workers}")
+        shas.append(snap.sha256)
+        gzip.decompress(snap.path.read_bytes())  # crc32 and length agree
+        with tarfile.open(snap.path) as tar:
+            assert {n: tar.extractfile(n).read() for n in files} == files
+    assert shas[0] == shas[1]
+
+
+def test_a_file_that_shrinks_while_streamed_is_refused(tmp_path, monkeypatch):
+    import launcher.snapshot as snapshot
+
+    monkeypatch.setattr(snapshot, "_READ_WHOLE", 1024)
+    monkeypatch.setattr(snapshot, "_STREAM_CHUNK", 1000)
+    src = write_tree(tmp_path / "proj", {"big.txt": b"x" * 10_000, "a.py": "a"})
+    real = snapshot._incompressible
+
+    def truncating(data):  # called on big.txt's first chunk: the file shrinks before the second is read
+        if data == b"x" * 1000:
+            os.truncate(src / "big.txt", 10)
+        return real(data)
+
+    monkeypatch.setattr(snapshot, "_incompressible", truncating)
+    with pytest.raises(UserError, match="big.txt changed while the code snapshot was packed"):
+        build(src, cache_dir=tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.is_file()]  # no partial tarball left
 
 
 # --- which files travel

@@ -369,7 +369,11 @@ class Backend(ABC):
         pumping = threading.Thread(target=pump, name="launcher-output", daemon=True)
         pumping.start()
         while final_state() is None:
-            time.sleep(1.0)
+            if pumping.is_alive():
+                # The stream mostly ends because the job did: look at once then, not up to a second later.
+                pumping.join(timeout=1.0)
+            else:
+                time.sleep(1.0)
         # The stream ends by itself once the job is final; its last bytes first (bounded: a wedged stream must not
         # hold a finished job's exit code back for ever).
         pumping.join(timeout=120)

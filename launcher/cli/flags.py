@@ -9,6 +9,10 @@ from ..fastmodels import without_plugins
 with without_plugins():
     from ..backends import DEFAULT_BACKEND, entries, entry
 
+    # Every backend's options model is built here (entries() is cached), not at run.py's first entries() call
+    # outside this block: the first model class would scan every installed distribution's entry points.
+    entries()
+
 
 def parse_env(items) -> dict[str, str]:
     from ..errors import UserError

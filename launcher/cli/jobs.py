@@ -5,7 +5,6 @@ import sys
 
 import click
 
-from .flags import backend_flags, backend_options, given_backend_flags, place_backend_flags
 from .output import echo_json, json_option, on_terminal, wants_json
 
 _STATE_HELP = "only jobs in this state (repeatable or comma-separated; `active` = submitting, pending, running)"
@@ -162,21 +161,44 @@ def logs(job_id, follow, tail, setup):
         out.flush()
 
 
-@click.command()
-@click.argument("job_ids", metavar="[JOB]...", nargs=-1)
-@click.option("--all", "all_jobs", is_flag=True,
-              help="every active job (narrowed by --state and --backend); asks first unless -y")
-@click.option("--state", "states", multiple=True, metavar="STATE", help="with --all: " + _STATE_HELP)
-@click.option("--yes", "-y", is_flag=True, help="with --all: do not ask")
-@click.option("--expired", is_flag=True, help="end every job that outlived its deadline (the sweeper)")
-@click.option("--backend", "-b", default=None,
-              help="with --all: only this backend's jobs; with --expired: also end what this backend holds past a "
-                   "deadline that no registry here knows")
-@click.option("--dry-run", is_flag=True, help="with --expired or --all: list what would be ended; end nothing")
-@click.option("--no-wait", is_flag=True,
-              help="when the backend cannot be reached: return once the cancel marker is in the store")
-@backend_flags
-def down(job_ids, all_jobs, states, yes, expired, backend, dry_run, no_wait, **options):
+def __getattr__(name: str):
+    """`down` is built on first use: its decorator declares every backend's flags (flags.py imports each backend's
+    options, ~0.25 s), which `launch jobs`, `status` and `logs`, loaded from this module, never need."""
+    if name == "down":
+        globals()["down"] = command = _down_command()
+        return command
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _down_command():
+    from .flags import backend_flags
+
+    return _down_options(backend_flags(_down))
+
+
+def _down_options(f):
+    for option in reversed(_DOWN_OPTIONS):
+        f = option(f)
+    return click.command(name="down")(f)
+
+
+_DOWN_OPTIONS = [
+    click.argument("job_ids", metavar="[JOB]...", nargs=-1),
+    click.option("--all", "all_jobs", is_flag=True,
+                 help="every active job (narrowed by --state and --backend); asks first unless -y"),
+    click.option("--state", "states", multiple=True, metavar="STATE", help="with --all: " + _STATE_HELP),
+    click.option("--yes", "-y", is_flag=True, help="with --all: do not ask"),
+    click.option("--expired", is_flag=True, help="end every job that outlived its deadline (the sweeper)"),
+    click.option("--backend", "-b", default=None,
+                 help="with --all: only this backend's jobs; with --expired: also end what this backend holds past "
+                      "a deadline that no registry here knows"),
+    click.option("--dry-run", is_flag=True, help="with --expired or --all: list what would be ended; end nothing"),
+    click.option("--no-wait", is_flag=True,
+                 help="when the backend cannot be reached: return once the cancel marker is in the store"),
+]
+
+
+def _down(job_ids, all_jobs, states, yes, expired, backend, dry_run, no_wait, **options):
     """Stop jobs and tear down everything they hold: `launch down JOB [JOB...]`, or `launch down --all [--state S]
     [--backend B] -y`.
 
@@ -190,6 +212,7 @@ def down(job_ids, all_jobs, states, yes, expired, backend, dry_run, no_wait, **o
     from .. import api
     from ..errors import NotConfirmed, UserError
     from ..registry import Registry
+    from .flags import backend_options, given_backend_flags, place_backend_flags
 
     if sum((bool(job_ids), bool(expired), bool(all_jobs))) != 1:
         raise UserError("give JOB ids, --all or --expired, e.g. `launch down rl-run-3fa9c1` or "

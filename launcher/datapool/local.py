@@ -11,6 +11,7 @@ import time
 import uuid
 from concurrent.futures import Executor
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 from .base import Entry, Store
 from .errors import DatapoolUserError, IntegrityError
@@ -21,6 +22,14 @@ from .hashing import (DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, StreamHash
 META_DIR = ".launcher"
 _COPY_BUF = 1024 * 1024
 _STALE_TMP_S = 3600
+
+
+class _Stat(NamedTuple):
+    """What a listing keeps of a file's stat: a full os.stat_result is ~5x the size, and a 100,000-file tree
+    kept one per file (bench/scale.py's sync row)."""
+
+    st_size: int
+    st_mtime_ns: int
 
 
 class LocalStore(Store):
@@ -49,7 +58,7 @@ class LocalStore(Store):
         self.flag = "--root"  # the option that names this directory, for error messages
         self.meta = root / META_DIR
         self._cache: HashCache | None = None
-        self._stat: dict[str, os.stat_result] = {}
+        self._stat: dict[str, _Stat] = {}
         self.hashed = 0  # files read to hash them while listing (not counting uploads), for tests and reports
 
     # --- paths
@@ -88,10 +97,10 @@ class LocalStore(Store):
                                     f"or pass {self.flag} a writable directory")
 
     # --- listing
-    def _walk(self) -> list[tuple[str, os.stat_result]]:
-        out: list[tuple[str, os.stat_result]] = []
+    def _walk(self) -> Iterator[tuple[str, os.stat_result]]:
+        """Every file under the base with its stat, as the walk finds it (never all of them held at once)."""
         if not self.base.is_dir():
-            return out
+            return
         skip = str(self.meta)
         stack = [(str(self.base), "")]
         while stack:
@@ -108,10 +117,10 @@ class LocalStore(Store):
                             stack.append((de.path, rel + "/"))
                     elif de.is_file():  # follows a symlink to a file; skips sockets, fifos, dangling links
                         try:
-                            out.append((rel, de.stat()))
+                            st = de.stat()
                         except FileNotFoundError:
                             continue
-        return out
+                        yield rel, st
 
     def list(self, pool: Executor | None = None, settle_seconds: float = 0.0, want=None,
              defer_cache: bool = False, lazy: bool = False) -> dict[str, Entry]:
@@ -133,7 +142,7 @@ class LocalStore(Store):
                 continue
             if settle_seconds and st.st_mtime > now - settle_seconds:
                 continue  # still being written (a checkpoint mid-save): the next push takes it
-            self._stat[rel] = st
+            self._stat[rel] = _Stat(st.st_size, st.st_mtime_ns)
             hit = cache.get(self._key(rel), st.st_size, st.st_mtime_ns)
             entries[rel] = Entry(rel, st.st_size, st.st_mtime, *(hit or (None, None)), hint=hit is not None)
             if not hit:

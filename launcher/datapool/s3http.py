@@ -192,8 +192,10 @@ class S3Http:
 
     # --- one request
     def request(self, method: str, bucket: str, key: str = "", query: dict | None = None, headers: dict | None = None,
-                body: bytes = b"", payload_sha256: str | None = None):
-        """Returns (status, headers, body bytes); bodies are bounded (ranged GETs for big objects).
+                body: bytes = b"", payload_sha256: str | None = None, stream: bool = False):
+        """Returns (status, headers, body bytes); bodies are bounded (ranged GETs for big objects). `stream`: a
+        success's body is not read here: the third item is a `Body` to read in pieces and close (its connection
+        leaves the pool, so a body left half read never meets the next request).
         Retries connection errors and 5xx with backoff (netpolicy: S3_ATTEMPTS tries, S3_BACKOFF between them);
         raises S3Error for S3's own errors."""
         attempts = netpolicy.S3_ATTEMPTS
@@ -237,6 +239,9 @@ class S3Http:
                     raise DatapoolUserError(f"the proxy {_redact(proxy)} refused to reach {host}: {exc}") from None
                 raise
             status = resp.status
+            if stream and status < 300:
+                getattr(self._tls, "conns", {}).pop((scheme, host), None)
+                return status, resp.headers, Body(resp, conn)
             try:
                 data = resp.read()
             except (OSError, http.client.HTTPException):
@@ -348,6 +353,20 @@ class S3Http:
     def close(self) -> None:
         for conn in getattr(self._tls, "conns", {}).values():
             conn.close()
+
+
+class Body:
+    """A response body read in pieces (`launch logs -f` on a 1 GB log: one GET, never all of it in memory)."""
+
+    def __init__(self, resp, conn):
+        self._resp, self._conn = resp, conn
+
+    def read(self, n: int) -> bytes:
+        return self._resp.read(n)
+
+    def close(self) -> None:
+        self._resp.close()
+        self._conn.close()
 
 
 def _proxies_from_env(env) -> dict[str, str]:

@@ -8,6 +8,7 @@ converges to the source tree.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -222,15 +223,26 @@ def sync(src: Store, dst: Store, include=(), exclude=(), delete: bool = False, d
                 pending_rows.clear()
 
         # Biggest first: the long transfers start at once and the small files fill the gaps around them.
-        order = sorted(plan.copy, key=lambda c: -c[1])
-        futures = {pool.submit(_transfer, src, dst, rel, src_entries[rel]): (rel, size) for rel, size, _ in order}
-        pending = set(futures)
+        order = iter(sorted(plan.copy, key=lambda c: -c[1]))
+        # At most `window` transfers queued at a time, topped up as they finish: a future for each of 100,000 files
+        # at once was much of a cold upload's peak (bench/scale.py: 366 MB, now 119 MB with local.py's listing).
+        window = max(2048, workers * 128)
+        futures: dict = {}
+        pending: set = set()
+
+        def top_up() -> None:
+            for rel, size, _ in itertools.islice(order, max(0, window - len(pending))):
+                fut = pool.submit(_transfer, src, dst, rel, src_entries[rel])
+                futures[fut] = (rel, size)
+                pending.add(fut)
+
+        top_up()
         user_error: BaseException | None = None
         try:
             while pending:
-                done, pending = wait(pending, timeout=1.0, return_when=FIRST_EXCEPTION)
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
                 for fut in done:
-                    rel, size = futures[fut]
+                    rel, size = futures.pop(fut)
                     exc = fut.exception()
                     if exc is None:
                         for store, row in fut.result():
@@ -248,6 +260,8 @@ def sync(src: Store, dst: Store, include=(), exclude=(), delete: bool = False, d
                     for fut in pending:
                         fut.cancel()
                     break
+                if len(pending) < window // 2:
+                    top_up()
         except BaseException:  # Ctrl-C: don't start what is queued; what runs finishes whole or not at all
             for fut in pending:
                 fut.cancel()

@@ -192,8 +192,9 @@ class Agent:
             return self._finish(None, 1, started, error, "setup_failed")
         pool = multinode.datapool_for_rank(node_datapool(self.spec, self.root), os.environ,
                                            self.report_dir / self.log_name)  # only rank 0 pushes outputs
-        # Pushed now: the client shows the node's setup steps while it waits for the first output.
-        self._node_logs(pool, "pulling the datapool inputs", push=True)
+        # The client shows the node's setup steps from the store while it waits for the first output: this one is
+        # pushed when a pull follows (which can be long), else with the script's start.
+        self._node_logs(pool, "pulling the datapool inputs")
         if self.spec.relay is not None:
             held = self._acquire_relay()
             if held is not True:
@@ -205,8 +206,11 @@ class Agent:
         try:
             # A relaunch after a preemption resumes: its checkpoints and its report folder come back from the
             # store (so log.txt goes on where the last attempt left it: the log is opened after the pull).
-            pool.pull_inputs(([Path(env["CHECKPOINT_DIR"]), self.report_dir] if self.attempt > 1 else [])
-                             + pipeline_step.step_inputs(env, self.exp_dir))  # earlier steps' outputs it reads
+            extra = (([Path(env["CHECKPOINT_DIR"]), self.report_dir] if self.attempt > 1 else [])
+                     + pipeline_step.step_inputs(env, self.exp_dir))  # earlier steps' outputs it reads
+            if extra or _store_has_inputs(pool):
+                self._node_logs(pool, None, push=True, wait=False)
+                pool.pull_inputs(extra)
             if self.relay is not None:
                 # The committed checkpoint, and the reports of the workers before this one (metrics.jsonl goes on
                 # where they left it; other jobs' folders under reports/jobs/ stay in the store).
@@ -221,7 +225,8 @@ class Agent:
             if self.reason is None:
                 watcher = threading.Thread(target=self._watch_cancel, name="cancel-poll", daemon=True)
                 watcher.start()
-                self._node_logs(pool, "starting the script")  # reports/ is pushed while it runs
+                # Pushed beside the script's start, not before it: the job does not wait for the store.
+                self._node_logs(pool, "starting the script", push=True, wait=False)
                 exit_code = self._run_script(env, log, pool)
             else:
                 exit_code = 130 if self.reason == "cancelled" else 1
@@ -281,24 +286,38 @@ class Agent:
         except OSError:
             pass
 
-    def _node_logs(self, pool, step: str, *, push: bool = False) -> None:
+    def _node_logs(self, pool, step: str | None, *, push: bool = False, wait: bool = True) -> None:
         """A remote node's setup.log (the bootstrap's steps, then the agent's) and agent.log (the agent's own
         output), kept in its state dir, copied into the job's report folder, so they reach the store with reports/
-        and outlive the node (`launch logs JOB --setup`). `step` is added to setup.log first; `push`: now, not with
-        the next push. Only where a bootstrap ran (a setup.log exists), on rank 0; never fails the job."""
+        and outlive the node (`launch logs JOB --setup`). `step` (if any) is added to setup.log first; `push`: now,
+        not with the next push (`wait=False`: on a thread of its own, so the job does not wait for the store; the
+        pool's lock orders it before the pull and the pushes). Only where a bootstrap ran (a setup.log exists), on
+        rank 0; never fails the job."""
         import shutil
 
         setup = self.state_dir / NODE_LOGS[0]
         if not setup.is_file() or not multinode.is_primary(os.environ):
             return
         try:
-            with open(setup, "a") as f:
-                f.write(f"[agent {time.strftime('%H:%M:%S', time.gmtime())}] {step}\n")
+            if step is not None:
+                with open(setup, "a") as f:
+                    f.write(f"[agent {time.strftime('%H:%M:%S', time.gmtime())}] {step}\n")
             for name in NODE_LOGS:
                 if (self.state_dir / name).is_file():
                     shutil.copyfile(self.state_dir / name, self.report_dir / name)
-            if push:
-                pool.push_file(self.report_dir / NODE_LOGS[0])
+        except Exception as exc:  # noqa: BLE001 - the job's own log and result do not depend on these copies
+            sys.stderr.write(f"[launcher] warning: setup.log not copied to the store now: {exc}\n")
+            return
+        if push:
+            if wait:
+                self._push_setup_log(pool)
+            else:
+                threading.Thread(target=self._push_setup_log, args=(pool,), name="setup-log-push",
+                                 daemon=True).start()
+
+    def _push_setup_log(self, pool) -> None:
+        try:
+            pool.push_file(self.report_dir / NODE_LOGS[0])
         except Exception as exc:  # noqa: BLE001 - the job's own log and result do not depend on these copies
             sys.stderr.write(f"[launcher] warning: setup.log not copied to the store now: {exc}\n")
 
@@ -627,6 +646,26 @@ class _RootIsTheStore:
     def push_file(self, path) -> None: ...
     def pull_paths(self, paths, exclude=()) -> None: ...
     def push_path(self, path) -> None: ...
+
+
+def _store_has_inputs(pool) -> bool:
+    """Whether the pull could bring anything: the experiment's data/ or model/base/ holds an object in the store.
+    A job without inputs (a fresh experiment, a script that reads none) skips the pull, which lists the whole
+    experiment (every job's reports too) and walks the node's copy. Only an S3 store is asked, with the first
+    page of a LIST narrowed to each folder; any other store pulls as before."""
+    url = getattr(pool, "store_url", None)  # a NodeDatapool's; the other pools pull nothing from a store
+    if not url or not url.startswith("s3://"):
+        return True
+    from ..datapool import open_store
+    from .layout import PULLED
+
+    store = open_store(url, pool.sub)  # a store that does not answer fails here as the pull would: setup_failed
+    try:
+        base = f"{store.prefix}/" if store.prefix else ""
+        return any(next(iter(store.http.list_objects(store.bucket, base + folder)), None) is not None
+                   for folder in PULLED)
+    finally:
+        store.close()
 
 
 def node_datapool(spec: AgentSpec, root: Path):

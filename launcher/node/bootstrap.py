@@ -3,11 +3,17 @@ backend's detached command). Rendered here from the AgentSpec; shown in full by 
 
     1. arm the dead-man switch (first, before anything can hang): at deadman_at it ends the job on its own,
        independent of the agent: power off the node (cloud) or kill the job's processes (a box you own)
-    2. python: the named interpreter, else the image's python3 if it has launcher's dependencies, else a venv
-       cached by the hash of the project's lock (images/requirements.lock)
+    2. python: the lock's image run with `docker run` (`image`: the agent runs in it), else the named interpreter,
+       else the node's python3 if it has launcher's dependencies. An interpreter that passed the import check for
+       this lock hash is not checked again (a marker under checked/)
     3. the code snapshot (already on the node, or fetched from a presigned URL): verify its sha256, unpack it once
        per hash
-    4. run the agent; wait; disarm the switch; tear down
+    2b. still no python: a venv from the project's lock (images/requirements.lock), cached by the lock's hash
+       (launcher/node/venvsetup.py, which comes in the snapshot): the store's packed venv of this lock and platform
+       if one is offered and there, else built with uv (the wheel offered by its sha256: tools/uv-<sha>.whl) on the
+       node's Python of the lock's minor or a uv-managed one, else with pip
+    4. run the agent; wait; a venv built here is packed and pushed to the store (when a PUT is offered), so later
+       nodes unpack it; disarm the switch; tear down
 A failing step still writes result.json (reason setup_failed, the step, its last stderr lines) through the agent's
 `--setup-failed` report, into the store when Python is there, else on the node; then tears down.
 """
@@ -39,11 +45,17 @@ SECRETS_SSM=@@SECRETS_SSM@@
 SSM_REGION=@@SSM_REGION@@
 HOSTKEY_SSM=@@HOSTKEY_SSM@@
 HOSTKEY_PUB=@@HOSTKEY_PUB@@
+LOCK_HASH=@@LOCK_HASH@@
+IMAGE=@@IMAGE@@
+# The fast paths of the venv (launcher/node/venvsetup.py reads them): the uv wheel by its sha256 (at
+# tools/uv-<sha>.whl, or fetched from the URL), the packed venv of this lock and platform (GET, and PUT after the job).
+export LAUNCHER_UV_SHA=@@UV_SHA@@ LAUNCHER_UV_URL=@@UV_URL@@ LAUNCHER_VENV_PACK=@@VENV_PACK@@
+export LAUNCHER_VENV_GET_URL=@@VENV_GET_URL@@ LAUNCHER_VENV_PUT_URL=@@VENV_PUT_URL@@
 SSHD_DIR=/etc/ssh
 
 mkdir -p "$BASE" && cd "$BASE" || exit 1
 STATE="jobs/$JOB_ID"
-mkdir -p "$STATE" code venvs
+mkdir -p "$STATE" code venvs checked
 CODE="code/$SNAPSHOT_SHA"
 AGENT_PATH="$PWD/$CODE/.launcher-agent:$PWD/$CODE"
 PY=""
@@ -119,8 +131,25 @@ echo "$DEADMAN $(sed -E 's/^.*\) //' /proc/$DEADMAN/stat | cut -d' ' -f20)" > "$
 
 # 2. python with launcher's dependencies
 log "python"
-deps_ok() { "$1" -c 'import @@DEPS@@' 2> "$STATE/step.err"; }
-if [ -n "$PYTHON_WANTED" ]; then
+# An interpreter already checked for this lock hash is not checked again (a marker per interpreter, lock and
+# imports: the check costs a Python start and the imports on every launch).
+deps_ok() {
+  local mark=""
+  [ -n "$LOCK_HASH" ] && mark="checked/$(printf '%s\n' "$(readlink -f "$(command -v "$1")")" "$LOCK_HASH" '@@DEPS@@' | sha256sum | cut -c1-16)"
+  [ -n "$mark" ] && [ -f "$mark" ] && return 0
+  "$1" -c 'import @@DEPS@@' 2> "$STATE/step.err" || return 1
+  [ -z "$mark" ] || touch "$mark"
+}
+if [ -n "$IMAGE" ]; then
+  # The lock's image on a host with Docker: the agent runs in it (`python3` there), the base dir mounted at the
+  # same path; the image is built from the lock, so it is not checked. -i: the snapshot's unpack reads its script
+  # from stdin.
+  log "image $IMAGE"
+  docker pull -q "$IMAGE" > /dev/null 2> "$STATE/step.err" || fail image
+  PY="$PWD/$STATE/python"
+  printf '#!/bin/sh\nexec docker run --rm --init -i --network host --ipc host %s -v "%s:%s" -w "$PWD" %s %s python3 "$@"\n' \
+    @@DOCKER_GPUS@@ "$PWD" "$PWD" @@DOCKER_ENV@@ "$IMAGE" > "$PY" && chmod +x "$PY"
+elif [ -n "$PYTHON_WANTED" ]; then
   command -v "$PYTHON_WANTED" > /dev/null 2> "$STATE/step.err" || { echo "no interpreter $PYTHON_WANTED on this node" > "$STATE/step.err"; fail python; }
   PY=$(command -v "$PYTHON_WANTED")
   deps_ok "$PY" || fail python
@@ -204,7 +233,9 @@ if [ ! -f "$UNPACKED_STAMP" ]; then
 fi
 
 # 2b. no usable interpreter yet: a venv from the node's lock (images/README.md), cached by the lock's hash: the
-# project's own lock, else the one launcher's agent brought along in the snapshot
+# project's own lock, else the one launcher's agent brought along in the snapshot. launcher/node/venvsetup.py
+# (stdlib, from the snapshot) unpacks the store's pack of it, else installs it with uv, else with pip.
+BUILT_VENV=""
 if [ -z "$PY" ]; then
   LOCK_AT="$CODE/$LOCK"
   [ -f "$LOCK_AT" ] || LOCK_AT="$CODE/.launcher-agent/$LOCK"
@@ -214,19 +245,13 @@ if [ -z "$PY" ]; then
   GPU_LOCK="${LOCK_AT%.lock}-gpu.lock"
   command -v nvidia-smi > /dev/null && [ -f "$GPU_LOCK" ] && LOCKS+=("$GPU_LOCK")
   log "venv from ${LOCKS[*]}"
-  VENV="$PWD/venvs/$(cat "${LOCKS[@]}" | sha256sum | cut -c1-16)"
-  # Built where it stays (a moved venv's scripts keep the old path in their #!) and whole once .ready exists; the
-  # flock makes two jobs on one box build it once.
-  exec 9> "$VENV.building"; command -v flock > /dev/null && flock 9
-  if [ ! -f "$VENV/.ready" ]; then
-    rm -rf "$VENV"
-    VENV_PY=$(command -v python@@PYVER@@ || command -v python3)
-    "$VENV_PY" -m venv "$VENV" 2> "$STATE/step.err" \
-      && "$VENV/bin/pip" install -q "${LOCKS[@]/#/--requirement=}" > /dev/null 2> "$STATE/step.err" \
-      && touch "$VENV/.ready" || fail python
-  fi
-  exec 9>&-
-  PY="$VENV/bin/python"
+  VS_PY=$(command -v python3) || { echo "no python3 on this node to build the venv with" > "$STATE/step.err"; fail python; }
+  # Not CA_ENV: uv and pip keep the system's trust for the index; the store's downloads use AWS_CA_BUNDLE.
+  VENV_SETUP=(env PYTHONPATH="$AGENT_PATH" "$VS_PY" -m launcher.node.venvsetup)
+  PY=$("${VENV_SETUP[@]}" build "${LOCKS[@]}" --python-version @@PYVER@@ --state "$STATE" --deps '@@DEPS@@' \
+       2> "$STATE/step.err" | tail -n 1)
+  [ -n "$PY" ] && [ -x "$PY" ] || { PY=""; fail python; }
+  BUILT_VENV=1
 fi
 
 # 3b. secrets kept in SSM Parameter Store (SecureString; EC2): read with the instance role, into the environment
@@ -275,6 +300,9 @@ echo "$AGENT $(sed -E 's/^.*\) //' /proc/$AGENT/stat | cut -d' ' -f20)" > "$STAT
 wait "$AGENT"
 RC=$?
 log "agent exited $RC"
+# After the first job on a lock hash: the venv this node built goes to the store, so later nodes unpack it.
+[ -n "$BUILT_VENV" ] && [ -n "$LAUNCHER_VENV_PUT_URL" ] && "${VENV_SETUP[@]}" push "${LOCKS[@]}" --state "$STATE" \
+  2>> "$STATE/setup.log"
 teardown "$RC"
 exit "$RC"
 """
@@ -315,14 +343,35 @@ def _network(spec: AgentSpec) -> str:
     return "".join(f"{line}\n" for line in out)  # its own lines, then the template's blank line
 
 
+def _docker_env(spec: AgentSpec) -> list[str]:
+    """What the agent's container takes from the bootstrap's environment (by name: `docker run -e NAME`): where the
+    agent is, the job's network and its secrets."""
+    names = ["PYTHONPATH"]
+    if spec.https_proxy:
+        names += ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]
+    if spec.no_proxy:
+        names += ["NO_PROXY", "no_proxy"]
+    if spec.ca_bundle:
+        names.append("AWS_CA_BUNDLE")
+    return names + list(spec.secrets)
+
+
 def render(spec: AgentSpec, *, base: str, snapshot_sha: str, snapshot_tar: str = "", snapshot_url: str = "",
            python: str = "", teardown: str = "poweroff", keep_on_failure: bool = False, result_url: str = "",
-           secrets_ssm: str = "", ssm_region: str = "", hostkey_ssm: str = "", hostkey_pub: str = "") -> str:
+           secrets_ssm: str = "", ssm_region: str = "", hostkey_ssm: str = "", hostkey_pub: str = "",
+           lock_hash: str = "", image: str = "", docker_gpus: bool = False, uv_sha: str = "", uv_url: str = "",
+           venv_pack: str = "", venv_get_url: str = "", venv_put_url: str = "") -> str:
     """`base` is a shell word (it may use $HOME); everything else is quoted. teardown: poweroff | none.
     `secrets_ssm`: an SSM Parameter Store path whose SecureStrings become the job's secret env vars (EC2);
-    `hostkey_ssm`/`hostkey_pub`: the SSH host key sshd is restarted with (EC2 with a key pair)."""
+    `hostkey_ssm`/`hostkey_pub`: the SSH host key sshd is restarted with (EC2 with a key pair).
+    `lock_hash`: the base lock's hash (launcher.nodesetup.lock_hash): an interpreter checked once for it is not
+    checked again. `image`: run the agent in this image with `docker run` (`docker_gpus`: `--gpus all`).
+    `uv_sha`/`uv_url`: the uv wheel offered (at tools/uv-<sha>.whl on the node, or fetched from the URL);
+    `venv_pack`/`venv_get_url`/`venv_put_url`: the store's packed venv `<lock hash>-<platform>` (launcher/nodesetup.py)."""
     if teardown not in ("poweroff", "none"):
         raise ValueError(f"teardown must be poweroff or none, not {teardown!r}")
+    if python and image:
+        raise ValueError("python and image: one or the other")
     q = shlex.quote
     values = {
         "JOB_ID": spec.job_id, "JOB_ID_Q": q(spec.job_id), "BASE": base, "PYTHON": q(python), "SHA": q(snapshot_sha),
@@ -332,7 +381,11 @@ def render(spec: AgentSpec, *, base: str, snapshot_sha: str, snapshot_tar: str =
         "DEADMAN_AT": str(int(spec.deadman_at) if spec.deadman_at else 4102444800),  # no deadline: 2100-01-01
         "TEARDOWN": teardown, "KEEP": "1" if keep_on_failure else "0", "LOCK": q(LOCK), "PYVER": PYTHON_VERSION, "SPEC_JSON": spec.to_json(),
         "SECRETS_SSM": q(secrets_ssm), "SSM_REGION": q(ssm_region), "HOSTKEY_SSM": q(hostkey_ssm),
-        "HOSTKEY_PUB": q(hostkey_pub), "NETWORK": _network(spec),
+        "HOSTKEY_PUB": q(hostkey_pub), "NETWORK": _network(spec), "LOCK_HASH": q(lock_hash), "IMAGE": q(image),
+        "DOCKER_GPUS": q("--gpus all" if image and docker_gpus else ""),
+        "DOCKER_ENV": q(" ".join(f"-e {n}" for n in _docker_env(spec)) if image else ""),
+        "UV_SHA": q(uv_sha), "UV_URL": q(uv_url), "VENV_PACK": q(venv_pack), "VENV_GET_URL": q(venv_get_url),
+        "VENV_PUT_URL": q(venv_put_url),
     }
     # @@NAME@@ placeholders: the script is full of shell and Python braces that str.format would trip on.
     return re.sub(r"@@([A-Z_]+)@@", lambda m: values[m[1]], TEMPLATE)

@@ -76,6 +76,10 @@ def render(backend: str, project: Path) -> tuple[str, str, dict]:
 
         subs[f"launcher-owner: {getpass.getuser()}\n"] = "launcher-owner: OWNER\n"
         subs[f"lock_hash: {lock_hash()}\n"] = "lock_hash: LOCK-HASH\n"
+    from launcher import nodesetup  # the node's venv by the lock's hash (the lock changes on its own)
+
+    subs[nodesetup.lock_hash(project)] = "VENV-LOCK-HASH"
+    subs[nodesetup.lock_hash(project, gpu=True)] = "VENV-LOCK-HASH-GPU"
     spec = plan.spec
     subs[repr(spec.deadline_at)] = "DEADLINE-AT"
     subs[str(int(spec.deadman_at))] = "DEADMAN-AT"

@@ -1,7 +1,10 @@
 """The node simulator: plays the EC2 hosts behind a moto server, so a rendered RunInstances is proven to run the job.
 
 Every instance launcher starts gets its own user-data executed here, as cloud-init would at boot (bash, as root,
-in its own session), with one change: the node's base dir moves from /opt/launcher-node into a temp dir. `shutdown`,
+in its own session; gzip-compressed user-data unpacked first, as cloud-init does), with one change: the node's base
+dir moves from /opt/launcher-node into a temp dir. `docker` is a stub that records its arguments in
+<node>/docker.log: `pull` succeeds, and `run` runs the command after the image here, in the `-w` folder, as if this
+machine's Python were the image's (the image is built from the lock; this Python has it). `shutdown`,
 `poweroff` and `halt` are stubs that terminate the instance through the EC2 API, which is what
 InstanceInitiatedShutdownBehavior=terminate makes of a shutdown. An instance terminated from outside (launch down,
 the sweeper) has its processes killed, as a real host would lose them.
@@ -25,6 +28,26 @@ echo "$(basename "$0") $*" >> "$SIM_DIR/teardown.log"
 exec {python} -c 'import os, boto3
 boto3.client("ec2", region_name=os.environ["SIM_REGION"], endpoint_url=os.environ["SIM_ENDPOINT"]).terminate_instances(
     InstanceIds=[os.environ["SIM_INSTANCE"]])'
+"""
+
+
+DOCKER_STUB = """#!{python}
+import os, sys
+with open(os.path.join(os.environ["SIM_DIR"], "docker.log"), "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\\n")
+if sys.argv[1:2] != ["run"]:
+    sys.exit(0)
+args, workdir, i = sys.argv[2:], None, 0
+while args[i].startswith("-"):  # options, those with a value taking the next word
+    if args[i] == "-w":
+        workdir = args[i + 1]
+    i += 2 if args[i] in ("-v", "-w", "-e", "--network", "--ipc", "--gpus", "--name") else 1
+command = args[i + 1:]  # after the image
+if command[0] == "python3":
+    command[0] = sys.executable
+if workdir:
+    os.chdir(workdir)
+os.execv(command[0], command)
 """
 
 
@@ -96,6 +119,8 @@ class NodeSimulator:
         self.stubs.mkdir(parents=True, exist_ok=True)
         (self.stubs / "systemctl").write_text(SSHD_STUB.format(python=sys.executable))
         (self.stubs / "systemctl").chmod(0o755)
+        (self.stubs / "docker").write_text(DOCKER_STUB.format(python=sys.executable))
+        (self.stubs / "docker").chmod(0o755)
         for name in ("shutdown", "poweroff", "halt"):
             (self.stubs / name).write_text(STUB.format(python=shlex.quote(sys.executable)))
             (self.stubs / name).chmod(0o755)
@@ -160,7 +185,12 @@ class NodeSimulator:
         raw = self.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
         if "Value" not in raw["UserData"]:
             return None  # not one of launcher's (a test's stand-in for a leak): a host that boots nothing
-        script = base64.b64decode(raw["UserData"]["Value"]).decode()
+        data = base64.b64decode(raw["UserData"]["Value"])
+        if data[:2] == b"\x1f\x8b":  # cloud-init unpacks gzip-compressed user-data
+            import gzip
+
+            data = gzip.decompress(data)
+        script = data.decode()
         node = self.node_dir(instance_id)
         node.mkdir(parents=True, exist_ok=True)
         line = f"BASE={NODE_BASE}\n"

@@ -57,9 +57,12 @@ def test_run_instances_is_valid_for_botocore_and_holds_the_guarantees(dry):
     plan = yaml.safe_load(out.stdout)
     req = plan["request"]["RunInstances"]
     # The slots filled the way submit fills them, then the whole request against the service model.
-    assert slots_in(plan["request"]) == {"image_id", "security_group", "region", "snapshot_url", "result_url"}
+    assert slots_in(plan["request"]) == {"image_id", "security_group", "region", "snapshot_url", "result_url",
+                                         "uv_sha", "uv_url", "venv_url", "venv_put_url"}
     sent = fill(plan["request"], {"image_id": "ami-0123456789abcdef0", "security_group": "sg-0123456789abcdef0",
-                                  "region": "us-east-1", "snapshot_url": "https://s3/c", "result_url": "https://s3/r"})
+                                  "region": "us-east-1", "snapshot_url": "https://s3/c", "result_url": "https://s3/r",
+                                  "uv_sha": "0" * 64, "uv_url": "https://s3/u", "venv_url": "https://s3/v",
+                                  "venv_put_url": "https://s3/p"})
     sent = sent["RunInstances"]
     sent["UserData"] = base64.b64encode(sent["UserData"].encode()).decode()  # as boto3 encodes it
     assert check_request("ec2", "RunInstances", sent) == []

@@ -114,6 +114,8 @@ class Ec2Backend(Backend):
                             f"{account}"),
                  ("machine", machine + (f", disk {job.disk}" if job.disk else "")),
                  ("image", _shown_ami(catalog.ami_source(job, itype)))]
+        if ec2 and ec2.image:
+            facts.append(("container", f"{ec2.image} (docker run)"))
         if online and plan.snapshot is not None:
             from ...snapshot import in_store_fact
 
@@ -176,6 +178,17 @@ class Ec2Backend(Backend):
         values["result_url"] = aws.presign("put_object", job.datapool,
                                            f"experiments/{job.experiment}/reports/jobs/{plan.job_id}/result.json",
                                            valid, job.endpoint_url, region)
+        if request.builds_venv(plan):
+            # Node setup's fast paths (launcher/nodesetup.py): uv as its own object (uploaded once), and the packed
+            # venv of this lock, unpacked if a node pushed it, pushed by this node after its job if not.
+            from ... import nodesetup
+
+            values["uv_sha"], uv_key = nodesetup.put_uv(job.datapool, endpoint_url=job.endpoint_url)
+            values["uv_url"] = uv_key and aws.presign("get_object", job.datapool, uv_key, valid, job.endpoint_url,
+                                                      region)
+            pack = nodesetup.venv_key(request.venv_pack(plan))
+            values["venv_url"] = aws.presign("get_object", job.datapool, pack, valid, job.endpoint_url, region)
+            values["venv_put_url"] = aws.presign("put_object", job.datapool, pack, valid, job.endpoint_url, region)
         if ssh:
             host_private, values["host_key"] = sshaccess.new_host_key()
             sshaccess.put_host_key(ssm, plan.job_id, host_private, plan.deadline_at)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..entry import Flag
 
@@ -32,6 +32,9 @@ class Ec2Options(BaseModel):
                                               "Deep Learning Base GPU AMI, plain Ubuntu for CPU types)")
     python: str = Field("", description="interpreter on the AMI that has launcher's dependencies "
                                         "(default: the image's python3, else a venv from images/requirements.lock)")
+    image: str | None = Field(None, description="container image with the lock (`launch image build --push`): "
+                                                "the node runs the job in it with `docker run` (--gpus all on a GPU "
+                                                "type); needs an AMI with Docker (the GPU DLAMIs have it)")
     subnet: str | None = Field(None, description="subnet id (default: the zone's default subnet)")
     security_group: str | None = Field(None, description="security group id (default: one with no inbound rule, "
                                                          "made once per region)")
@@ -41,6 +44,20 @@ class Ec2Options(BaseModel):
     ssh_user: str = Field("ubuntu", description="login user of the AMI for SSH (with --key-name)")
     ssh_from: str | None = Field(None, description="CIDR allowed to reach port 22 of the node's own security group "
                                                    "(default: your public IP /32)")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        # One shell word in the node's `docker run`: a reference, never options or spaces.
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", v):
+            raise ValueError(f"bad image {v!r}: a reference such as registry.example.com/team/node:0123456789ab")
+        return v
+
+    @model_validator(mode="after")
+    def _python_or_image(self) -> "Ec2Options":
+        if self.python and self.image:
+            raise ValueError("python and image: the job runs in one or the other; drop one")
+        return self
 
     @field_validator("ssh_from")
     @classmethod

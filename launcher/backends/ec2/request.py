@@ -9,6 +9,9 @@ sends it (`sent`), never a second rendering:
     snapshot_url    a presigned GET of code/<sha>.tar.gz, valid until the deadline
     result_url      a presigned PUT of reports/jobs/<job>/result.json, for a setup failure
     host_key        the node's SSH host key, made at submit (--key-name with --key-path)
+    uv_sha, uv_url  the uv wheel's sha256 and a presigned GET of tools/uv-<sha>.whl (uploaded once), when the node
+                    may build its venv (neither ec2.python nor ec2.image)
+    venv_url, venv_put_url   a presigned GET and PUT of venvs/<lock hash>-<platform>.tar: the packed venv
     zone            the zone of this try (capacity short: the next one), unless a subnet or --zone decides it
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import getpass
 import math
 
+from ... import nodesetup
 from ...node import bootstrap
 from ...errors import UserError
 from ...plan import Plan
@@ -27,7 +31,7 @@ USER_DATA_LIMIT = 16 * 1024  # EC2 refuses more (before base64)
 SECRETS_ROOT = "/launcher/jobs"
 HOSTKEYS_ROOT = "/launcher/hostkeys"
 # Slots inside the user-data: shell words in single quotes there (bootstrap.render quoted the slot).
-SCRIPT_SLOTS = ("snapshot_url", "result_url", "region", "host_key")
+SCRIPT_SLOTS = ("snapshot_url", "result_url", "region", "host_key", "uv_sha", "uv_url", "venv_url", "venv_put_url")
 
 
 def tags(plan: Plan) -> list[dict]:
@@ -63,10 +67,28 @@ def hostkey_param(job_id: str) -> str:
     return f"{HOSTKEYS_ROOT}/{job_id}"
 
 
+def builds_venv(plan: Plan) -> bool:
+    """Whether the node may build its venv from the lock: neither an interpreter nor an image is named."""
+    ec2 = plan.job.ec2
+    return not (ec2 and (ec2.python or ec2.image))
+
+
+def venv_pack(plan: Plan) -> str:
+    """The packed venv this node would use: the base lock's, plus the gpu lock's on a GPU type (where the bootstrap
+    finds nvidia-smi)."""
+    return nodesetup.venv_pack(plan.job.workdir, gpu=plan.job.gpu_request is not None)
+
+
 def user_data(plan: Plan, region: str) -> str:
     ec2 = plan.job.ec2
     ssh = ssh_enabled(plan)
+    fast = {}
+    if builds_venv(plan):
+        fast = dict(uv_sha=slot("uv_sha"), uv_url=slot("uv_url"), venv_pack=venv_pack(plan),
+                    venv_get_url=slot("venv_url"), venv_put_url=slot("venv_put_url"))
     return bootstrap.render(plan.spec, base=NODE_BASE, snapshot_sha=plan.snapshot.sha256,
+                            lock_hash=nodesetup.lock_hash(plan.job.workdir), image=(ec2.image if ec2 else None) or "",
+                            docker_gpus=plan.job.gpu_request is not None, **fast,
                             snapshot_url=slot("snapshot_url"), python=ec2.python if ec2 else "", teardown="poweroff",
                             keep_on_failure=plan.job.keep_on_failure, result_url=slot("result_url"),
                             secrets_ssm=secrets_path(plan.job_id) if plan.job.secrets else "", ssm_region=region,
@@ -74,8 +96,8 @@ def user_data(plan: Plan, region: str) -> str:
                             hostkey_pub=slot("host_key") if ssh else "")
 
 
-def check_user_data(script: str) -> None:
-    size = len(script.encode())
+def check_user_data(script: str | bytes) -> None:
+    size = len(script if isinstance(script, bytes) else script.encode())
     if size > USER_DATA_LIMIT:
         raise UserError(f"the node bootstrap is {size} bytes, over EC2's 16 KB user-data limit: "
                         "shorten --env values or the script's arguments")
@@ -108,7 +130,14 @@ def sent(plan: Plan, values: dict, zone: str) -> dict:
         if name in values and any(c in str(values[name]) for c in "'\n"):
             raise ValueError(f"{name} cannot go into the user-data as it is: {values[name]!r}")
     req = fill(plan.request, values)["RunInstances"]
-    check_user_data(req["UserData"])  # presigned URLs are longer than their slots
+    raw = req["UserData"].encode()
+    if len(raw) > USER_DATA_LIMIT:
+        # Presigned URLs are longer than their slots (with a session token, over 1 KB each): over the limit, the
+        # script goes gzip-compressed, which cloud-init unpacks before it runs it. mtime 0: the same bytes each try.
+        import gzip
+
+        req["UserData"] = gzip.compress(raw, mtime=0)
+    check_user_data(req["UserData"])
     return req
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import threading
 from typing import Iterator
 
 from pydantic import ConfigDict
@@ -27,6 +28,7 @@ from ...node import bootstrap
 from ...job import Job
 from ...plan import Plan
 from ...spec import PUSHING_MARKER
+from ...sshclient import RemoteTimeout
 from ..base import Backend, Capabilities, Handle, HandleData, JobState, NodePaths, Observation, observed
 from .options import SshOptions
 
@@ -40,6 +42,64 @@ _START = ('cd {base} || exit 1; setsid bash {state}/bootstrap.sh > {state}/boots
 _SAME = 'same() { [ -n "$1" ] && [ "$(sed -E "s/^.*\\) //" /proc/$1/stat 2>/dev/null | cut -d" " -f20)" = "$2" ]; }; '
 
 
+# One SSH connection per box in this process, shared by everything that talks to it: a foreground launch's
+# preflight, snapshot check and upload, start, log follow (its own thread) and status looks are channels on one
+# transport, instead of a handshake each (~0.2 s of the client's CPU, and the box's) and a new one every look.
+# A connection that a lost channel, a failed keepalive probe or a timeout found dead is replaced on next use.
+_SHARED: dict[tuple, object] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _connection(ssh: SshOptions):
+    """The shared, connected SshClient for this box (made here on first use, or when the last one died)."""
+    from ...sshclient import SshClient
+
+    key = (ssh.host, ssh.identity, ssh.known_hosts)
+    with _SHARED_LOCK:  # two threads that both need a new connection make one
+        client = _SHARED.get(key)
+        if client is None or not client.alive():
+            _SHARED.pop(key, None)
+            client = SshClient(ssh.host, identity=ssh.identity, known_hosts=ssh.known_hosts).connect()
+            _SHARED[key] = client
+        return client
+
+
+# A foreground launch's follow stream, opened by start() on the start's own channel, until its logs(follow).
+_STARTED: dict[str, tuple] = {}
+# Jobs whose log this process follows live now. The follow runs on the node while the bootstrap (before the log
+# exists) or the agent lives, and ends when they do or the link drops: while it runs, the job is active, and a
+# status look need not start a shell on the box for that (a login shell each, every second of a foreground wait,
+# beside the job's own setup on the same CPUs). The look after the stream ends asks the box.
+_FOLLOWED: dict[str, int] = {}
+
+
+def _log_path(pool: str, experiment: str, job_id: str) -> str:
+    """The job's log.txt on the box, relative to remote_dir, as a shell word."""
+    return shlex.quote(f"{pool}/experiments/{experiment}/reports/jobs/{job_id}/log.txt")
+
+
+def _follow_body(log: str, offset: int, boot_pid, boot_start) -> str:
+    """Wait for the log (the node may still be setting up), then follow it until the agent is gone; from byte
+    `offset` (a reconnect after a drop starts right after the bytes the caller has). tail looks for the agent every
+    0.1 s: the foreground's end waits for that look (tail's own default is 1 s)."""
+    start = f"+{int(offset) + 1}"
+    return (f'while [ ! -f {log} ] && [ ! -f "$S/result.json" ] && same {boot_pid} {boot_start}; '
+            f'do sleep 0.3; done; '
+            f'[ -f {log} ] || {{ cat "$S/setup.log" 2>/dev/null; exit 0; }}; '
+            f'read -r p s < "$S/agent.pid" 2>/dev/null; '
+            f'if same "$p" "$s"; then exec tail -c {start} -F -s 0.1 --pid="$p" {log} 2>/dev/null; '
+            f'else tail -c {start} {log}; fi')
+
+
+def _forget(client) -> None:
+    """A shared connection that timed out may be a dead link TCP has not noticed: the next use connects anew."""
+    with _SHARED_LOCK:
+        for key, c in list(_SHARED.items()):
+            if c is client:
+                del _SHARED[key]
+    client.disconnect()
+
+
 def _base(remote_dir: str) -> str:
     """The node's base dir as a shell word: relative to the login's home unless absolute."""
     return shlex.quote(remote_dir) if remote_dir.startswith("/") else f'"$HOME"/{shlex.quote(remote_dir)}'
@@ -51,6 +111,21 @@ def _has_snapshot(client, base: str, sha: str, size: int) -> bool:
         return out.decode(errors="replace").split()[0] if code == 0 and out.split() else None
 
     return bootstrap.snapshot_present(lambda rel: client.stat_size(f"{base}/{rel}"), sha256_of, sha, size)
+
+
+def _offer_uv(client, base: str) -> str:
+    """The uv wheel at tools/uv-<sha256>.whl under remote_dir, uploaded only when absent (the bootstrap checks its
+    sha256 before it uses it, and installs with pip without it); its sha256, or "" when there is none to offer."""
+    from ... import nodesetup
+
+    wheel = nodesetup.offered_uv_wheel()
+    if wheel is None:
+        return ""
+    sha = nodesetup.sha256_file(wheel)
+    remote = f"{base}/{nodesetup.TOOLS_DIR}/{nodesetup.uv_name(sha)}"
+    if client.stat_size(remote) != wheel.stat().st_size:
+        client.put(wheel, remote)
+    return sha
 
 
 def _shown(remote_dir: str) -> str:
@@ -152,8 +227,15 @@ class SshBackend(Backend):
         ssh = plan.job.ssh
         sha = plan.snapshot.sha256
         state = plan.spec.state_dir
+        from ... import nodesetup
+        from ..slots import slot
+
+        # uv for the venv (not needed where the interpreter is named): its sha256 is known once the client has the
+        # wheel, at start, which puts it at tools/uv-<sha>.whl under remote_dir unless there (_offer_uv).
         script = bootstrap.render(plan.spec, base=_base(ssh.remote_dir), snapshot_sha=sha,
-                                  snapshot_tar=f"code/{sha}.tar.gz", python=ssh.python, teardown="none")
+                                  snapshot_tar=f"code/{sha}.tar.gz", python=ssh.python, teardown="none",
+                                  lock_hash=nodesetup.lock_hash(plan.job.workdir),
+                                  uv_sha="" if ssh.python else slot("uv_sha"))
         uploads = [{"path": f"{_shown(ssh.remote_dir)}/code/{sha}.tar.gz", "bytes": plan.snapshot.size,
                     "when": bootstrap.UPLOAD_WHEN},
                    {"path": f"{_shown(ssh.remote_dir)}/{state}/bootstrap.sh", "bytes": len(script.encode())}]
@@ -193,17 +275,16 @@ class SshBackend(Backend):
         return SshClient(ssh.host, identity=ssh.identity, known_hosts=ssh.known_hosts).connect()
 
     def preflight(self, plan: Plan) -> None:
-        # Host key, reachability and login are checked before anything is recorded or uploaded; start() reuses
-        # the connection (each new one costs a handshake, ~0.4 s).
-        self._preflighted = self._client(plan.job.ssh)
+        # Host key, reachability and login are checked before anything is recorded or uploaded; start, the log
+        # follower and the looks reuse the connection (_connection).
+        _connection(plan.job.ssh)
 
     def start(self, plan: Plan, *, detach: bool) -> dict:
         ssh = plan.job.ssh
         sha = plan.snapshot.sha256
         state = plan.spec.state_dir
         base = ssh.remote_dir
-        client = getattr(self, "_preflighted", None) or self._client(ssh)
-        self._preflighted = None
+        client = _connection(ssh)
         try:
             if not _has_snapshot(client, base, sha, plan.snapshot.size):
                 with progress.transfer("snapshot", plan.snapshot.size) as sent:  # a bar on a terminal
@@ -214,25 +295,60 @@ class SshBackend(Backend):
             if plan.job.secrets:
                 lines = "".join(f"{name}={shlex.quote(os.environ[name])}\n" for name in plan.job.secrets)
                 client.put_bytes(lines.encode(), f"{base}/{state}/secrets.env", mode=0o600)
-            client.put_bytes(plan.request["bootstrap"].encode(), f"{base}/{state}/bootstrap.sh", mode=0o755)
-            _, out, _ = client.run(plan.request["run"], timeout=60)
+            script = plan.request["bootstrap"]
+            if not ssh.python:
+                from ..slots import fill
+
+                script = fill(script, {"uv_sha": _offer_uv(client, base)})
+            client.put_bytes(script.encode(), f"{base}/{state}/bootstrap.sh", mode=0o755)
+            if detach:
+                _, out, _ = client.run(plan.request["run"], timeout=60)
+            else:
+                out = self._start_following(client, plan)
+        except RemoteTimeout:
+            _forget(client)
+            raise
         finally:
-            client.close()
+            client.close_sftp()  # the connection stays (follow, looks); the box's sftp-server need not
         pid, start = out.decode().split()
         return {"ssh": ssh.model_dump(), "base": base, "state": state, "sha": sha, "boot": [int(pid), int(start)],
                 "experiment": plan.job.experiment, "pool": plan.spec.datapool_root}
+
+    def _start_following(self, client, plan: Plan) -> bytes:
+        """The foreground's start: the bootstrap started and its log followed in one command, on one channel (a
+        second command would cost the box a second login shell, in series): the first line is the bootstrap's
+        `pid start`, returned; the rest is the log from byte 0, kept for this process's first `logs(follow)`."""
+        from ...sshclient import RemoteError
+
+        d = plan.spec
+        body = _follow_body(_log_path(d.datapool_root, plan.job.experiment, plan.job_id), 0, '"$bp"', '"$bs"')
+        cmd = (f'{plan.request["run"]}; S={shlex.quote(d.state_dir)}; {_SAME}bp=$p; '
+               f'bs=$(sed -E "s/^.*\\) //" /proc/$p/stat | cut -d" " -f20); {body}')
+        stream = client.stream(cmd, first_within=60)
+        head = b""
+        for chunk in stream:
+            head += chunk
+            if b"\n" in head:
+                break
+        else:
+            raise RemoteError(f"the bootstrap's start on {client.target.hostport} printed no process id",
+                              cmd=cmd, exit_code=None, stderr=b"")
+        line, _, rest = head.partition(b"\n")
+        _STARTED[plan.job_id] = (stream, rest)
+        return line
 
     def _sh(self, handle: Handle, body: str, timeout: float | None = None) -> tuple[int, bytes]:
         from ... import netpolicy
 
         timeout = netpolicy.SSH_COMMAND_S if timeout is None else timeout
         d = handle.data
-        client = self._client(d.ssh)
+        client = _connection(d.ssh)
         try:
             code, out, _ = client.run(f"cd {_base(d.base)} && S={shlex.quote(d.state)} && {_SAME}{body}",
                                       timeout=timeout, check=False)
-        finally:
-            client.close()
+        except RemoteTimeout:
+            _forget(client)
+            raise
         return code, out
 
     def status(self, handle: Handle) -> Observation:
@@ -241,6 +357,8 @@ class SshBackend(Backend):
         from ...errors import UserError
         from ...sshclient import RemoteError
 
+        if handle.job_id in _FOLLOWED:
+            return Observation(JobState.RUNNING)  # the live follow stream is the look (see _FOLLOWED)
         boot_pid, boot_start = handle.data.boot
         body = (f'if [ -f "$S/result.json" ]; then echo result; cat "$S/result.json"; '
                 f'elif read -r p s < "$S/agent.pid" 2>/dev/null && same "$p" "$s"; then '
@@ -267,31 +385,50 @@ class SshBackend(Backend):
 
     def logs(self, handle: Handle, follow: bool = False, offset: int = 0) -> Iterator[bytes] | None:
         d = handle.data
-        log = shlex.quote(f"{d.pool}/experiments/{d.experiment}/reports/jobs/{handle.job_id}/log.txt")
-        start = f"+{int(offset) + 1}"
+        started = _STARTED.pop(handle.job_id, None)
+        if started is not None:
+            if follow and not offset:  # this process started it: the start's own channel already follows it
+                return self._following(handle, self._started_stream(*started))
+            started[0].close()
+        log = _log_path(d.pool, d.experiment, handle.job_id)
         if not follow:
-            body = f'tail -c {start} {log} 2>/dev/null || cat "$S/setup.log" 2>/dev/null; true'
+            body = f'tail -c +{int(offset) + 1} {log} 2>/dev/null || cat "$S/setup.log" 2>/dev/null; true'
         else:
-            # Wait for the log (the node may still be setting up), then follow it until the agent is gone. A
-            # reconnect after a drop starts right after the bytes the caller has.
             boot_pid, boot_start = d.boot
-            body = (f'while [ ! -f {log} ] && [ ! -f "$S/result.json" ] && same {boot_pid} {boot_start}; '
-                    f'do sleep 0.3; done; '
-                    f'[ -f {log} ] || {{ cat "$S/setup.log" 2>/dev/null; exit 0; }}; '
-                    f'read -r p s < "$S/agent.pid" 2>/dev/null; '
-                    f'if same "$p" "$s"; then exec tail -c {start} -F -s 0.2 --pid="$p" {log} 2>/dev/null; '
-                    f'else tail -c {start} {log}; fi')
+            body = _follow_body(log, offset, boot_pid, boot_start)
         # A box that cannot be reached raises: the follower (api.logs) reads the store's copy meanwhile and tries
         # again; a one-off `launch logs` reads the store's copy.
-        return self._stream(self._client(d.ssh), handle, body)
+        stream = self._stream(_connection(d.ssh), handle, body)
+        return self._following(handle, stream) if follow else stream
 
     def _stream(self, client, handle: Handle, body: str) -> Iterator[bytes]:
+        # Closing the stream closes its channel (and the node's tail with it), not the shared connection.
         d = handle.data
+        yield from client.stream(f"cd {_base(d.base)} && S={shlex.quote(d.state)} && {_SAME}{body}", check=False)
+
+    @staticmethod
+    def _started_stream(stream, rest: bytes) -> Iterator[bytes]:
+        from ...sshclient import RemoteError
+
+        if rest:
+            yield rest
         try:
-            yield from client.stream(f"cd {_base(d.base)} && S={shlex.quote(d.state)} && {_SAME}{body}",
-                                     check=False)
+            yield from stream
+        except RemoteError as exc:
+            if exc.exit_code is None:
+                raise  # the connection was lost: the follower reconnects from its offset
+            # else the follow part's own exit status, which a follow never checks (as _stream)
+
+    @staticmethod
+    def _following(handle: Handle, stream: Iterator[bytes]) -> Iterator[bytes]:
+        """While this runs, status() takes the live stream as its look (see _FOLLOWED)."""
+        _FOLLOWED[handle.job_id] = _FOLLOWED.get(handle.job_id, 0) + 1
+        try:
+            yield from stream
         finally:
-            client.close()
+            _FOLLOWED[handle.job_id] -= 1
+            if not _FOLLOWED[handle.job_id]:
+                del _FOLLOWED[handle.job_id]
 
     def interrupt(self, handle: Handle) -> None:
         self._sh(handle, 'touch "$S/cancel-requested"; read -r p s < "$S/agent.pid" 2>/dev/null && same "$p" "$s" '
