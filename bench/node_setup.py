@@ -102,7 +102,7 @@ def _env(wheels: Path, uv_dir: str | None) -> dict:
     path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if not (Path(p) / "uv").exists()]
     if uv_dir:
         path.insert(0, uv_dir)
-    return {"PATH": os.pathsep.join(path), "UV_NO_INDEX": "1", "UV_FIND_LINKS": str(wheels), "UV_NO_CONFIG": "1",
+    return {"PATH": os.pathsep.join(path), "UV_OFFLINE": "1", "UV_DEFAULT_INDEX": "http://127.0.0.1:9/simple", "UV_FIND_LINKS": str(wheels), "UV_NO_CONFIG": "1",
             "UV_PYTHON_DOWNLOADS": "never", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels),
             "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1",
             "LAUNCHER_UV_SHA": "", "LAUNCHER_UV_URL": "", "LAUNCHER_VENV_PACK": "", "LAUNCHER_VENV_GET_URL": "",

@@ -411,7 +411,7 @@ def row_snapshot(args, work: Path, table: Table) -> None:
             table.add("snapshot", "unchanged re-launch", f"{r['launcher_s']:.2f} s", "-", "-", "<= 1 s",
                       r["launcher_s"] <= 1.0)
         else:
-            table.add("snapshot", f"one changed file ({r['detail']})", f"{r['ratio']:,.0f}x the file", r["peer"],
+            table.add("snapshot", f"one changed file ({r['detail']})", f"{r['ratio']:,.1f}x the file", r["peer"],
                       "1x", "<= 1x the file", r["ratio"] <= 1.0)
 
 

@@ -87,7 +87,7 @@ def follow_through_drops(backend, handle, drop, errors, *, marker: bytes = b"tic
     `max_tries` reconnects and/or `give_up_s` seconds. Returns (every byte read, drops).
     `ended(offset)`: for a node that powers off when its job ends, the rest of the log from the store once the job
     has ended (bytes), else None. The live stream can lose its last lines to the poweroff; `launch logs -f` then
-    reads them from the store's copy (api._follow), and so does this, once the three drops are behind it."""
+    reads them from the store's copy (joblog._follow), and so does this, once the three drops are behind it."""
     import time
 
     got, drops, tries = bytearray(), 0, 0

@@ -45,7 +45,7 @@ def parts(tmp_path_factory):
 
 def _env(parts) -> dict:
     """Where uv and pip find packages: the wheelhouse only. No managed Python downloads, no user config."""
-    return {"UV_NO_INDEX": "1", "UV_FIND_LINKS": str(parts["wheels"]), "UV_NO_CONFIG": "1",
+    return {"UV_OFFLINE": "1", "UV_DEFAULT_INDEX": "http://127.0.0.1:9/simple", "UV_FIND_LINKS": str(parts["wheels"]), "UV_NO_CONFIG": "1",
             "UV_PYTHON_DOWNLOADS": "never", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(parts["wheels"]),
             "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "XDG_CONFIG_HOME": "/nonexistent"}
 
@@ -238,8 +238,12 @@ def test_a_node_without_the_locks_python_minor_asks_uv_for_a_managed_one(node, t
     found = subprocess.run([nodesetup.which_uv() or "uv", "python", "find", "--no-managed-python", "3.12"],
                            capture_output=True, text=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
     other = found.stdout.strip() if found.returncode == 0 else ""
-    if not other:  # pyenv's shims hide the others from uv: an install beside this Python's own
-        near = sorted(Path(sys._base_executable).resolve().parents[2].glob("3.1[02]*/bin/python3"))
+    if not other:  # pyenv's shims hide the others from uv: an install beside this Python's own, or in pyenv's root
+        # (CI's venv is made from the system's python3, not pyenv's, and its PATH has no shims)
+        roots = [Path(sys._base_executable).resolve().parents[2],
+                 Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"]
+        near = sorted(p for root in roots for p in root.glob("3.1[02]*/bin/python3"))
+        near += sorted(Path("/usr/bin").glob("python3.1[02]"))
         other = str(near[0]) if near else ""
     if not other:
         pytest.skip("no Python 3.12 here to play a node without 3.11")

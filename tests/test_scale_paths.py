@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import api
+from launcher import api, joblog
 from launcher.proc import ProcRef, write_ref
 from launcher.registry import Registry
 
@@ -210,15 +210,15 @@ def test_the_store_log_is_read_a_piece_at_a_time(home, tmp_path, procs, monkeypa
         monkeypatch.setenv(k, v)
     data = _log(5000)
     job_id = _job_with_log(home, tmp_path, procs, data, store, moto, job_id=f"piece-{store}")
-    monkeypatch.setattr(api, "LOG_PIECE", 10_000)
+    monkeypatch.setattr(joblog, "LOG_PIECE", 10_000)
     rec, _, handle = api._handle(job_id)
-    pieces = list(api.tail_store_log(handle, follow=False, offset=1234))
+    pieces = list(joblog.tail_store_log(handle, follow=False, offset=1234))
     assert b"".join(pieces) == data[1234:]
     assert [len(p) for p in pieces[:-1]] == [10_000] * (len(pieces) - 1) and len(pieces) > 5
-    follower = api.tail_store_log(handle, follow=False)
+    follower = joblog.tail_store_log(handle, follow=False)
     assert next(follower) == data[:10_000]
     follower.close()  # left after one piece: what comes next is not disturbed by the half-read GET
-    assert b"".join(api.tail_store_log(handle, follow=False, offset=len(data) - 5)) == data[-5:]
+    assert b"".join(joblog.tail_store_log(handle, follow=False, offset=len(data) - 5)) == data[-5:]
     js = api._jobstore(handle)
     try:
         assert list(js.pieces("log.txt", len(data))) == [] and list(js.pieces("nope.txt")) == []
@@ -240,10 +240,10 @@ def test_tail_reads_from_where_the_last_lines_start(home, tmp_path, procs, monke
     job_id = _job_with_log(home, tmp_path, procs, data, store, moto, job_id=f"tail-{store}")
     lines = data.decode().splitlines()
     for n in (0, 1, 3, 200):
-        start = api._tail_start(job_id, n)
+        start = joblog._tail_start(job_id, n)
         assert data[start:].decode().splitlines() == (lines[-n:] if n else [])
         assert list(api.log_lines(job_id, tail=n)) == (lines[-n:] if n else [])
-    assert api._tail_start(job_id, 60_000) == 0  # more lines than it has: all of it
+    assert joblog._tail_start(job_id, 60_000) == 0  # more lines than it has: all of it
     assert list(api.log_lines(job_id, tail=60_000)) == lines
 
 
@@ -251,9 +251,9 @@ def test_tail_of_a_log_without_a_last_newline_and_of_no_log(home, tmp_path, proc
     data = b"a\nb\r\nc"
     job_id = _job_with_log(home, tmp_path, procs, data)
     assert list(api.log_lines(job_id, tail=2)) == ["b", "c"]
-    assert api._tail_start(job_id, 1) == len(data) - 1
+    assert joblog._tail_start(job_id, 1) == len(data) - 1
     (tmp_path / "pool" / "experiments" / "default" / "reports" / "jobs" / job_id / "log.txt").unlink()
-    assert api._tail_start(job_id, 5) == 0 and list(api.log_lines(job_id, tail=5)) == []
+    assert joblog._tail_start(job_id, 5) == 0 and list(api.log_lines(job_id, tail=5)) == []
 
 
 def test_the_kept_connection_serves_every_thread(home):

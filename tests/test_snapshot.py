@@ -152,9 +152,9 @@ def packs(monkeypatch):
     calls: list[int] = []
     real = snapshot._pack
 
-    def counting(items, out):
+    def counting(items, out, *args, **kwargs):
         calls.append(len(items))
-        return real(items, out)
+        return real(items, out, *args, **kwargs)
 
     monkeypatch.setattr(snapshot, "_pack", counting)
     return calls
@@ -650,3 +650,159 @@ def test_s3_upload_once_then_fetch_verified(tmp_path, s3):
         fetch(url, snap.sha256, tmp_path / "node2", endpoint_url=s3.endpoint)
     assert snap.sha256 in str(e.value) and bad in str(e.value)
     assert list((tmp_path / "node2").iterdir()) == []
+
+
+# --- chunks: a big tree is a run of gzip members whose edges depend on the paths alone
+
+@pytest.fixture
+def chunked(monkeypatch):
+    """Chunks on a tree of a few hundred KB (every tree is "big"), the cache trusted 50 ms after a write, and no
+    agent files (this checkout's own launcher/ changes under other work). Yields the files packed (not copied)."""
+    import launcher.snapshot as snapshot
+
+    monkeypatch.setattr(snapshot, "_SMALL_TREE", 0)
+    monkeypatch.setattr(snapshot, "_RACY_S", 0.05)
+    monkeypatch.setattr(snapshot, "_agent_items", lambda: [])
+    packed: list[str] = []
+    real = snapshot._pack_file
+
+    def counting(gz, item):
+        packed.append(item.arcname)
+        return real(gz, item)
+
+    monkeypatch.setattr(snapshot, "_pack_file", counting)
+    return packed
+
+
+def chunk_tree(tmp_path) -> tuple[Path, dict]:
+    import random
+
+    rng = random.Random(11)
+    files = {f"pkg{i % 7}/mod{i:03d}.py": b"".join(b"v%d = %d\n" % (j, rng.randint(0, 99)) for j in range(200))
+             for i in range(120)}
+    files.update({"weights.bin": rng.randbytes(200_000), "data/big.txt": b"row\n" * 60_000})
+    src = write_tree(tmp_path / "proj", files)
+    time.sleep(0.1)  # settled: the cache may keep its chunks
+    return src, files
+
+
+def test_a_chunked_tarball_is_one_valid_tar_gz_and_its_chunk_list_covers_it(tmp_path, chunked):
+    import gzip
+
+    from launcher.snapshot import chunk_list
+
+    src, files = chunk_tree(tmp_path)
+    snap = build(src, cache_dir=tmp_path / "cache")
+    data = snap.path.read_bytes()
+    chunks = chunk_list(snap)
+    assert len(chunks) == len(files) + 1  # a chunk a file, and the end
+    assert [c[0] for c in chunks] == [0] + [o + n for o, n, _ in chunks[:-1]] and sum(n for _, n, _ in chunks) == len(data)
+    for offset, length, sha in chunks:
+        member = data[offset:offset + length]
+        assert hashlib.sha256(member).hexdigest() == sha
+        gzip.decompress(member)  # each chunk is a whole gzip member (its crc32 and length agree)
+    assert len(gzip.decompress(data)) % (20 * 512) == 0
+    with tarfile.open(snap.path) as tar:
+        assert {n: tar.extractfile(n).read() for n in files} == files
+    out = unpack(snap.path, snap.sha256, tmp_path / "node")
+    assert (out / "weights.bin").read_bytes() == files["weights.bin"]
+
+
+def test_an_edit_repacks_and_changes_one_chunk_and_the_bytes_are_a_fresh_packs(tmp_path, chunked):
+    from launcher.snapshot import chunk_list, compose_plan
+
+    src, files = chunk_tree(tmp_path)
+    cache = tmp_path / "cache"
+    old = build(src, cache_dir=cache)
+    old_chunks, old_bytes = chunk_list(old), old.path.read_bytes()
+    chunked.clear()
+    (src / "pkg3/mod010.py").write_bytes(files["pkg3/mod010.py"] + b"edited = True\n")
+    time.sleep(0.1)
+    new = build(src, cache_dir=cache)
+    assert new.sha256 != old.sha256
+    assert chunked == ["pkg3/mod010.py"]  # only the edited file was read and packed; the rest was copied
+    new_chunks = chunk_list(new)
+    changed = [c for c in new_chunks[:-1] if c[2] not in {h for _, _, h in old_chunks}]
+    assert len(changed) == 1  # plus, perhaps, the end member: its padding follows the total size
+    # The same bytes as a pack from nothing (no chunk cache): what was copied is what would have been packed.
+    assert build(src, cache_dir=tmp_path / "fresh").sha256 == new.sha256
+    # The plan a box follows: the old tarball's ranges and the new chunks only.
+    ops = compose_plan(new_chunks, old_chunks)
+    new_bytes = new.path.read_bytes()
+    made = b"".join((old_bytes if src_ == "old" else new_bytes)[at:at + n] for src_, at, n in ops)
+    assert made == new_bytes
+    sent = sum(n for src_, _, n in ops if src_ == "new")
+    assert sent < len(files["pkg3/mod010.py"]), sent  # the edited file's chunk (compressed) and the end
+
+
+def test_a_cached_chunk_whose_bytes_changed_is_packed_again(tmp_path, chunked):
+    src, files = chunk_tree(tmp_path)
+    cache = tmp_path / "cache"
+    old = build(src, cache_dir=cache)
+    damaged = bytearray(old.path.read_bytes())
+    at = bytes(damaged).index(files["weights.bin"][5000:6000])  # stored verbatim
+    damaged[at] ^= 0xFF
+    old.path.write_bytes(bytes(damaged))
+    (src / "pkg0/mod000.py").write_bytes(b"x = 1\n")
+    time.sleep(0.1)
+    chunked.clear()
+    new = build(src, cache_dir=cache)
+    assert sorted(chunked) == ["pkg0/mod000.py", "weights.bin"]  # the damaged chunk was packed again
+    assert build(src, cache_dir=tmp_path / "fresh").sha256 == new.sha256
+    with tarfile.open(new.path) as tar:
+        assert tar.extractfile("weights.bin").read() == files["weights.bin"]
+
+
+@pytest.mark.parametrize("ops", [
+    [("old", 0, 30 * 2**20), ("new", 30 * 2**20, 1000), ("old", 30 * 2**20 + 1000, 40 * 2**20)],
+    [("new", 0, 1000), ("old", 1000, 3 * 2**20), ("new", 3 * 2**20 + 1000, 10), ("old", 0, 7 * 2**20)],
+    [("old", 0, 6 * 2**20), ("new", 6 * 2**20, 200 * 2**20)],
+    [("new", 0, 2**20)],
+    [("old", 0, 12 * 2**30)],
+])
+def test_store_parts_keep_s3s_rules_and_cover_the_tarball_in_order(ops):
+    from launcher.snapshot import store_parts
+
+    parts = store_parts(ops)
+    assert all(p[2] >= 5 * 2**20 for p in parts[:-1])  # every part but the last: at least 5 MiB
+    assert all(p[2] <= 64 * 2**20 for p in parts if p[0] == "put") and all(p[2] <= 5 * 2**30 for p in parts)
+    new_at = 0
+    for p in parts:  # the parts, in order, are the new tarball from byte 0 to its end
+        assert (p[1] if p[0] == "put" else p[3]) == new_at
+        new_at += p[2]
+    assert new_at == sum(n for _, _, n in ops)
+    # A copied range is the old object's bytes for that stretch of the new tarball, as compose_plan said.
+    old_at, cursor = {}, 0
+    for src, at, n in ops:
+        if src == "old":
+            old_at[cursor] = (at, n)
+        cursor += n
+    for p in (p for p in parts if p[0] == "copy"):
+        start = max(k for k in old_at if k <= p[3])
+        at, n = old_at[start]
+        assert p[1] == at + (p[3] - start) and p[3] + p[2] <= start + n
+
+
+def test_s3_a_changed_snapshot_sends_the_changed_parts_and_the_store_copies_the_rest(tmp_path, s3, chunked):
+    import random
+
+    rng = random.Random(2)
+    files = {f"w{i:02d}.bin": rng.randbytes(1024 * 1024) for i in range(16)}  # stored: packs fast, 16 MiB
+    files.update({f"src/m{i:02d}.py": f"X = {i}\n" for i in range(20)})
+    src = write_tree(tmp_path / "proj", files)
+    time.sleep(0.1)
+    cache, url = tmp_path / "cache", f"s3://{BUCKET}/pool"
+    first = build(src, cache_dir=cache)
+    assert upload(first, url, endpoint_url=s3.endpoint) == first.size
+    (src / "src/m07.py").write_text("X = 'edited'\n")
+    time.sleep(0.1)
+    second = build(src, cache_dir=cache)
+    s3.mark()
+    sent = upload(second, url, endpoint_url=s3.endpoint)
+    # The edited file's chunk, made up to S3's 5 MiB part minimum with bytes around it; the other ~11 MiB are
+    # copied by the store from the first tarball.
+    assert 0 < sent <= 6 * 2**20 and second.size > 16 * 2**20, (sent, second.size)
+    body = s3.client().get_object(Bucket=BUCKET, Key=f"pool/{second.key}")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == second.sha256  # the composed object is the new tarball
+    out = fetch(url, second.sha256, tmp_path / "node", endpoint_url=s3.endpoint)
+    assert (out / "src" / "m07.py").read_text() == "X = 'edited'\n"

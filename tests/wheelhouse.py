@@ -20,7 +20,14 @@ def repack(dist_name: str, dest: Path) -> Path:
     name = re.sub(r"[-_.]+", "_", dist.metadata["Name"])
     tags = [line.split(":", 1)[1].strip() for line in (dist.read_text("WHEEL") or "").splitlines()
             if line.startswith("Tag:")]
-    out = Path(dest) / f"{name}-{dist.version}-{tags[0]}.whl"
+    # Every tag the wheel had, compressed as wheel names are (py2-none-any + py3-none-any: py2.py3-none-any):
+    # named by its first tag alone, a py2.py3 wheel would look like a Python 2 one to an installer.
+    parts = [t.split("-") for t in tags]
+    if len({(abi, plat) for _, abi, plat in parts}) == 1:
+        tag = ".".join(dict.fromkeys(py for py, _, _ in parts)) + f"-{parts[0][1]}-{parts[0][2]}"
+    else:
+        tag = tags[0]
+    out = Path(dest) / f"{name}-{dist.version}-{tag}.whl"
     if out.exists():
         return out
     site = Path(str(dist.locate_file("")))

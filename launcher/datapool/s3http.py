@@ -330,6 +330,23 @@ class S3Http:
                                headers=headers, body=body, payload_sha256=sha256_hex)
         return h
 
+    def upload_part_copy(self, bucket: str, key: str, upload_id: str, number: int, source_key: str, first: int,
+                         last: int) -> str:
+        """Part `number` copied by the store from bytes first..last (inclusive) of `source_key` in the same bucket;
+        returns the part's ETag (the MD5 of those bytes)."""
+        headers = {"x-amz-copy-source": "/" + _q(bucket) + "/" + _q(source_key, safe="/-_.~"),
+                   "x-amz-copy-source-range": f"bytes={first}-{last}"}
+        _, _, data = self.request("PUT", bucket, key, query={"partNumber": number, "uploadId": upload_id},
+                                  headers=headers)
+        root = ET.fromstring(data)
+        if _local(root.tag) == "Error":  # as CompleteMultipartUpload: an error can come inside a 200
+            f = {_local(c.tag): c.text for c in root}
+            raise S3Error(200, f.get("Code") or "", f.get("Message") or "")
+        for el in root.iter():
+            if _local(el.tag) == "ETag":
+                return (el.text or "").strip('"')
+        raise S3Error(500, "NoETag", "UploadPartCopy returned no ETag")
+
     def complete_multipart(self, bucket: str, key: str, upload_id: str, parts: list[dict]) -> str:
         items = []
         for p in parts:

@@ -427,7 +427,7 @@ class K8sBackend(Backend):
         from .kube import Kube
 
         places = {(d.context, d.namespace) for d in (self.handle(r.id, r.handle).data
-                                                     for r in Registry().list(1_000_000) if r.backend == self.name)
+                                                     for r in Registry().list(None, backend=self.name))
                   if d.namespace}
         try:
             current = Kube.current_context()

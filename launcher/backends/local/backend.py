@@ -112,7 +112,7 @@ class LocalBackend(Backend):
         return Observation(JobState.LOST, None, st["agent_log"] or "the agent ended without a result (killed?)")
 
     def logs(self, handle: Handle, follow: bool = False, offset: int = 0) -> Iterator[bytes] | None:
-        return None  # the store's copy *is* the local file (api.tail_store_log reads it)
+        return None  # the store's copy *is* the local file (joblog.tail_store_log reads it)
 
     def cancel(self, handle: Handle, grace: float | None = None) -> None:
         # The node runs the same policy itself (launcher/node/nodectl.py: marker, SIGTERM, grace, SIGKILL, confirm), in

@@ -113,6 +113,88 @@ def _has_snapshot(client, base: str, sha: str, size: int) -> bool:
     return bootstrap.snapshot_present(lambda rel: client.stat_size(f"{base}/{rel}"), sha256_of, sha, size)
 
 
+# Run on the box with its python3 (stdlib only): the new tarball from an older one's byte ranges and the chunks
+# sent (launcher/snapshot.py compose_plan), written beside it, checked against its sha256, then renamed into place.
+_COMPOSE = r"""
+import hashlib, json, os, sys
+old, delta, ops_file, out, sha = sys.argv[1:6]
+h, part = hashlib.sha256(), out + ".part"
+try:
+    with open(old, "rb") as fo, open(delta, "rb") as fd, open(part, "wb") as w:
+        for src, at, n in json.load(open(ops_file)):
+            f = fo if src == "old" else fd
+            f.seek(at)
+            while n:
+                block = f.read(min(n, 1 << 20))
+                if not block:
+                    sys.exit(f"{old if src == 'old' else delta} ends early")
+                w.write(block)
+                h.update(block)
+                n -= len(block)
+    if h.hexdigest() != sha:
+        sys.exit(f"composed {h.hexdigest()}, not {sha}")
+    os.replace(part, out)
+finally:
+    for f in (delta, ops_file, part):
+        if os.path.exists(f):
+            os.unlink(f)
+"""
+
+
+def _compose_on_box(client, base: str, snap, python: str) -> int | None:
+    """A chunked snapshot (launcher/snapshot.py) whose box holds an earlier snapshot of this machine's: only the
+    chunks the box lacks are sent, and the box composes the tarball from the old one's ranges (checked against the
+    new sha256 there, and by the bootstrap again). Returns the bytes sent, or None: no such earlier snapshot there,
+    or composing failed (the caller uploads the whole tarball, as without chunks)."""
+    import json
+    import tempfile
+
+    from ... import snapshot as snapshots
+    from ...sshclient import RemoteError
+
+    new = snapshots.chunk_list(snap)
+    if not new:
+        return None
+    for prev in snapshots.recent_snapshots(snap):
+        old = snapshots.chunk_list(prev)
+        if not old or client.stat_size(f"{base}/code/{prev.sha256}.tar.gz") != prev.size:
+            continue
+        ops, at, remote_ops = snapshots.compose_plan(new, old), 0, []
+        with tempfile.NamedTemporaryFile(dir=snap.path.parent, prefix=".delta.") as delta, open(snap.path, "rb") as f:
+            for src, offset, n in ops:
+                if src == "old":
+                    remote_ops.append(("old", offset, n))
+                    continue
+                f.seek(offset)
+                left = n
+                while left:
+                    block = f.read(min(left, 1 << 20))
+                    delta.write(block)
+                    left -= len(block)
+                remote_ops.append(("delta", at, n))
+                at += n
+            delta.flush()
+            if at > snap.size // 2:
+                return None  # most of it changed: the whole tarball is as cheap
+            sha = snap.sha256
+            names = [f"code/{prev.sha256}.tar.gz", f"code/.{sha}.delta", f"code/.{sha}.ops", f"code/{sha}.tar.gz"]
+            try:
+                with progress.transfer("snapshot", at) as sent:
+                    client.put(delta.name, f"{base}/{names[1]}", on_bytes=sent)
+                client.put_bytes(json.dumps(remote_ops).encode(), f"{base}/{names[2]}")
+                client.run(f"cd {_base(base)} && {shlex.quote(python)} - " + " ".join(map(shlex.quote, names + [sha])),
+                           stdin=_COMPOSE.encode(), timeout=600)
+            except RemoteError as exc:
+                progress.report(progress.SNAPSHOT, f"composing on the box failed ({str(exc).splitlines()[0]}); "
+                                                   "uploading the whole snapshot")
+                return None
+        progress.report(progress.SNAPSHOT, f"sent {progress.human_bytes(at)} of {progress.human_bytes(snap.size)} "
+                                           f"(the changed chunks); the rest composed on the box from "
+                                           f"{prev.sha256[:12]}")
+        return at
+    return None
+
+
 def _offer_uv(client, base: str) -> str:
     """The uv wheel at tools/uv-<sha256>.whl under remote_dir, uploaded only when absent (the bootstrap checks its
     sha256 before it uses it, and installs with pip without it); its sha256, or "" when there is none to offer."""
@@ -287,9 +369,11 @@ class SshBackend(Backend):
         client = _connection(ssh)
         try:
             if not _has_snapshot(client, base, sha, plan.snapshot.size):
-                with progress.transfer("snapshot", plan.snapshot.size) as sent:  # a bar on a terminal
-                    client.put(plan.snapshot.path, f"{base}/code/{sha}.tar.gz", on_bytes=sent)
-                progress.report(progress.SNAPSHOT, f"uploaded {progress.human_bytes(plan.snapshot.size)} to the box")
+                if _compose_on_box(client, base, plan.snapshot, ssh.python or "python3") is None:
+                    with progress.transfer("snapshot", plan.snapshot.size) as sent:  # a bar on a terminal
+                        client.put(plan.snapshot.path, f"{base}/code/{sha}.tar.gz", on_bytes=sent)
+                    progress.report(progress.SNAPSHOT,
+                                    f"uploaded {progress.human_bytes(plan.snapshot.size)} to the box")
             else:
                 progress.report(progress.SNAPSHOT, "already on the box")
             if plan.job.secrets:
@@ -396,7 +480,7 @@ class SshBackend(Backend):
         else:
             boot_pid, boot_start = d.boot
             body = _follow_body(log, offset, boot_pid, boot_start)
-        # A box that cannot be reached raises: the follower (api.logs) reads the store's copy meanwhile and tries
+        # A box that cannot be reached raises: the follower (joblog.logs) reads the store's copy meanwhile and tries
         # again; a one-off `launch logs` reads the store's copy.
         stream = self._stream(_connection(d.ssh), handle, body)
         return self._following(handle, stream) if follow else stream
