@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.server
 import os
 import platform
 import shutil
@@ -25,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from launcher import nodesetup  # noqa: E402
 from launcher.images import LOCK_FILE, PYTHON_VERSION, pins  # noqa: E402
 from launcher.node import venvsetup  # noqa: E402
+from tests.httpstore import start_http_store  # noqa: E402
 
 # torch (CPU) and what it needs, numpy, and launcher's own dependencies: the lock's pins of these names.
 SUBSET = ("torch", "filelock", "fsspec", "jinja2", "markupsafe", "mpmath", "networkx", "sympy", "typing-extensions",
@@ -66,43 +65,13 @@ def wheelhouse(lock: Path, where: Path) -> Path:
     return where
 
 
-class _Store(http.server.BaseHTTPRequestHandler):
-    """A presigned URL's stand-in: GET and PUT of files in one folder."""
-
-    root = Path()
-
-    def do_GET(self):  # noqa: N802
-        path = self.root / self.path.lstrip("/")
-        if not path.is_file():
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(path.stat().st_size))
-        self.end_headers()
-        with open(path, "rb") as f:
-            shutil.copyfileobj(f, self.wfile, 1 << 20)
-
-    def do_PUT(self):  # noqa: N802
-        left = int(self.headers["Content-Length"])
-        with open(self.root / self.path.lstrip("/"), "wb") as f:
-            while left:
-                chunk = self.rfile.read(min(left, 1 << 20))
-                f.write(chunk)
-                left -= len(chunk)
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def _env(wheels: Path, uv_dir: str | None) -> dict:
     """Installs from the wheelhouse only; uv on PATH only for the uv rows (no uv: the pip fallback)."""
     path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if not (Path(p) / "uv").exists()]
     if uv_dir:
         path.insert(0, uv_dir)
-    return {"PATH": os.pathsep.join(path), "UV_OFFLINE": "1", "UV_DEFAULT_INDEX": "http://127.0.0.1:9/simple", "UV_FIND_LINKS": str(wheels), "UV_NO_CONFIG": "1",
+    return {"PATH": os.pathsep.join(path), "UV_OFFLINE": "1",
+            "UV_DEFAULT_INDEX": "http://127.0.0.1:9/simple", "UV_FIND_LINKS": str(wheels), "UV_NO_CONFIG": "1",
             "UV_PYTHON_DOWNLOADS": "never", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels),
             "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1",
             "LAUNCHER_UV_SHA": "", "LAUNCHER_UV_URL": "", "LAUNCHER_VENV_PACK": "", "LAUNCHER_VENV_GET_URL": "",
@@ -175,11 +144,8 @@ def main() -> int:
         return 2
     root = Path(tempfile.mkdtemp(prefix="node-setup-bench-", dir=a.scratch))
     store = root / "store"
-    store.mkdir()
-    handler = type("Store", (_Store,), {"root": store})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    server = start_http_store(store)
+    url = server.url
     try:
         lock = subset_lock(root)
         torch_version = pins(lock)["torch"]

@@ -96,6 +96,10 @@ def follow_through_drops(backend, handle, drop, errors, *, marker: bytes = b"tic
         tries += 1
         assert (max_tries is None or tries < max_tries) and (give_up is None or time.monotonic() < give_up), \
             f"no end after {tries} reconnects: {bytes(got[-300:])!r}"
+        # Before each try (a node that is gone answers no stream at all: None, or an error)
+        rest = ended(len(got)) if ended is not None and drops == 3 else None
+        if rest is not None:
+            return bytes(got + rest), drops
         try:
             stream = backend.logs(handle, follow=True, offset=len(got))
             if stream is None:  # not answering yet (a reconnect inside the drop)
@@ -111,6 +115,3 @@ def follow_through_drops(backend, handle, drop, errors, *, marker: bytes = b"tic
             return bytes(got), drops  # the stream ended: the job is done
         except errors:
             time.sleep(0.3)
-        rest = ended(len(got)) if ended is not None and drops == 3 else None
-        if rest is not None:
-            return bytes(got + rest), drops

@@ -8,13 +8,11 @@ bootstrap has to build the venv; `uv` is not on it unless offered.
 """
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ import pytest
 from launcher import nodesetup
 from launcher.node import venvsetup
 from .test_bootstrap import HELLO, node  # noqa: F401 - the fixture
+from .httpstore import start_http_store
 from .wheelhouse import agent_wheelhouse, uv_wheel
 
 
@@ -44,8 +43,11 @@ def parts(tmp_path_factory):
 
 
 def _env(parts) -> dict:
-    """Where uv and pip find packages: the wheelhouse only. No managed Python downloads, no user config."""
-    return {"UV_OFFLINE": "1", "UV_DEFAULT_INDEX": "http://127.0.0.1:9/simple", "UV_FIND_LINKS": str(parts["wheels"]), "UV_NO_CONFIG": "1",
+    """Where uv and pip find packages: the wheelhouse only (uv reads no UV_NO_INDEX: offline, with a closed port
+    as its index, so a wheel missing here fails the test instead of coming from PyPI). No managed Python
+    downloads, no user config."""
+    return {"UV_OFFLINE": "1",
+            "UV_DEFAULT_INDEX": "http://127.0.0.1:9/simple", "UV_FIND_LINKS": str(parts["wheels"]), "UV_NO_CONFIG": "1",
             "UV_PYTHON_DOWNLOADS": "never", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(parts["wheels"]),
             "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "XDG_CONFIG_HOME": "/nonexistent"}
 
@@ -120,44 +122,9 @@ def test_pip_builds_it_when_no_uv_is_offered_or_the_offered_wheel_is_not_its_sha
     assert not (n.base / "tools" / f"uv-{wrong}").exists()  # nothing unpacked from a wheel that failed its check
 
 
-class _Store(http.server.BaseHTTPRequestHandler):
-    """GET and PUT of files in one folder, as presigned URLs would reach S3; 404 for what is not there."""
-
-    root: Path
-    puts: list
-
-    def do_GET(self):  # noqa: N802
-        path = self.root / self.path.lstrip("/")
-        if not path.is_file():
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(path.stat().st_size))
-        self.end_headers()
-        with open(path, "rb") as f:
-            shutil.copyfileobj(f, self.wfile)
-
-    def do_PUT(self):  # noqa: N802
-        data = self.rfile.read(int(self.headers["Content-Length"]))
-        (self.root / self.path.lstrip("/")).write_bytes(data)
-        self.puts.append(self.path)
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def http_store(tmp_path):
-    root = tmp_path / "http-store"
-    root.mkdir()
-    handler = type("Store", (_Store,), {"root": root, "puts": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.root, server.puts = root, handler.puts
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server = start_http_store(tmp_path / "http-store")
     yield server
     server.shutdown()
 

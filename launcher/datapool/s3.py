@@ -158,19 +158,8 @@ class S3Store(Store):
                 self.on_bytes(len(data))
             return {"PartNumber": i + 1, "ETag": f'"{got}"', "ChecksumSHA256": part_sha}, md5.digest()
 
-        try:
-            done = list(self.parts.map(send, range(n)))
-            etag = self.http.complete_multipart(self.bucket, key, upload_id, [p for p, _ in done])
-        except BaseException:
-            try:
-                self.http.abort_multipart(self.bucket, key, upload_id)
-            except Exception:  # noqa: BLE001 - the original error matters more; a lifecycle rule cleans up
-                pass
-            raise
-        expected = multipart_etag([md5 for _, md5 in done])
-        if etag != expected:
-            raise IntegrityError(f"{rel}: upload verification failed (ETag {etag} != {expected})")
-        if hashed_etag and hashed_etag != expected:
+        etag = self._multipart(rel, key, upload_id, send, range(n))[1]
+        if hashed_etag and hashed_etag != etag:
             # The bytes sent are not the bytes hashed (file changed mid-upload): the sha256 metadata would lie.
             self.delete([rel])
             raise SyncError(f"{rel}: changed while uploading; re-run sync")
@@ -183,7 +172,8 @@ class S3Store(Store):
         that is not what src holds there fails the upload. Returns the bytes sent."""
         key, source = self._key(rel), self._key(source_rel)
         upload_id = self.http.create_multipart(self.bucket, key, {
-            "x-amz-meta-sha256": sha256, "Content-Type": "application/octet-stream", **record_headers(self.bucket, key)})
+            "x-amz-meta-sha256": sha256, "Content-Type": "application/octet-stream",
+            **record_headers(self.bucket, key)})
 
         def send(numbered):
             number, part = numbered
@@ -212,19 +202,26 @@ class S3Store(Store):
                 raise IntegrityError(f"{rel}: part {number} verification failed (ETag {got} != md5 {md5.hexdigest()})")
             return {"PartNumber": number, "ETag": f'"{got}"'}, md5.digest(), n if part[0] == "put" else 0
 
+        done, _ = self._multipart(rel, key, upload_id, send, enumerate(parts, 1))
+        return sum(sent for _, _, sent in done)
+
+    def _multipart(self, rel: str, key: str, upload_id: str, send, items) -> tuple[list, str]:
+        """`send` over `items` on the part threads (each returns (the part for Complete, its MD5 digest, ...)),
+        then Complete, whose ETag must be the parts' multipart ETag; aborted on any failure. Returns (send's
+        results, that ETag)."""
         try:
-            done = list(self.parts.map(send, enumerate(parts, 1)))
-            etag = self.http.complete_multipart(self.bucket, key, upload_id, [p for p, _, _ in done])
+            done = list(self.parts.map(send, items))
+            etag = self.http.complete_multipart(self.bucket, key, upload_id, [d[0] for d in done])
         except BaseException:
             try:
                 self.http.abort_multipart(self.bucket, key, upload_id)
             except Exception:  # noqa: BLE001 - the original error matters more; a lifecycle rule cleans up
                 pass
             raise
-        expected = multipart_etag([md5 for _, md5, _ in done])
+        expected = multipart_etag([d[1] for d in done])
         if etag != expected:
             raise IntegrityError(f"{rel}: upload verification failed (ETag {etag} != {expected})")
-        return sum(sent for _, _, sent in done)
+        return done, etag
 
     # --- download
     def fetch(self, rel: str, entry: Entry, dest_tmp: Path, dest_threshold: int, dest_part_size: int):

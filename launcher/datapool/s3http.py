@@ -338,14 +338,7 @@ class S3Http:
                    "x-amz-copy-source-range": f"bytes={first}-{last}"}
         _, _, data = self.request("PUT", bucket, key, query={"partNumber": number, "uploadId": upload_id},
                                   headers=headers)
-        root = ET.fromstring(data)
-        if _local(root.tag) == "Error":  # as CompleteMultipartUpload: an error can come inside a 200
-            f = {_local(c.tag): c.text for c in root}
-            raise S3Error(200, f.get("Code") or "", f.get("Message") or "")
-        for el in root.iter():
-            if _local(el.tag) == "ETag":
-                return (el.text or "").strip('"')
-        raise S3Error(500, "NoETag", "UploadPartCopy returned no ETag")
+        return _etag_in(data, "UploadPartCopy")
 
     def complete_multipart(self, bucket: str, key: str, upload_id: str, parts: list[dict]) -> str:
         items = []
@@ -355,14 +348,7 @@ class S3Http:
         xml = ("<CompleteMultipartUpload>" + "".join(items) + "</CompleteMultipartUpload>").encode()
         _, _, data = self.request("POST", bucket, key, query={"uploadId": upload_id}, body=xml,
                                   headers={"Content-Type": "application/xml"})
-        root = ET.fromstring(data)
-        if _local(root.tag) == "Error":  # S3 can report a failed complete inside a 200
-            f = {_local(c.tag): c.text for c in root}
-            raise S3Error(200, f.get("Code") or "", f.get("Message") or "")
-        for el in root.iter():
-            if _local(el.tag) == "ETag":
-                return (el.text or "").strip('"')
-        raise S3Error(500, "NoETag", "CompleteMultipartUpload returned no ETag")
+        return _etag_in(data, "CompleteMultipartUpload")
 
     def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
         self.request("DELETE", bucket, key, query={"uploadId": upload_id})
@@ -384,6 +370,19 @@ class Body:
     def close(self) -> None:
         self._resp.close()
         self._conn.close()
+
+
+def _etag_in(data: bytes, call: str) -> str:
+    """The ETag of a CompleteMultipartUpload or UploadPartCopy answer; S3 can report a failure of either inside a
+    200, as an Error document."""
+    root = ET.fromstring(data)
+    if _local(root.tag) == "Error":
+        f = {_local(c.tag): c.text for c in root}
+        raise S3Error(200, f.get("Code") or "", f.get("Message") or "")
+    for el in root.iter():
+        if _local(el.tag) == "ETag":
+            return (el.text or "").strip('"')
+    raise S3Error(500, "NoETag", f"{call} returned no ETag")
 
 
 def _proxies_from_env(env) -> dict[str, str]:

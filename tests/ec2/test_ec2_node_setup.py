@@ -65,7 +65,8 @@ def cloud(ec2_moto, tmp_path_factory, parts):
     scratch = tmp_path_factory.mktemp("hosts")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PIP_", "UV_", "PYTHON"))},
            **ec2_moto.aws_env(scratch), "PATH": f"{parts['nodebin']}:/usr/bin:/bin",
-           "UV_OFFLINE": "1", "UV_DEFAULT_INDEX": "http://127.0.0.1:9/simple", "UV_FIND_LINKS": str(parts["wheels"]), "UV_NO_CONFIG": "1",
+           "UV_OFFLINE": "1",
+           "UV_DEFAULT_INDEX": "http://127.0.0.1:9/simple", "UV_FIND_LINKS": str(parts["wheels"]), "UV_NO_CONFIG": "1",
            "UV_PYTHON_DOWNLOADS": "never", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(parts["wheels"]),
            "PIP_CONFIG_FILE": os.devnull}
     with NodeSimulator(ec2_moto.endpoint, ec2_moto.region, scratch, env) as sim:
