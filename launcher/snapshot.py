@@ -27,7 +27,8 @@ the client's agent version, whatever is installed there.
 Snapshots are cached in `$LAUNCHER_HOME/snapshots/` (`<sha256>.tar.gz`, plus `index/` mapping the stat of
 every file that travels (path, size, mtime, ctime, inode, mode; symlink targets) to the sha256, so launching an
 unchanged tree again reads and packs nothing: one `git ls-files` and one lstat per file). Git's ignore rules need
-no key of their own: a rule that changes what travels changes the listing, which is the key.
+no key of their own: a rule that changes what travels changes the listing, which is the key. The cache keeps the
+five newest tarballs and any used in the last hour; older ones go (with their chunk lists) when a snapshot is built.
 
 This module imports no store, boto3 or torch at import time: the node runs it before anything is installed.
 """
@@ -813,7 +814,8 @@ def build(workdir: Path, *, limit_bytes: int = DEFAULT_LIMIT, cache_dir: Path | 
         sha, size, chunks = _pack(items, tmp, cache, settled_before=started - _RACY_S)
         final = cache / f"{sha}.tar.gz"
         if final.is_file() and final.stat().st_size == size:
-            tmp.unlink()  # the same bytes are already there: keep that file
+            tmp.unlink()  # the same bytes are already there: keep that file, used now (the pruning's clock)
+            os.utime(final)
         else:
             os.replace(tmp, final)
     except BaseException:
@@ -825,7 +827,32 @@ def build(workdir: Path, *, limit_bytes: int = DEFAULT_LIMIT, cache_dir: Path | 
     newest = max((max(i.st.st_mtime, i.st.st_ctime) for i in items), default=0.0)
     if newest < started - _RACY_S:
         _write_index(index, key, snap)
+    _prune(cache, snap.path)
     return snap
+
+
+# The cache keeps the newest few tarballs (the chunk cache and a box's compose read the last ones) and any used in
+# the last hour (a launch may still be uploading it); every edit of a big tree would otherwise leave a whole tarball.
+_KEEP = 5
+_KEEP_S = 3600.0
+
+
+def _prune(cache: Path, keep: Path) -> None:
+    """Older tarballs out of the cache, with their chunk lists (an index entry naming one is then a miss: packed
+    again)."""
+    found = []
+    for tar in cache.glob("*.tar.gz"):
+        try:
+            found.append((tar.stat().st_mtime, tar))
+        except OSError:
+            continue
+    now = time.time()
+    for rank, (mtime, tar) in enumerate(sorted(found, reverse=True)):
+        if rank < _KEEP or tar == keep or now - mtime < _KEEP_S:
+            continue
+        sha = tar.name.removesuffix(".tar.gz")
+        tar.unlink(missing_ok=True)
+        (cache / f"{sha}.chunks").unlink(missing_ok=True)
 
 
 def _read_index(path: Path, cache: Path) -> Snapshot | None:
@@ -837,6 +864,7 @@ def _read_index(path: Path, cache: Path) -> Snapshot | None:
     tar = cache / f"{sha}.tar.gz"
     try:
         if _SHA.match(sha) and tar.stat().st_size == size_i:
+            os.utime(tar)  # used now: the cache's pruning keeps what launches use
             return Snapshot(sha, size_i, files_i, tar)
     except OSError:
         pass

@@ -806,3 +806,33 @@ def test_s3_a_changed_snapshot_sends_the_changed_parts_and_the_store_copies_the_
     assert hashlib.sha256(body).hexdigest() == second.sha256  # the composed object is the new tarball
     out = fetch(url, second.sha256, tmp_path / "node", endpoint_url=s3.endpoint)
     assert (out / "src" / "m07.py").read_text() == "X = 'edited'\n"
+
+
+def test_the_cache_keeps_the_newest_tarballs_and_any_used_in_the_last_hour(tmp_path, monkeypatch):
+    import launcher.snapshot as snapshot
+
+    monkeypatch.setattr(snapshot, "_agent_items", lambda: [])
+    monkeypatch.setattr(snapshot, "_RACY_S", 0.05)
+    cache, src = tmp_path / "cache", tmp_path / "proj"
+    snaps = []
+    for i in range(8):
+        write_tree(src, {"main.py": f"print({i})\n"})
+        time.sleep(0.1)
+        snaps.append(build(src, cache_dir=cache))
+    assert all(s.path.is_file() for s in snaps)  # all used in the last hour: none pruned
+    for n, s in enumerate(snaps):  # all made two hours ago, the oldest first
+        os.utime(s.path, (time.time() - 7200 + n, time.time() - 7200 + n))
+    write_tree(src, {"main.py": "print(2)\n"})  # the third's content again: the same tarball, used now
+    time.sleep(0.1)
+    assert build(src, cache_dir=cache) == snaps[2]
+    write_tree(src, {"main.py": "print('new')\n"})
+    time.sleep(0.1)
+    newest = build(src, cache_dir=cache)
+    kept = {p.name for p in cache.glob("*.tar.gz")}
+    # five: the new one, the one used now, and the three newest of the rest
+    assert kept == {f"{s.sha256}.tar.gz" for s in [newest, snaps[2], *snaps[5:8]]}, kept
+    assert not (cache / f"{snaps[4].sha256}.chunks").exists()
+    write_tree(src, {"main.py": "print(0)\n"})  # a pruned one's index entry is a miss: packed again, same bytes
+    time.sleep(0.1)
+    again = build(src, cache_dir=cache)
+    assert again.sha256 == snaps[0].sha256 and again.path.is_file()
