@@ -79,16 +79,10 @@ def _env(wheels: Path, uv_dir: str | None) -> dict:
 
 
 def _with_env(env: dict, fn, *args):
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    from unittest import mock  # patch.dict: the environment put back as it was, whatever fn does
+
+    with mock.patch.dict(os.environ, env):
         return fn(*args)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def one_round(lock: Path, wheels: Path, uv_dir: str, scratch: Path, store: Path, url: str) -> dict[str, float]:

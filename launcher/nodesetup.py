@@ -11,13 +11,15 @@ its venv quickly (the node's side: launcher/node/venvsetup.py). Stdlib only at i
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from .node import venvsetup
+from .node.venvsetup import sha256_file  # the node checks the wheel with the same function
 
 UV_VERSION = "0.13.10"
 # The nodes' platform, the one the locks are resolved for (images/README.md): Linux x86_64.
@@ -44,12 +46,9 @@ def lock_files(workdir: str | Path, gpu: bool = False) -> list[Path]:
 
 
 def lock_hash(workdir: str | Path, gpu: bool = False) -> str:
-    """The venv's name on the node: the first 16 hex digits of the sha256 of the locks' bytes, one after the other
-    (launcher/node/venvsetup.py's lock_hash)."""
-    h = hashlib.sha256()
-    for lock in lock_files(workdir, gpu):
-        h.update(lock.read_bytes())
-    return h.hexdigest()[:16]
+    """The venv's name on the node: the node's own lock_hash of the same locks, so client and node agree by
+    construction."""
+    return venvsetup.lock_hash([str(p) for p in lock_files(workdir, gpu)])
 
 
 def venv_pack(workdir: str | Path, gpu: bool = False) -> str:
@@ -119,14 +118,6 @@ def offered_uv_wheel() -> Path | None:
             raise
         sys.stderr.write(f"[launcher] note: the node builds its venv with pip, not uv: {exc}\n")
         return None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def uv_name(sha: str) -> str:

@@ -749,6 +749,20 @@ def _chunked_snapshots(cache: Path, limit: int) -> list["Snapshot"]:
     return [s for _, s in sorted(found, key=lambda t: -t[0])[:limit]]
 
 
+def composable_from(snap: "Snapshot", holds) -> tuple["Snapshot", list[tuple[str, int, int]]] | None:
+    """The newest earlier chunked snapshot of this machine's that the other side holds (`holds(prev)`: a box's file,
+    a store's object, of prev's size), and the compose_plan from it to `snap`; None when `snap` is one member or the
+    other side holds none of them."""
+    new = chunk_list(snap)
+    if not new:
+        return None
+    for prev in recent_snapshots(snap):
+        old = chunk_list(prev)
+        if old and holds(prev):
+            return prev, compose_plan(new, old)
+    return None
+
+
 def compose_plan(new: list[tuple[int, int, str]], old: list[tuple[int, int, str]]) -> list[tuple[str, int, int]]:
     """How to make the new tarball from an old one and the new chunks it lacks: ("old", offset in the old tarball,
     length) and ("new", offset in the new tarball, length), in order, adjacent ranges of one source joined."""
@@ -942,26 +956,23 @@ def _upload_composed(snap: Snapshot, store, listing: dict) -> int | None:
     sent, or None (not such a store, no such snapshot there, or too little unchanged: a whole upload)."""
     from . import progress
 
-    new = chunk_list(snap)
-    if not new or not hasattr(store, "put_composed"):
+    if not hasattr(store, "put_composed"):
         return None
-    for prev in recent_snapshots(snap):
-        there, old = listing.get(f"{prev.sha256}.tar.gz"), chunk_list(prev)
-        if there is None or there.size != prev.size or not old:
-            continue
-        parts = store_parts(compose_plan(new, old))
-        to_send = sum(p[2] for p in parts if p[0] == "put")
-        if to_send > snap.size // 2:
-            return None
-        name = f"{snap.sha256}.tar.gz"
-        with progress.transfer("snapshot", to_send) as sent:
-            store.on_bytes = sent
-            store.put_composed(snap.path, name, snap.sha256, parts, f"{prev.sha256}.tar.gz")
-        progress.report(progress.SNAPSHOT, f"sent {progress.human_bytes(to_send)} of "
-                                           f"{progress.human_bytes(snap.size)}; the rest copied in the store from "
-                                           f"{prev.sha256[:12]}")
-        return to_send
-    return None
+    found = composable_from(snap, lambda prev: getattr(listing.get(f"{prev.sha256}.tar.gz"), "size", None)
+                            == prev.size)
+    if found is None:
+        return None
+    prev, ops = found
+    parts = store_parts(ops)
+    to_send = sum(p[2] for p in parts if p[0] == "put")
+    if to_send > snap.size // 2:
+        return None
+    with progress.transfer("snapshot", to_send) as sent:
+        store.on_bytes = sent
+        store.put_composed(snap.path, f"{snap.sha256}.tar.gz", snap.sha256, parts, f"{prev.sha256}.tar.gz")
+    progress.report(progress.SNAPSHOT, f"sent {progress.human_bytes(to_send)} of {progress.human_bytes(snap.size)}; "
+                                       f"the rest copied in the store from {prev.sha256[:12]}")
+    return to_send
 
 
 def _store_list_one(store, name: str):

@@ -152,47 +152,44 @@ def _compose_on_box(client, base: str, snap, python: str) -> int | None:
     from ... import snapshot as snapshots
     from ...sshclient import RemoteError
 
-    new = snapshots.chunk_list(snap)
-    if not new:
+    found = snapshots.composable_from(
+        snap, lambda prev: client.stat_size(f"{base}/code/{prev.sha256}.tar.gz") == prev.size)
+    if found is None:
         return None
-    for prev in snapshots.recent_snapshots(snap):
-        old = snapshots.chunk_list(prev)
-        if not old or client.stat_size(f"{base}/code/{prev.sha256}.tar.gz") != prev.size:
-            continue
-        ops, at, remote_ops = snapshots.compose_plan(new, old), 0, []
-        with tempfile.NamedTemporaryFile(dir=snap.path.parent, prefix=".delta.") as delta, open(snap.path, "rb") as f:
-            for src, offset, n in ops:
-                if src == "old":
-                    remote_ops.append(("old", offset, n))
-                    continue
-                f.seek(offset)
-                left = n
-                while left:
-                    block = f.read(min(left, 1 << 20))
-                    delta.write(block)
-                    left -= len(block)
-                remote_ops.append(("delta", at, n))
-                at += n
-            delta.flush()
-            if at > snap.size // 2:
-                return None  # most of it changed: the whole tarball is as cheap
-            sha = snap.sha256
-            names = [f"code/{prev.sha256}.tar.gz", f"code/.{sha}.delta", f"code/.{sha}.ops", f"code/{sha}.tar.gz"]
-            try:
-                with progress.transfer("snapshot", at) as sent:
-                    client.put(delta.name, f"{base}/{names[1]}", on_bytes=sent)
-                client.put_bytes(json.dumps(remote_ops).encode(), f"{base}/{names[2]}")
-                client.run(f"cd {_base(base)} && {shlex.quote(python)} - " + " ".join(map(shlex.quote, names + [sha])),
-                           stdin=_COMPOSE.encode(), timeout=600)
-            except RemoteError as exc:
-                progress.report(progress.SNAPSHOT, f"composing on the box failed ({str(exc).splitlines()[0]}); "
-                                                   "uploading the whole snapshot")
-                return None
-        progress.report(progress.SNAPSHOT, f"sent {progress.human_bytes(at)} of {progress.human_bytes(snap.size)} "
-                                           f"(the changed chunks); the rest composed on the box from "
-                                           f"{prev.sha256[:12]}")
-        return at
-    return None
+    prev, ops = found
+    to_send = sum(n for src, _, n in ops if src == "new")
+    if to_send > snap.size // 2:
+        return None  # most of it changed: the whole tarball is as cheap
+    sha = snap.sha256
+    names = [f"code/{prev.sha256}.tar.gz", f"code/.{sha}.delta", f"code/.{sha}.ops", f"code/{sha}.tar.gz"]
+    at, remote_ops = 0, []
+    with tempfile.NamedTemporaryFile(dir=snap.path.parent, prefix=".delta.") as delta, open(snap.path, "rb") as f:
+        for src, offset, n in ops:  # the new ranges, one after the other, in the delta file the box reads
+            if src == "old":
+                remote_ops.append(("old", offset, n))
+                continue
+            f.seek(offset)
+            left = n
+            while left:
+                block = f.read(min(left, 1 << 20))
+                delta.write(block)
+                left -= len(block)
+            remote_ops.append(("delta", at, n))
+            at += n
+        delta.flush()
+        try:
+            with progress.transfer("snapshot", to_send) as sent:
+                client.put(delta.name, f"{base}/{names[1]}", on_bytes=sent)
+            client.put_bytes(json.dumps(remote_ops).encode(), f"{base}/{names[2]}")
+            client.run(f"cd {_base(base)} && {shlex.quote(python)} - " + " ".join(map(shlex.quote, names + [sha])),
+                       stdin=_COMPOSE.encode(), timeout=600)
+        except RemoteError as exc:
+            progress.report(progress.SNAPSHOT, f"composing on the box failed ({str(exc).splitlines()[0]}); "
+                                               "uploading the whole snapshot")
+            return None
+    progress.report(progress.SNAPSHOT, f"sent {progress.human_bytes(to_send)} of {progress.human_bytes(snap.size)} "
+                                       f"(the changed chunks); the rest composed on the box from {prev.sha256[:12]}")
+    return to_send
 
 
 def _offer_uv(client, base: str) -> str:
